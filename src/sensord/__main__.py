@@ -1,0 +1,5 @@
+"""`python -m sensord`."""
+
+from sensord._cli import main
+
+raise SystemExit(main())

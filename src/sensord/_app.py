@@ -1,0 +1,134 @@
+"""Build a Daemon from Settings: the one place that knows every concrete stage."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from sensord._daemon import Daemon, Pipeline
+from sensord._http import HttpServer
+from sensord._metrics import Metrics
+from sensord._registry import Registry, load_registry
+from sensord._settings import Settings
+from sensord.alerts import Engine
+from sensord.decode import Decoder, FamilyBatch
+from sensord.ingest import MqttSource
+from sensord.outbox import Outbox
+from sensord.rules import load_rules
+from sensord.sinks import DeadLetter, InfluxSink, Sink, WebhookSink, telemetry_lines
+
+log = logging.getLogger("sensord")
+
+
+def build_sinks(settings: Settings) -> list[Sink]:
+    """The configured sinks; each gets a delivery worker and a column in the outbox."""
+    sinks: list[Sink] = []
+    if settings.sinks.influx is not None:
+        sinks.append(
+            InfluxSink(
+                settings.sinks.influx,
+                password=settings.secret("sinks.influx.password"),
+                token=settings.secret("sinks.influx.token"),
+            )
+        )
+    if settings.sinks.webhook is not None:
+        secret = settings.secret("sinks.webhook.secret")
+        assert secret is not None  # required by WebhookSettings
+        sinks.append(WebhookSink(settings.sinks.webhook, secret=secret))
+    return sinks
+
+
+class TelemetryWriter:
+    """Best-effort telemetry to InfluxDB through a bounded queue (oldest dropped when full).
+
+    Telemetry is history, not alerts: it must never slow the ingest loop, so it is not
+    written through the outbox and a dead InfluxDB only costs telemetry points.
+    """
+
+    def __init__(self, sink: InfluxSink, every_s: float, metrics: Metrics, maxsize: int = 256) -> None:
+        self._sink = sink
+        self._every = every_s
+        self._metrics = metrics
+        self._queue: asyncio.Queue[list[str]] = asyncio.Queue(maxsize)
+        self._last: dict[tuple[str, int], float] = {}
+
+    def __call__(self, batch: FamilyBatch, registry: Registry) -> None:
+        lines = telemetry_lines(batch, registry, every_s=self._every, last=self._last)
+        if not lines:
+            return
+        if self._queue.full():
+            self._queue.get_nowait()
+            self._metrics.delivery_failures.labels("influx-telemetry", "dropped").inc()
+        self._queue.put_nowait(lines)
+
+    async def run(self) -> None:
+        while True:
+            lines = await self._queue.get()
+            try:
+                await self._sink.write_telemetry(lines)
+            except Exception as exc:  # noqa: BLE001 - best effort by design; counted and logged
+                self._metrics.delivery_failures.labels("influx-telemetry", "error").inc()
+                log.warning("telemetry write failed", extra={"fields": {"error": str(exc)}})
+
+
+async def build_daemon(
+    settings: Settings,
+    *,
+    metrics: Metrics | None = None,
+    sinks: Sequence[Sink] | None = None,
+) -> tuple[Daemon, HttpServer | None]:
+    """Load registry and rules, open the outbox, start the HTTP listener; return the daemon."""
+    metrics = metrics or Metrics()
+    registry = load_registry(settings.input_path(settings.registry))
+    rules = load_rules(settings.input_path(settings.rules_dir), registry)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    sink_list = list(sinks) if sinks is not None else build_sinks(settings)
+    outbox = Outbox(
+        settings.data_path(settings.outbox.path), [s.name for s in sink_list], settings.outbox, metrics
+    )
+    deadletter = DeadLetter(settings.data_path(settings.deadletter.file))
+    telemetry = None
+    influx = next((s for s in sink_list if isinstance(s, InfluxSink)), None)
+    writer: TelemetryWriter | None = None
+    if influx is not None and settings.sinks.influx is not None and settings.sinks.influx.write_telemetry:
+        writer = TelemetryWriter(influx, settings.sinks.influx.telemetry_every_s, metrics)
+        w = writer
+
+        def telemetry(batch: FamilyBatch) -> None:
+            w(batch, registry)
+
+    pipeline = Pipeline(
+        decoder=Decoder(registry, settings.decode, settings.broker.topic_template),
+        engine=Engine(rules, registry, settings.alerts),
+        deadletter=deadletter,
+        metrics=metrics,
+        telemetry=telemetry,
+    )
+    source = MqttSource(settings.broker, settings.secret("broker.password"), metrics, settings.batch)
+    daemon = Daemon(
+        settings,
+        registry=registry,
+        pipeline=pipeline,
+        source=source,
+        outbox=outbox,
+        sinks=sink_list,
+        deadletter=deadletter,
+        metrics=metrics,
+    )
+    daemon.background = [writer.run()] if writer is not None else []
+    http: HttpServer | None = None
+    if settings.http.enabled:
+        http = HttpServer(settings.http.host, settings.http.port, metrics, daemon.health)
+        await http.start()
+    log.info(
+        "sensord configured",
+        extra={
+            "fields": {
+                "devices": len(registry.by_id),
+                "rules": rules.rule_count,
+                "sinks": [s.name for s in sink_list],
+            }
+        },
+    )
+    return daemon, http

@@ -1,0 +1,315 @@
+"""The daemon: wiring of ingest → decode → rules → alerts → outbox → sinks.
+
+`Pipeline.evaluate` is the synchronous heart: one batch of raw messages in, alert events
+and checkpoint changes out. `Daemon` runs it in an asyncio TaskGroup of named tasks:
+
+    ingest          the broker connection (reconnects with capped, jittered backoff)
+    process         batches → Pipeline → outbox commit → PUBACK (durable before acknowledged)
+    deliver:<sink>  one per sink, reads the outbox, retries with backoff
+    telemetry       best-effort telemetry writes to InfluxDB (never through the outbox)
+    watchdog        READY=1 once connected and the outbox is open; WATCHDOG=1 while healthy
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Protocol
+
+import orjson
+
+from sensord._errors import OutboxError
+from sensord._logging import RateLimited
+from sensord._metrics import Metrics
+from sensord._registry import Registry
+from sensord._settings import Settings
+from sensord._systemd import Notifier
+from sensord._types import AlertEvent, AlertStatus, Family, RawMessage, Reject
+from sensord.alerts import ActiveAlert, Engine
+from sensord.decode import Decoder, FamilyBatch
+from sensord.outbox import Outbox
+from sensord.sinks import DeadLetter, Sink, deliver_forever
+
+log = logging.getLogger("sensord")
+
+
+class Source(Protocol):
+    """Where batches of raw messages come from: the broker, or a recording in replay."""
+
+    connected: asyncio.Event
+
+    async def run(self) -> None: ...
+
+    def batches(self) -> AsyncIterator[list[RawMessage]]: ...
+
+    def ack(self, tokens: Sequence[int]) -> None: ...
+
+
+@dataclass
+class Evaluated:
+    """What one batch produced, ready to be committed in one outbox transaction."""
+
+    events: list[AlertEvent] = field(default_factory=list)
+    upsert: list[tuple[str, bytes]] = field(default_factory=list)
+    delete: list[str] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+    accepted: int = 0
+    rejected: int = 0
+
+
+def active_from_event(event: AlertEvent) -> ActiveAlert:
+    """The checkpoint row an alert event leaves behind (pending or firing)."""
+    firing = event.status is AlertStatus.FIRING
+    return ActiveAlert(
+        fingerprint=event.fingerprint,
+        family=Family(event.family),
+        rule=event.rule,
+        device_id=event.device_id,
+        status=event.status,
+        since=event.starts_at,
+        fired_at=event.event_time if firing else None,
+        last_notified=event.event_time if firing else None,
+    )
+
+
+def encode_active(active: ActiveAlert) -> bytes:
+    return orjson.dumps(asdict(active))
+
+
+def decode_active(body: bytes) -> ActiveAlert:
+    d = orjson.loads(body)
+    d["family"] = Family(d["family"])
+    d["status"] = AlertStatus(d["status"])
+    return ActiveAlert(**d)
+
+
+class Pipeline:
+    """decode → rules → alerts for one batch. Holds the event-time watermark."""
+
+    def __init__(  # noqa: PLR0913 - the stages are the arguments
+        self,
+        *,
+        decoder: Decoder,
+        engine: Engine,
+        deadletter: DeadLetter,
+        metrics: Metrics,
+        telemetry: Callable[[FamilyBatch], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.decoder = decoder
+        self.engine = engine
+        self._deadletter = deadletter
+        self._metrics = metrics
+        self._telemetry = telemetry
+        self._clock = clock
+        self._unknown_log = RateLimited(log)
+        self.watermark = -math.inf
+
+    def evaluate(self, messages: Sequence[RawMessage]) -> Evaluated:
+        """Run one batch through decode and rules. Rejects are dead-lettered here."""
+        out = Evaluated(tokens=[m.token for m in messages if m.token is not None])
+        res = self.decoder(messages)
+        self._record_rejects(res.rejects)
+        self._record_unknown(res.unknown)
+        out.rejected = len(res.rejects)
+        out.accepted = res.accepted
+        for family, batch in res.batches.items():
+            self._metrics.messages_in.labels(family.value).inc(len(batch))
+            self._absorb(out, self.engine.process(batch), family)
+            self.watermark = max(self.watermark, float(batch.ts.max()))
+            newest = float(batch.ts.max())
+            self._metrics.ingest_lag.set(max(0.0, float(batch.received_at.max()) - newest))
+            if self._telemetry is not None:
+                self._telemetry(batch)
+        if self.watermark > -math.inf:
+            self._absorb(out, self.engine.advance(self.watermark), None)
+        self._metrics.batches.inc()
+        self._metrics.batch_size.observe(len(messages))
+        return out
+
+    def _absorb(self, out: Evaluated, result: object, family: Family | None) -> None:
+        events: list[AlertEvent] = result.events  # type: ignore[attr-defined]
+        out.events.extend(events)
+        out.delete.extend(result.cancelled)  # type: ignore[attr-defined]
+        if family is not None:
+            late = int(result.late)  # type: ignore[attr-defined]
+            if late:
+                self._metrics.late_readings.labels(family.value).inc(late)
+            self._metrics.rule_evaluations.labels(family.value).inc(
+                int(result.evaluations)  # type: ignore[attr-defined]
+            )
+        for ev in events:
+            self._metrics.transitions.labels(ev.rule, ev.status.value).inc()
+            if ev.status is AlertStatus.RESOLVED:
+                out.delete.append(ev.fingerprint)
+            else:
+                out.upsert.append((ev.fingerprint, encode_active(active_from_event(ev))))
+
+    def _record_rejects(self, rejects: Sequence[Reject]) -> None:
+        for r in rejects:
+            self._metrics.rejects.labels(r.reason).inc()
+            self._deadletter.reject(r)
+
+    def _record_unknown(self, unknown: dict[Family, list[str]]) -> None:
+        now = self._clock()
+        for family, ids in unknown.items():
+            self._metrics.unknown_devices.labels(family.value).inc(len(ids))
+            for device_id in set(ids):
+                self._unknown_log.warning(
+                    device_id,
+                    "message from a device missing from the registry; register it to get alerts",
+                    {"device_id": device_id, "family": family.value},
+                    now,
+                )
+
+
+def commit(outbox: Outbox, ev: Evaluated) -> None:
+    """One durable outbox transaction for the batch's events and checkpoint changes."""
+    outbox.commit(ev.events, upsert_active=ev.upsert, delete_active=ev.delete)
+
+
+class Daemon:
+    """Runs the pipeline against a source and delivers to sinks until cancelled."""
+
+    def __init__(  # noqa: PLR0913 - the daemon's collaborators are passed in, not built here
+        self,
+        settings: Settings,
+        *,
+        registry: Registry,
+        pipeline: Pipeline,
+        source: Source,
+        outbox: Outbox,
+        sinks: Sequence[Sink],
+        deadletter: DeadLetter,
+        metrics: Metrics,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.pipeline = pipeline
+        self.source = source
+        self.outbox = outbox
+        self.sinks = list(sinks)
+        self.deadletter = deadletter
+        self.metrics = metrics
+        self.notifier = notifier or Notifier()
+        self._wake = {s.name: asyncio.Event() for s in self.sinks}
+        self._busy_since: float | None = None
+        self._last_batch = time.monotonic()
+        self.processed = 0
+        # Extra named coroutines to run beside the pipeline (the telemetry writer).
+        self.background: list[Coroutine[object, object, None]] = []
+
+    def restore(self) -> int:
+        """Reload the rule engine's active alerts from the outbox checkpoint."""
+        rows = [decode_active(b) for b in self.outbox.active_rows()]
+        self.pipeline.engine.restore(rows)
+        return len(rows)
+
+    def health(self) -> tuple[bool, dict[str, object]]:
+        """Healthy when connected and no batch is stuck."""
+        connected = self.source.connected.is_set()
+        stuck = self._busy_since is not None and time.monotonic() - self._busy_since > 10
+        detail: dict[str, object] = {
+            "broker_connected": connected,
+            "processing_stuck": stuck,
+            "messages_processed": self.processed,
+            "outbox_depth": {s.name: self.outbox.depth(s.name) for s in self.sinks},
+        }
+        return connected and not stuck, detail
+
+    async def run(self) -> None:
+        """Run every task until cancelled (SIGTERM) or one fails."""
+        restored = self.restore()
+        log.info("sensord starting", extra={"fields": {"restored_active_alerts": restored}})
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.source.run(), name="ingest")
+            tg.create_task(self._process_loop(), name="process")
+            for sink in self.sinks:
+                tg.create_task(
+                    deliver_forever(
+                        self.outbox,
+                        sink,
+                        self.settings.delivery,
+                        self.metrics,
+                        self.deadletter,
+                        wake=self._wake[sink.name],
+                    ),
+                    name=f"deliver:{sink.name}",
+                )
+            tg.create_task(self._watchdog(), name="watchdog")
+            for i, coro in enumerate(self.background):
+                tg.create_task(coro, name=f"background:{i}")
+
+    async def _process_loop(self) -> None:
+        async for messages in self.source.batches():
+            self._busy_since = time.monotonic()
+            try:
+                ev = self._evaluate(messages)
+                await self._commit(ev)
+                self.source.ack(ev.tokens)
+            finally:
+                self._busy_since = None
+            self.processed += len(messages)
+            self._last_batch = time.monotonic()
+            if ev.events:
+                for wake in self._wake.values():
+                    wake.set()
+
+    def _evaluate(self, messages: list[RawMessage]) -> Evaluated:
+        try:
+            return self.pipeline.evaluate(messages)
+        except Exception:
+            # A defect must not lose the batch or wedge the session: the messages go to
+            # dead-letter (replayable) and the daemon carries on with the next batch.
+            log.exception("batch failed in the pipeline; messages sent to dead-letter")
+            for m in messages:
+                self.deadletter.reject(
+                    Reject(m.topic, m.payload, m.received_at, "internal_error", "pipeline error; see the log")
+                )
+                self.metrics.rejects.labels("internal_error").inc()
+            return Evaluated(tokens=[m.token for m in messages if m.token is not None])
+
+    async def _commit(self, ev: Evaluated) -> None:
+        delay = 0.5
+        while True:
+            try:
+                commit(self.outbox, ev)
+            except OutboxError as exc:
+                # Backpressure, not loss: the batch stays unacknowledged at the broker
+                # until the outbox takes it (life-safety events are always taken).
+                log.error("outbox refused a batch; retrying", extra={"fields": {"error": str(exc)}})  # noqa: TRY400
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            else:
+                return
+
+    async def _watchdog(self) -> None:
+        await self.source.connected.wait()
+        self.notifier.ready("connected; outbox open")
+        log.info("sensord ready", extra={"fields": {"broker": self.settings.broker.host}})
+        interval = (self.notifier.watchdog_s or 10.0) / 3
+        while True:
+            await asyncio.sleep(interval)
+            ok, _ = self.health()
+            # Ping only while the ingest loop is not stuck on a batch; a wedged loop makes
+            # systemd restart us, and unacknowledged messages are redelivered.
+            if ok or not self.source.connected.is_set():
+                self.notifier.watchdog()
+            for sink in self.sinks:
+                self.metrics.outbox_depth.labels(sink.name).set(self.outbox.depth(sink.name))
+
+
+async def run_until_cancelled(daemon: Daemon) -> None:
+    """Run the daemon; on cancellation (SIGTERM) tell systemd we are stopping."""
+    try:
+        await daemon.run()
+    finally:
+        daemon.notifier.stopping()
+        with contextlib.suppress(Exception):
+            daemon.outbox.close()

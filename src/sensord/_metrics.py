@@ -1,0 +1,64 @@
+"""Prometheus metrics, on a registry that is passed in (no process-wide globals)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    """Every metric sensord exports. One instance per daemon, built on its own registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.messages_in = Counter(
+            "sensord_messages_in", "Messages received, by family", ["family"], registry=r
+        )
+        self.rejects = Counter(
+            "sensord_rejects", "Messages sent to dead-letter, by reason", ["reason"], registry=r
+        )
+        self.unknown_devices = Counter(
+            "sensord_unknown_device_messages",
+            "Messages from device ids missing from the registry",
+            ["family"],
+            registry=r,
+        )
+        self.late_readings = Counter(
+            "sensord_late_readings",
+            "Readings older than the device's last reading, not applied to rule state",
+            ["family"],
+            registry=r,
+        )
+        self.batches = Counter("sensord_batches", "Batches processed", registry=r)
+        self.batch_size = Histogram(
+            "sensord_batch_size",
+            "Messages per batch",
+            buckets=(1, 4, 16, 64, 256, 1024, 4096, 16384),
+            registry=r,
+        )
+        self.rule_evaluations = Counter(
+            "sensord_rule_evaluations", "Rule evaluations (rule x reading)", ["family"], registry=r
+        )
+        self.transitions = Counter(
+            "sensord_alert_transitions", "Alert transitions", ["rule", "state"], registry=r
+        )
+        self.outbox_depth = Gauge(
+            "sensord_outbox_depth", "Alert events not yet delivered, by sink", ["sink"], registry=r
+        )
+        self.delivery_attempts = Counter(
+            "sensord_delivery_attempts", "Delivery attempts, by sink", ["sink"], registry=r
+        )
+        self.delivery_failures = Counter(
+            "sensord_delivery_failures",
+            "Failed deliveries, by sink and kind",
+            ["sink", "kind"],
+            registry=r,
+        )
+        self.delivered = Counter("sensord_delivered", "Alert events delivered, by sink", ["sink"], registry=r)
+        self.ingest_lag = Gauge(
+            "sensord_ingest_lag_seconds",
+            "Receive time minus reading time of the newest reading in the last batch",
+            registry=r,
+        )
+        self.connected = Gauge("sensord_broker_connected", "1 while connected", registry=r)
+        self.rule_reloads = Counter("sensord_rule_reloads", "Rule reloads, by result", ["result"], registry=r)

@@ -1,0 +1,286 @@
+"""Settings: one YAML file, validated into frozen pydantic models, passed in everywhere.
+
+Secrets are never inline: a secret is a reference to a file, or to a systemd credential
+(`$CREDENTIALS_DIRECTORY/<name>`, from `LoadCredential=`). The value is read once at
+load time into a `SecretStr`, so it never shows up in a repr or a log line.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from sensord._errors import ConfigError
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SecretRef(_Frozen):
+    """Where a secret lives: `file: /path` or `credential: name`."""
+
+    file: Path | None = None
+    credential: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SecretRef:
+        if (self.file is None) == (self.credential is None):
+            raise ValueError("give exactly one of 'file' or 'credential'")
+        return self
+
+    def read(self, base: Path) -> SecretStr:
+        """Read the secret; a trailing newline (as `echo` writes) is not part of it."""
+        if self.credential is not None:
+            creds = os.environ.get("CREDENTIALS_DIRECTORY")
+            if not creds:
+                raise ValueError(
+                    f"credential {self.credential!r} needs $CREDENTIALS_DIRECTORY "
+                    "(set by systemd's LoadCredential=)"
+                )
+            path = Path(creds) / self.credential
+        else:
+            assert self.file is not None
+            path = self.file if self.file.is_absolute() else base / self.file
+        try:
+            return SecretStr(path.read_text(encoding="utf-8").rstrip("\r\n"))
+        except OSError as exc:
+            raise ValueError(f"cannot read secret file {path}: {exc.strerror}") from None
+
+
+class TlsSettings(_Frozen):
+    """TLS to the broker: CA to trust, and optionally our client certificate."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    insecure_skip_verify: bool = False
+
+
+class ReconnectSettings(_Frozen):
+    """Capped, jittered exponential backoff between connection attempts."""
+
+    initial_s: Annotated[float, Field(gt=0)] = 0.5
+    max_s: Annotated[float, Field(gt=0)] = 30.0
+
+
+class BrokerSettings(_Frozen):
+    """The MQTT broker and our persistent session on it."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(gt=0, lt=65536)] = 1883
+    client_id: Annotated[str, Field(min_length=1, max_length=64)] = "sensord"
+    username: str | None = None
+    password: SecretRef | None = None
+    tls: TlsSettings | None = None
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+    subscriptions: tuple[str, ...] = ("sensord/+/+/+/+",)
+    topic_template: str = "sensord/{community}/{family}/{device_id}/{kind}"
+    qos: Literal[0, 1] = 1
+    # How many unacknowledged QoS 1 messages the broker may have in flight to us: this
+    # is the ceiling of one batch's worth of pending acknowledgements.
+    receive_maximum: Annotated[int, Field(ge=1, le=65535)] = 20000
+    reconnect: ReconnectSettings = ReconnectSettings()
+
+    @field_validator("topic_template")
+    @classmethod
+    def _template_names(cls, v: str) -> str:
+        for name in ("{family}", "{device_id}"):
+            if name not in v:
+                raise ValueError(f"topic_template must contain {name}")
+        return v
+
+
+class BatchSettings(_Frozen):
+    """How a batch is cut: whichever of size or wait is reached first."""
+
+    max_size: Annotated[int, Field(ge=1, le=100_000)] = 5000
+    max_wait_ms: Annotated[float, Field(ge=0, le=1000)] = 5.0
+
+
+class DecodeSettings(_Frozen):
+    """Limits applied to every payload before rules see it."""
+
+    max_payload_bytes: Annotated[int, Field(ge=64)] = 8192
+    # Readings stamped further ahead of their receive time than this are rejected: a
+    # device with a wrong clock must not drag the event-time clock into the future.
+    # 0 turns the check off (replay of recordings made elsewhere).
+    max_clock_skew_s: Annotated[float, Field(ge=0)] = 300.0
+
+
+class DeadLetterSettings(_Frozen):
+    """Where rejected messages and undeliverable alerts go."""
+
+    file: Path = Path("deadletter.jsonl")
+    mqtt_topic: str | None = None
+
+
+class OutboxSettings(_Frozen):
+    """The SQLite outbox between alerts and sinks."""
+
+    path: Path = Path("outbox.sqlite3")
+    max_events: Annotated[int, Field(ge=100)] = 1_000_000
+
+
+class DeliverySettings(_Frozen):
+    """Retry policy shared by every sink's delivery worker."""
+
+    initial_backoff_s: Annotated[float, Field(gt=0)] = 0.5
+    max_backoff_s: Annotated[float, Field(gt=0)] = 60.0
+    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500
+
+
+class InfluxSettings(_Frozen):
+    """InfluxDB sink. `api: v1` serves InfluxDB 1.x; `api: v2` serves 2.x/3.x and VictoriaMetrics."""
+
+    url: str
+    api: Literal["v1", "v2"] = "v1"
+    database: str = "sensord"
+    retention_policy: str | None = None
+    username: str | None = None
+    password: SecretRef | None = None
+    org: str = ""
+    bucket: str = "sensord"
+    token: SecretRef | None = None
+    timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    alerts_measurement: str = "sensord_alert"
+    write_telemetry: bool = False
+    # Keep at most one telemetry point per device per this many seconds; 0 keeps all.
+    telemetry_every_s: Annotated[float, Field(ge=0)] = 0.0
+
+
+class WebhookSettings(_Frozen):
+    """Dispatch webhook, signed per Standard Webhooks."""
+
+    url: str
+    secret: SecretRef
+    timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    statuses: tuple[Literal["pending", "firing", "resolved"], ...] = ("firing", "resolved")
+
+
+class SinkSettings(_Frozen):
+    """Configured sinks; each gets its own delivery worker."""
+
+    influx: InfluxSettings | None = None
+    webhook: WebhookSettings | None = None
+
+
+class HttpSettings(_Frozen):
+    """The /metrics and /healthz listener."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, lt=65536)] = 9108
+    enabled: bool = True
+
+
+class AlertSettings(_Frozen):
+    """Alert lifecycle defaults; a rule may override them."""
+
+    repeat_interval_s: Annotated[float, Field(ge=0)] = 0.0
+
+
+class LogSettings(_Frozen):
+    """Structured logs to stderr (journald picks them up)."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = "json"
+
+
+class Settings(_Frozen):
+    """The whole configuration. Relative paths are relative to `state_dir` (data) or the
+    config file's folder (inputs)."""
+
+    broker: BrokerSettings = BrokerSettings()
+    batch: BatchSettings = BatchSettings()
+    decode: DecodeSettings = DecodeSettings()
+    registry: Path = Path("devices.yaml")
+    rules_dir: Path = Path("rules")
+    state_dir: Path = Path("/var/lib/sensord")
+    deadletter: DeadLetterSettings = DeadLetterSettings()
+    outbox: OutboxSettings = OutboxSettings()
+    delivery: DeliverySettings = DeliverySettings()
+    sinks: SinkSettings = SinkSettings()
+    http: HttpSettings = HttpSettings()
+    alerts: AlertSettings = AlertSettings()
+    log: LogSettings = LogSettings()
+    # Filled by load_settings(); never written in YAML.
+    secrets: dict[str, SecretStr] = Field(default_factory=dict, exclude=True)
+    config_dir: Path = Field(default=Path(), exclude=True)
+
+    def data_path(self, p: Path) -> Path:
+        """A data file (outbox, dead-letter) lives in state_dir unless absolute."""
+        return p if p.is_absolute() else self.state_dir / p
+
+    def input_path(self, p: Path) -> Path:
+        """An input file (registry, rules) is relative to the config file's folder."""
+        return p if p.is_absolute() else self.config_dir / p
+
+    def secret(self, name: str) -> SecretStr | None:
+        """A resolved secret by its dotted key, e.g. `broker.password`."""
+        return self.secrets.get(name)
+
+
+def _secret_refs(settings: Settings) -> dict[str, SecretRef]:
+    refs: dict[str, SecretRef | None] = {
+        "broker.password": settings.broker.password,
+        "sinks.influx.password": settings.sinks.influx.password if settings.sinks.influx else None,
+        "sinks.influx.token": settings.sinks.influx.token if settings.sinks.influx else None,
+        "sinks.webhook.secret": settings.sinks.webhook.secret if settings.sinks.webhook else None,
+    }
+    return {k: v for k, v in refs.items() if v is not None}
+
+
+def _format_validation(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"{key}: {err['msg']}")
+    return "; ".join(lines)
+
+
+def parse_settings(data: Any, *, source: str, config_dir: Path) -> Settings:
+    """Validate a parsed YAML document and resolve its secrets."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("the top level must be a mapping of settings", source=source)
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc), source=source) from None
+    secrets: dict[str, SecretStr] = {}
+    for key, ref in _secret_refs(settings).items():
+        try:
+            secrets[key] = ref.read(config_dir)
+        except ValueError as exc:
+            raise ConfigError(str(exc), source=source, key=key) from None
+    return settings.model_copy(update={"secrets": secrets, "config_dir": config_dir})
+
+
+def load_settings(path: Path, **overrides: Any) -> Settings:
+    """Load and validate the config file at `path`; `overrides` replace top-level keys."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config: {exc.strerror}", source=str(path)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"not valid YAML{line}: {exc}", source=str(path)) from None
+    if isinstance(data, dict):
+        data.update(overrides)
+    return parse_settings(data, source=str(path), config_dir=path.resolve().parent)

@@ -1,0 +1,89 @@
+"""Value types that cross the seams between pipeline stages.
+
+The flow of one message: ingest (RawMessage in a RawBatch) → decode (FamilyBatch
+columns) → rules (transitions) → alerts (AlertEvent) → outbox → sinks.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Family(enum.StrEnum):
+    """The six device families sensord knows."""
+
+    BIN = "bin"
+    FIRE = "fire"
+    LIFT = "lift"
+    WATER = "water"
+    CHARGER = "charger"
+    WRISTBAND = "wristband"
+
+
+class AlertStatus(enum.StrEnum):
+    """One alert's lifecycle states; each transition is one AlertEvent."""
+
+    PENDING = "pending"
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+class Severity(enum.StrEnum):
+    """How urgent an alert is. `critical` on a life-safety rule pages people now."""
+
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+@dataclass(frozen=True, slots=True)
+class RawMessage:
+    """One MQTT message as received. `token` acknowledges it to the broker (None: QoS 0)."""
+
+    topic: str
+    payload: bytes
+    received_at: float
+    token: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """A message that could not be used, with a reason a person can act on."""
+
+    topic: str
+    payload: bytes
+    received_at: float
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEvent:
+    """One transition of one alert, as stored in the outbox and handed to sinks.
+
+    `event_id` is fixed when the event is created and is the webhook id on every retry.
+    """
+
+    event_id: str
+    fingerprint: str
+    status: AlertStatus
+    rule: str
+    severity: Severity
+    life_safety: bool
+    family: str
+    device_id: str
+    community: str
+    grid: str
+    location: dict[str, Any]
+    labels: dict[str, str]
+    summary: str
+    description: str
+    readings: dict[str, Any]
+    dispatch: tuple[str, ...]
+    starts_at: float
+    ends_at: float | None
+    event_time: float
+    repeat: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,17 @@
+"""Decode stage: raw MQTT messages → validated numpy columns per family."""
+
+from sensord.decode._batch import FamilyBatch
+from sensord.decode._decoder import Decoder, DecodeResult
+from sensord.decode._schemas import SCHEMAS, FieldSpec, field_specs
+from sensord.decode._topic import TopicParts, TopicTemplate
+
+__all__ = [
+    "SCHEMAS",
+    "DecodeResult",
+    "Decoder",
+    "FamilyBatch",
+    "FieldSpec",
+    "TopicParts",
+    "TopicTemplate",
+    "field_specs",
+]

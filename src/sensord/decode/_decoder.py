@@ -1,0 +1,237 @@
+"""Batched decode: a list of raw messages → one columnar FamilyBatch per family + rejects.
+
+Per message, only what must be per message happens in Python: size check, topic split,
+registry lookup, `orjson.loads` and the timestamp. Type, range and required-field checks
+run per column over the whole batch with numpy. A bad message never affects the others:
+it becomes a `Reject` with a reason label (for the metric) and a detail a person can act on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from sensord._types import Family, RawMessage, Reject
+from sensord.decode._batch import FamilyBatch
+from sensord.decode._schemas import FieldSpec, field_specs
+from sensord.decode._topic import TopicTemplate
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from sensord._registry import Registry
+    from sensord._settings import DecodeSettings
+
+_FAMILIES = {f.value: f for f in Family}
+_NUMBER_TYPES: frozenset[type] = frozenset({int, float, type(None)})
+_BOOL_TYPES: frozenset[type] = frozenset({bool, type(None)})
+
+
+@dataclass
+class DecodeResult:
+    """What one batch decoded into."""
+
+    batches: dict[Family, FamilyBatch] = field(default_factory=dict)
+    rejects: list[Reject] = field(default_factory=list)
+    unknown: dict[Family, list[str]] = field(default_factory=dict)
+    accepted: int = 0
+
+
+@dataclass
+class _Rows:
+    """Accepted-so-far messages of one family, before column checks."""
+
+    objs: list[dict[str, Any]] = field(default_factory=list)
+    device: list[int] = field(default_factory=list)
+    ts: list[float] = field(default_factory=list)
+    received: list[float] = field(default_factory=list)
+    msgs: list[RawMessage] = field(default_factory=list)
+
+
+def _timestamp(value: object, received_at: float) -> float:
+    """Reading time in epoch seconds; raises ValueError with the reason."""
+    if value is None:
+        return received_at
+    if type(value) is int or type(value) is float:
+        ts = float(value)
+    elif isinstance(value, str):
+        ts = datetime.fromisoformat(value).timestamp()
+    else:
+        raise ValueError(f"ts must be epoch seconds or RFC 3339 text, got {type(value).__name__}")
+    if not math.isfinite(ts) or ts <= 0:
+        raise ValueError(f"ts {value!r} is not a valid time")
+    return ts
+
+
+class Decoder:
+    """Decode stage. Built once from the registry and settings; called once per batch."""
+
+    def __init__(self, registry: Registry, settings: DecodeSettings, topic_template: str) -> None:
+        self._registry = registry
+        self._settings = settings
+        self._topic = TopicTemplate(topic_template)
+        self._specs = {f: field_specs(f) for f in Family}
+
+    def __call__(self, messages: Sequence[RawMessage]) -> DecodeResult:
+        result = DecodeResult()
+        rows: dict[Family, _Rows] = {}
+        for msg in messages:
+            self._one(msg, rows, result)
+        for family, r in rows.items():
+            batch = self._columns(family, r, result.rejects)
+            if len(batch):
+                result.batches[family] = batch
+                result.accepted += len(batch)
+        return result
+
+    def _one(self, msg: RawMessage, rows: dict[Family, _Rows], result: DecodeResult) -> None:
+        reject = self._reject_reason(msg, rows, result)
+        if reject is not None:
+            reason, detail = reject
+            result.rejects.append(Reject(msg.topic, msg.payload, msg.received_at, reason, detail))
+
+    def _reject_reason(  # noqa: C901, PLR0911 - one early return per reject reason reads best
+        self, msg: RawMessage, rows: dict[Family, _Rows], result: DecodeResult
+    ) -> tuple[str, str] | None:
+        limit = self._settings.max_payload_bytes
+        if len(msg.payload) > limit:
+            return "oversized", f"payload is {len(msg.payload)} bytes, limit {limit}"
+        parts = self._topic.parse(msg.topic)
+        if parts is None:
+            return "bad_topic", f"topic does not match {self._topic.template!r}"
+        family = _FAMILIES.get(parts.family)
+        if family is None:
+            return "unknown_family", f"family {parts.family!r} is not one of {sorted(_FAMILIES)}"
+        device = self._registry.get(parts.device_id)
+        if device is None:
+            result.unknown.setdefault(family, []).append(parts.device_id)
+            return None
+        if device.family is not family:
+            return "family_mismatch", (
+                f"device {parts.device_id} is registered as {device.family}, topic says {family}"
+            )
+        try:
+            obj = orjson.loads(msg.payload)
+        except orjson.JSONDecodeError as exc:
+            if b"NaN" in msg.payload or b"Infinity" in msg.payload or "infinity" in str(exc):
+                return "non_finite", f"NaN or infinite number in payload: {exc}"
+            return "invalid_json", f"payload is not valid JSON: {exc}"
+        if not isinstance(obj, dict):
+            return "not_object", f"payload must be a JSON object, got {type(obj).__name__}"
+        try:
+            ts = _timestamp(obj.get("ts"), msg.received_at)
+        except ValueError as exc:
+            return "bad_timestamp", str(exc)
+        skew = self._settings.max_clock_skew_s
+        if skew and ts > msg.received_at + skew:
+            return "future_timestamp", (
+                f"ts is {ts - msg.received_at:.0f} s ahead of receive time (limit {skew:.0f} s); "
+                "check the device clock"
+            )
+        r = rows.setdefault(family, _Rows())
+        r.objs.append(obj)
+        r.device.append(device.index)
+        r.ts.append(ts)
+        r.received.append(msg.received_at)
+        r.msgs.append(msg)
+        return None
+
+    def _columns(self, family: Family, r: _Rows, rejects: list[Reject]) -> FamilyBatch:
+        n = len(r.objs)
+        bad: dict[int, tuple[str, str]] = {}
+        columns: dict[str, npt.NDArray[np.float64]] = {}
+        present = np.zeros(n, dtype=bool)
+        for spec in self._specs[family]:
+            col = _column(spec, [o.get(spec.name) for o in r.objs], bad)
+            columns[spec.name] = col
+            present |= ~np.isnan(col)
+        for j in np.flatnonzero(~present):
+            bad.setdefault(int(j), ("no_known_fields", f"no {family} field in payload"))
+        keep = np.ones(n, dtype=bool)
+        for i, (reason, detail) in sorted(bad.items()):
+            keep[i] = False
+            m = r.msgs[i]
+            rejects.append(Reject(m.topic, m.payload, m.received_at, reason, detail))
+        batch = FamilyBatch(
+            family,
+            np.asarray(r.device, dtype=np.int64),
+            np.asarray(r.ts, dtype=np.float64),
+            np.asarray(r.received, dtype=np.float64),
+            columns,
+        )
+        return batch if keep.all() else batch.take(np.flatnonzero(keep))
+
+
+def _column(spec: FieldSpec, values: list[Any], bad: dict[int, tuple[str, str]]) -> npt.NDArray[np.float64]:
+    """One field over the batch as float64; bad rows are recorded in `bad`, first reason wins."""
+    if spec.kind == "enum":
+        col = _enum_column(spec, values, bad)
+    else:
+        allowed = _BOOL_TYPES if spec.kind == "bool" else _NUMBER_TYPES
+        if set(map(type, values)) <= allowed:
+            col = np.array(values, dtype=np.float64)
+        else:
+            col = _slow_column(spec, values, allowed, bad)
+        _check_range(spec, col, bad)
+    if spec.required:
+        for i in np.flatnonzero(np.isnan(col)):
+            bad.setdefault(int(i), ("missing_field", f"required field {spec.name!r} is missing"))
+    return col
+
+
+def _slow_column(
+    spec: FieldSpec, values: list[Any], allowed: frozenset[type], bad: dict[int, tuple[str, str]]
+) -> npt.NDArray[np.float64]:
+    col = np.full(len(values), np.nan)
+    want = "true/false" if spec.kind == "bool" else "a number"
+    for i, v in enumerate(values):
+        if type(v) in allowed:
+            col[i] = np.nan if v is None else float(v)
+        else:
+            bad.setdefault(i, ("wrong_type", f"{spec.name} must be {want}, got {v!r:.40}"))
+    return col
+
+
+def _enum_column(
+    spec: FieldSpec, values: list[Any], bad: dict[int, tuple[str, str]]
+) -> npt.NDArray[np.float64]:
+    codes = {c: float(i) for i, c in enumerate(spec.choices)}
+    col = np.full(len(values), np.nan)
+    for i, v in enumerate(values):
+        if v is None:
+            continue
+        code = codes.get(v) if isinstance(v, str) else None
+        if code is None:
+            bad.setdefault(
+                i,
+                ("invalid_value", f"{spec.name} must be one of {list(spec.choices)}, got {v!r:.40}"),
+            )
+        else:
+            col[i] = code
+    return col
+
+
+def _check_range(spec: FieldSpec, col: npt.NDArray[np.float64], bad: dict[int, tuple[str, str]]) -> None:
+    with np.errstate(invalid="ignore"):
+        low = col <= spec.lo if spec.lo_open else col < spec.lo
+        out = low | (col > spec.hi)
+        if spec.kind == "integer":
+            out |= np.isfinite(col) & (col != np.floor(col))
+    for i in np.flatnonzero(out):
+        bad.setdefault(
+            int(i),
+            (
+                "out_of_range",
+                (
+                    f"{spec.name}={col[i]:g} is outside the plausible range "
+                    f"{spec.lo:g}..{spec.hi:g}{' (whole numbers)' if spec.kind == 'integer' else ''}; "
+                    "check the sensor"
+                ),
+            ),
+        )

@@ -1,0 +1,5 @@
+"""Ingest stage: the broker connection and batches of raw messages."""
+
+from sensord.ingest._client import MqttSource, reconnect_delay, tls_context
+
+__all__ = ["MqttSource", "reconnect_delay", "tls_context"]

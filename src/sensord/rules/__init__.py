@@ -1,0 +1,18 @@
+"""Rules stage: YAML rule files → validated specs → compiled numpy plans."""
+
+from sensord.rules._expr import Compiled, ExprError, compile_expr
+from sensord.rules._ruleset import CompiledRule, FamilyRules, RuleSet, check_rules, load_rules
+from sensord.rules._spec import RuleSpec, parse_duration
+
+__all__ = [
+    "Compiled",
+    "CompiledRule",
+    "ExprError",
+    "FamilyRules",
+    "RuleSet",
+    "RuleSpec",
+    "check_rules",
+    "compile_expr",
+    "load_rules",
+    "parse_duration",
+]

@@ -1,0 +1,201 @@
+"""Compile validated rule files into a RuleSet: per family, rules with numpy closures and
+parameter arrays indexed by device (family default, overridden per device by the registry).
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from sensord._errors import RuleError
+from sensord._registry import Registry
+from sensord._types import Family, Severity
+from sensord.decode import FieldSpec, field_specs
+from sensord.rules._expr import Compiled, ExprError, compile_expr
+from sensord.rules._spec import LoadedFile, RuleSpec, read_rule_file
+
+_BUILTIN_PLACEHOLDERS = frozenset({"device_id", "family", "rule", "community", "grid"})
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    """A rule ready to evaluate. `fields` are the payload fields it reads (rows missing one
+    of them are skipped by this rule)."""
+
+    family: Family
+    name: str
+    when: Compiled
+    clear: Compiled | None
+    for_s: float
+    repeat_s: float | None
+    severity: Severity
+    life_safety: bool
+    labels: dict[str, str]
+    dispatch: tuple[str, ...]
+    summary: str
+    description: str
+    fields: tuple[str, ...]
+    params: tuple[str, ...]
+    source: str
+    # Fields shown in the alert: those the conditions read plus those the texts name.
+    shown: tuple[str, ...] = ()
+
+
+@dataclass
+class FamilyRules:
+    """One family's rules and its parameter arrays (one value per registered device)."""
+
+    family: Family
+    rules: list[CompiledRule] = field(default_factory=list)
+    param_defaults: dict[str, float] = field(default_factory=dict)
+    param_arrays: dict[str, npt.NDArray[np.float64]] = field(default_factory=dict)
+    specs: dict[str, FieldSpec] = field(default_factory=dict)
+
+
+@dataclass
+class RuleSet:
+    """Every loaded rule, by family."""
+
+    by_family: dict[Family, FamilyRules] = field(default_factory=dict)
+
+    @property
+    def families(self) -> set[Family]:
+        return {f for f, fr in self.by_family.items() if fr.rules}
+
+    @property
+    def rule_count(self) -> int:
+        return sum(len(fr.rules) for fr in self.by_family.values())
+
+    def referenced_fields(self, family: Family) -> set[str]:
+        fr = self.by_family.get(family)
+        return {f for r in fr.rules for f in r.fields} if fr else set()
+
+
+def _template_names(text: str) -> set[str]:
+    names = set()
+    for _, name, _, _ in string.Formatter().parse(text):
+        if name is not None:
+            names.add(name.split(".", 1)[0].split("[", 1)[0])
+    return names
+
+
+def _compile_rule(loaded: LoadedFile, index: int, spec: RuleSpec, fr: FamilyRules) -> CompiledRule:
+    path = str(loaded.path)
+
+    def err(key: str, message: str) -> RuleError:
+        return RuleError(message, file=path, line=loaded.line(index, key), rule=spec.name)
+
+    compiled: dict[str, Compiled] = {}
+    for key in ("when", "clear"):
+        text = getattr(spec, key)
+        if text is None:
+            continue
+        try:
+            compiled[key] = compile_expr(text, fr.specs, fr.param_defaults)
+        except ExprError as exc:
+            raise err(key, f"{key}: {exc}") from None
+    used_fields = set().union(*(c.fields for c in compiled.values()))
+    used_params = set().union(*(c.params for c in compiled.values()))
+    allowed = set(fr.specs) | set(fr.param_defaults) | _BUILTIN_PLACEHOLDERS
+    named: set[str] = set()
+    for key in ("summary", "description"):
+        try:
+            names = _template_names(getattr(spec, key))
+        except ValueError as exc:
+            raise err(key, f"{key}: broken template: {exc}") from None
+        named |= names & set(fr.specs)
+        unknown = names - allowed
+        if unknown:
+            raise err(
+                key, f"{key}: unknown placeholder(s) {sorted(unknown)}; use fields, params or device_id"
+            )
+    return CompiledRule(
+        family=fr.family,
+        name=spec.name,
+        when=compiled["when"],
+        clear=compiled.get("clear"),
+        for_s=spec.for_s,
+        repeat_s=spec.repeat,
+        severity=spec.severity,
+        life_safety=spec.life_safety,
+        labels=dict(spec.labels),
+        dispatch=spec.dispatch,
+        summary=spec.summary,
+        description=spec.description,
+        fields=tuple(sorted(used_fields)),
+        params=tuple(sorted(used_params)),
+        source=f"{path}:{loaded.line(index)}",
+        shown=tuple(sorted(used_fields | named)),
+    )
+
+
+def _add_file(loaded: LoadedFile, ruleset: RuleSet, registry: Registry, errors: list[RuleError]) -> None:
+    spec = loaded.spec
+    fr = ruleset.by_family.setdefault(
+        spec.family, FamilyRules(spec.family, specs={s.name: s for s in field_specs(spec.family)})
+    )
+    for name, value in spec.params.items():
+        if name in fr.specs:
+            errors.append(RuleError(f"parameter {name!r} has the name of a field", file=str(loaded.path)))
+        elif name in fr.param_defaults and fr.param_defaults[name] != value:
+            errors.append(
+                RuleError(f"parameter {name!r} defined twice for {spec.family}", file=str(loaded.path))
+            )
+        fr.param_defaults[name] = value
+    seen = {r.name for r in fr.rules}
+    for i, rule in enumerate(spec.rules):
+        if rule.name in seen:
+            errors.append(
+                RuleError("duplicate rule name", file=str(loaded.path), line=loaded.line(i), rule=rule.name)
+            )
+            continue
+        seen.add(rule.name)
+        try:
+            fr.rules.append(_compile_rule(loaded, i, rule, fr))
+        except RuleError as exc:
+            errors.append(exc)
+    _build_params(fr, registry)
+
+
+def _build_params(fr: FamilyRules, registry: Registry) -> None:
+    n = registry.count(fr.family)
+    for name, default in fr.param_defaults.items():
+        arr = np.full(n, default, dtype=np.float64)
+        for idx, value in registry.overrides(fr.family, name).items():
+            arr[idx] = value
+        fr.param_arrays[name] = arr
+
+
+def _collect(rules_dir: Path, registry: Registry) -> tuple[RuleSet, list[RuleError]]:
+    errors: list[RuleError] = []
+    ruleset = RuleSet()
+    files = sorted(rules_dir.glob("*.yaml")) + sorted(rules_dir.glob("*.yml"))
+    if not rules_dir.is_dir():
+        return ruleset, [RuleError("rules directory does not exist", file=str(rules_dir))]
+    if not files:
+        errors.append(RuleError("no rule files (*.yaml) found", file=str(rules_dir)))
+    for path in files:
+        try:
+            loaded = read_rule_file(path)
+        except RuleError as exc:
+            errors.append(exc)
+            continue
+        _add_file(loaded, ruleset, registry, errors)
+    return ruleset, errors
+
+
+def check_rules(rules_dir: Path, registry: Registry) -> list[RuleError]:
+    """Every problem in every rule file (empty when all is well)."""
+    return _collect(rules_dir, registry)[1]
+
+
+def load_rules(rules_dir: Path, registry: Registry) -> RuleSet:
+    """Load and compile every rule file; the first problem stops the load."""
+    ruleset, errors = _collect(rules_dir, registry)
+    if errors:
+        raise errors[0]
+    return ruleset

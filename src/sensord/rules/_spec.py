@@ -1,0 +1,152 @@
+"""Rule files: YAML with line numbers → validated pydantic specs.
+
+A rule file holds one family's parameters and rules:
+
+    family: bin
+    params: {fill_high: 80, fill_clear: 70}
+    rules:
+      - name: bin_full
+        when: fill_pct >= fill_high
+        clear: fill_pct < fill_clear
+        for: 0s
+        severity: warning
+        labels: {team: sanitation}
+        dispatch: [sanitation, grid_worker]
+        summary: "Bin {device_id} is {fill_pct:.0f}% full"
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from sensord._errors import RuleError
+from sensord._types import Family, Severity
+
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
+
+
+def parse_duration(value: object) -> float:
+    """'30s', '5m', '2h', '1h30m', or a number of seconds → seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError(f"a duration is text like 30s, 5m, 2h or 1h30m, got {value!r}")  # noqa: TRY004 - pydantic validators report ValueError
+    text = value.strip()
+    m = _DURATION.match(text)
+    if not text or m is None or not any(m.groups()):
+        raise ValueError(f"cannot read duration {value!r}: use forms like 30s, 5m, 2h or 1h30m")
+    h, mi, s = (float(g) if g else 0.0 for g in m.groups())
+    return h * 3600 + mi * 60 + s
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class RuleSpec(BaseModel):
+    """One alert rule as written by an operator."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=80)]
+    when: Annotated[str, Field(min_length=1)]
+    clear: str | None = None
+    for_s: Annotated[Duration, Field(alias="for")] = 0.0
+    severity: Severity = Severity.WARNING
+    life_safety: bool = False
+    repeat: Duration | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    dispatch: tuple[str, ...] = ()
+    summary: Annotated[str, Field(min_length=1)]
+    description: str = ""
+
+
+class RuleFileSpec(BaseModel):
+    """One rule file: a family, its parameter defaults and its rules."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    family: Family
+    params: dict[str, float] = Field(default_factory=dict)
+    rules: tuple[RuleSpec, ...] = ()
+
+
+def _lines(text: str) -> tuple[dict[str, int], list[tuple[int, dict[str, int]]]]:
+    """Line numbers (1-based) of top-level keys, and of each rule and its keys."""
+    top: dict[str, int] = {}
+    rules: list[tuple[int, dict[str, int]]] = []
+    node = yaml.compose(text)
+    if not isinstance(node, yaml.MappingNode):
+        return top, rules
+    for k, v in node.value:
+        top[str(k.value)] = k.start_mark.line + 1
+        if k.value == "rules" and isinstance(v, yaml.SequenceNode):
+            for item in v.value:
+                keys: dict[str, int] = {}
+                if isinstance(item, yaml.MappingNode):
+                    keys = {str(rk.value): rk.start_mark.line + 1 for rk, _ in item.value}
+                rules.append((item.start_mark.line + 1, keys))
+    return top, rules
+
+
+class LoadedFile:
+    """A parsed rule file with the line of each rule, for error messages."""
+
+    def __init__(self, path: Path, spec: RuleFileSpec, rule_lines: list[tuple[int, dict[str, int]]]) -> None:
+        self.path = path
+        self.spec = spec
+        self._rule_lines = rule_lines
+
+    def line(self, index: int, key: str = "") -> int:
+        if index >= len(self._rule_lines):
+            return 0
+        start, keys = self._rule_lines[index]
+        return keys.get(key, start)
+
+
+def _error_line(loc: tuple[Any, ...], top: dict[str, int], rules: list[tuple[int, dict[str, int]]]) -> int:
+    if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int) and loc[1] < len(rules):
+        start, keys = rules[loc[1]]
+        return keys.get(str(loc[2]), start) if len(loc) > 2 else start
+    return top.get(str(loc[0]), 1) if loc else 1
+
+
+def read_rule_file(path: Path) -> LoadedFile:
+    """Parse and validate one rule file; RuleError names file, line and reason."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RuleError(f"cannot read: {exc.strerror}", file=str(path)) from None
+    try:
+        data = yaml.safe_load(text)
+        top, rules = _lines(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise RuleError(
+            f"not valid YAML: {getattr(exc, 'problem', exc)}",
+            file=str(path),
+            line=mark.line + 1 if mark is not None else 0,
+        ) from None
+    if not isinstance(data, dict):
+        raise RuleError("a rule file is a mapping with family, params and rules", file=str(path), line=1)
+    try:
+        spec = RuleFileSpec.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        rule = ""
+        if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
+            raw = data.get("rules") or []
+            item = raw[loc[1]] if loc[1] < len(raw) else None
+            rule = str(item.get("name", "")) if isinstance(item, dict) else ""
+        key = ".".join(str(p) for p in loc if not isinstance(p, int))
+        raise RuleError(
+            f"{key}: {err['msg']}", file=str(path), line=_error_line(loc, top, rules), rule=rule
+        ) from None
+    return LoadedFile(path, spec, rules)

@@ -1,0 +1,148 @@
+"""The dispatch webhook, signed per Standard Webhooks.
+
+One POST per alert event, `Content-Type: application/json`, body:
+
+    {
+      "fingerprint": "3f0a9c1d2b4e5f60",   stable id of the alert (rule + device + labels)
+      "status": "firing",                  firing | resolved (pending if configured)
+      "severity": "critical",              info | warning | critical
+      "lifeSafety": true,
+      "rule": "wristband_sos",
+      "summary": "SOS pressed on wb-0007",
+      "description": "",
+      "device": "wb-0007",
+      "family": "wristband",
+      "community": "maple-court",
+      "grid": "g3",
+      "location": {"building": "3", "unit": "3-402", "floor": 4, "lat": 31.23, "lon": 121.47},
+      "labels": {"team": "elder-care"},
+      "dispatch": ["elder_care_desk", "family_contact", "grid_worker"],
+      "readings": {"sos": true, "ts": 1790000000.0},   only the fields the rule reads
+      "startsAt": "2026-09-21T12:00:00.000Z",
+      "endsAt": null,                      set on resolved
+      "eventTime": "2026-09-21T12:00:00.000Z",
+      "repeat": false                      true on a repeat notification while firing
+    }
+
+Headers: `webhook-id` (the event id: the same on every retry, so a receiver can
+de-duplicate), `webhook-timestamp` (integer seconds at sending), `webhook-signature`
+(`v1,` + base64 HMAC-SHA256 over `{id}.{timestamp}.{body}`). A secret written as
+`whsec_<base64>` is decoded first, as Standard Webhooks libraries do.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import orjson
+from pydantic import SecretStr
+
+from sensord._settings import WebhookSettings
+from sensord._types import AlertEvent
+from sensord.sinks._http import classify, transport_error
+
+
+def _key(secret: str) -> bytes:
+    if secret.startswith("whsec_"):
+        return base64.b64decode(secret.removeprefix("whsec_"))
+    return secret.encode()
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The `webhook-signature` value for one message."""
+    mac = hmac.new(_key(secret), f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256)
+    return "v1," + base64.b64encode(mac.digest()).decode()
+
+
+def verify(
+    secret: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    tolerance_s: float = 300,
+    now: float | None = None,
+) -> bool:
+    """Check a received webhook: a matching v1 signature and a timestamp within tolerance."""
+    h = {k.lower(): v for k, v in headers.items()}
+    msg_id, ts = h.get("webhook-id", ""), h.get("webhook-timestamp", "")
+    if not msg_id or not ts.isdigit():
+        return False
+    if abs((time.time() if now is None else now) - int(ts)) > tolerance_s:
+        return False
+    expected = sign(secret, msg_id, int(ts), body)
+    return any(hmac.compare_digest(expected, s) for s in h.get("webhook-signature", "").split())
+
+
+def _rfc3339(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def webhook_body(e: AlertEvent) -> dict[str, Any]:
+    """The documented JSON body of one event."""
+    return {
+        "fingerprint": e.fingerprint,
+        "status": e.status.value,
+        "severity": e.severity.value,
+        "lifeSafety": e.life_safety,
+        "rule": e.rule,
+        "summary": e.summary,
+        "description": e.description,
+        "device": e.device_id,
+        "family": e.family,
+        "community": e.community,
+        "grid": e.grid,
+        "location": e.location,
+        "labels": e.labels,
+        "dispatch": list(e.dispatch),
+        "readings": e.readings,
+        "startsAt": _rfc3339(e.starts_at),
+        "endsAt": _rfc3339(e.ends_at),
+        "eventTime": _rfc3339(e.event_time),
+        "repeat": e.repeat,
+    }
+
+
+class WebhookSink:
+    """POSTs each event to the dispatch platform, signed."""
+
+    name = "webhook"
+    batched = False
+
+    def __init__(
+        self, settings: WebhookSettings, *, secret: SecretStr, client: httpx.AsyncClient | None = None
+    ) -> None:
+        self._settings = settings
+        self._secret = secret
+        self._client = client or httpx.AsyncClient(timeout=settings.timeout_s)
+
+    async def send(self, events: Sequence[AlertEvent]) -> None:
+        for e in events:
+            if e.status.value in self._settings.statuses:
+                await self._post(e)
+
+    async def _post(self, e: AlertEvent) -> None:
+        body = orjson.dumps(webhook_body(e))
+        ts = int(time.time())
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": e.event_id,
+            "webhook-timestamp": str(ts),
+            "webhook-signature": sign(self._secret.get_secret_value(), e.event_id, ts, body),
+        }
+        try:
+            response = await self._client.post(self._settings.url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise transport_error(self.name, exc) from None
+        classify(self.name, response)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,313 @@
+"""Real servers for tests and the demo: Mosquitto, InfluxDB 1.x, VictoriaMetrics, and a
+webhook receiver. Each starts on a free port in a folder it is given and stops cleanly.
+None of this needs pytest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+import httpx
+import orjson
+
+from sensord.sinks import verify
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (127.0.0.1)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _binary(name: str, *candidates: str) -> str:
+    for c in (shutil.which(name), *candidates):
+        if c and Path(c).exists():
+            return c
+    raise FileNotFoundError(f"{name} is not installed (run scripts/bootstrap.sh)")
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"server did not listen on {port} within {timeout}s: {log.read_text()[-2000:]}")
+
+
+@dataclass
+class _Process:
+    """A started server process and where it keeps its files."""
+
+    workdir: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+    host: str = "127.0.0.1"
+
+    def stop(self) -> None:
+        """Terminate and wait (kill after 10 s)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass
+class MosquittoServer(_Process):
+    """A private Mosquitto with persistence on, as on the edge box."""
+
+    extra_conf: str = ""
+
+    def start(self) -> MosquittoServer:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence true\n"
+            f"persistence_location {self.workdir}/\n"
+            "max_queued_messages 0\n"
+            "max_inflight_messages 0\n"
+            "set_tcp_nodelay true\n"
+            f"log_dest file {self.workdir}/mosquitto.log\n"
+            # Started as root, Mosquitto would switch to its own user and could not read
+            # files in this private folder; stay who we are instead.
+            f"{'user root' if os.geteuid() == 0 else ''}\n"
+            f"{self.extra_conf}\n"
+        )
+        log = self.workdir / "mosquitto.log"
+        log.touch()
+        self.proc = subprocess.Popen(  # noqa: S603 - fixed binary, our own config
+            [_binary("mosquitto", "/usr/sbin/mosquitto"), "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        _wait_port(self.port, self.proc, 10, log)
+        return self
+
+    def restart(self) -> MosquittoServer:
+        """Stop (if running) and start again on the same port with the same data."""
+        self.stop()
+        return self.start()
+
+
+def start_mosquitto(workdir: Path, *, extra_conf: str = "", port: int | None = None) -> MosquittoServer:
+    """Start Mosquitto on a free port (or `port`, to restart on the same one)."""
+    return MosquittoServer(workdir, port or free_port(), extra_conf=extra_conf).start()
+
+
+@dataclass
+class InfluxServer(_Process):
+    """InfluxDB 1.x (Debian's influxd), HTTP API only, bound to loopback."""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> InfluxServer:
+        w = self.workdir
+        w.mkdir(parents=True, exist_ok=True)
+        conf = w / "influxdb.conf"
+        conf.write_text(
+            "reporting-disabled = true\n"
+            f'bind-address = "127.0.0.1:{free_port()}"\n'
+            f'[meta]\n  dir = "{w}/meta"\n'
+            f'[data]\n  dir = "{w}/data"\n  wal-dir = "{w}/wal"\n  query-log-enabled = false\n'
+            f'[http]\n  enabled = true\n  bind-address = "127.0.0.1:{self.port}"\n  log-enabled = false\n'
+            "[monitor]\n  store-enabled = false\n"
+            "[[graphite]]\n  enabled = false\n[[collectd]]\n  enabled = false\n"
+            "[[opentsdb]]\n  enabled = false\n[[udp]]\n  enabled = false\n"
+            "[continuous_queries]\n  enabled = false\n"
+        )
+        log = w / "influxd.log"
+        with log.open("wb") as out:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(  # noqa: S603
+                [_binary("influxd", "/usr/bin/influxd"), "-config", str(conf)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        _wait_port(self.port, self.proc, 30, log)
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{self.url}/ping", timeout=2).status_code != 204:
+            if time.monotonic() > deadline:
+                raise TimeoutError("influxd did not answer /ping")
+            time.sleep(0.1)
+        return self
+
+    def query(self, q: str, db: str = "sensord") -> dict[str, Any]:
+        """Run InfluxQL; returns the parsed JSON answer."""
+        r = httpx.post(f"{self.url}/query", params={"db": db, "q": q}, timeout=10)
+        r.raise_for_status()
+        result: dict[str, Any] = r.json()
+        return result
+
+    def create_database(self, db: str = "sensord") -> None:
+        self.query(f'CREATE DATABASE "{db}"', db="")
+
+    def rows(self, q: str, db: str = "sensord") -> list[dict[str, Any]]:
+        """InfluxQL result rows as dicts (column → value)."""
+        out: list[dict[str, Any]] = []
+        for res in self.query(q, db).get("results", []):
+            for series in res.get("series", []):
+                cols = series["columns"]
+                tags = series.get("tags", {})
+                out.extend({**tags, **dict(zip(cols, v, strict=True))} for v in series["values"])
+        return out
+
+
+def start_influxdb_v1(workdir: Path, *, database: str = "sensord") -> InfluxServer:
+    """Start influxd 1.x on a free port with `database` created."""
+    server = InfluxServer(workdir, free_port()).start()
+    server.create_database(database)
+    return server
+
+
+@dataclass
+class VictoriaMetricsServer(_Process):
+    """VictoriaMetrics single node: speaks the InfluxDB v2 write API."""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> VictoriaMetricsServer:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = self.workdir / "vm.log"
+        out = log.open("wb")  # the child keeps its own descriptor; ours closes below
+        self.proc = subprocess.Popen(  # noqa: S603
+            [
+                _binary("victoria-metrics", "/usr/bin/victoria-metrics"),
+                f"-httpListenAddr=127.0.0.1:{self.port}",
+                f"-storageDataPath={self.workdir}/data",
+                "-search.latencyOffset=0s",
+                "-search.disableCache",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        out.close()
+        _wait_port(self.port, self.proc, 30, log)
+        return self
+
+    def export(self, match: str) -> list[dict[str, Any]]:
+        """Stored series matching a selector, as VictoriaMetrics' JSON-lines export."""
+        httpx.get(f"{self.url}/internal/force_flush", timeout=10)
+        r = httpx.post(f"{self.url}/api/v1/export", data={"match[]": match}, timeout=10)
+        r.raise_for_status()
+        return [orjson.loads(ln) for ln in r.text.splitlines() if ln.strip()]
+
+
+def start_victoria_metrics(workdir: Path) -> VictoriaMetricsServer:
+    """Start VictoriaMetrics on a free port."""
+    return VictoriaMetricsServer(workdir, free_port()).start()
+
+
+@dataclass
+class Received:
+    """One request the webhook receiver got."""
+
+    headers: dict[str, str]
+    body: dict[str, Any]
+    raw: bytes
+    valid: bool
+    answered: int
+
+
+@dataclass
+class WebhookReceiver:
+    """A dispatch-platform stand-in: verifies each Standard Webhooks signature and records it.
+
+    `script(500, 429, 400)` makes the next requests get those answers (then 200 again).
+    """
+
+    secret: str
+    port: int = field(default_factory=free_port)
+    received: list[Received] = field(default_factory=list)
+    on_receive: Any = None
+    _script: list[int] = field(default_factory=list)
+    _server: http.server.ThreadingHTTPServer | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/alerts"
+
+    def script(self, *codes: int) -> None:
+        with self._lock:
+            self._script.extend(codes)
+
+    def _handle(self, headers: dict[str, str], raw: bytes) -> int:
+        with self._lock:
+            code = self._script.pop(0) if self._script else 200
+            valid = verify(self.secret, headers, raw)
+            rec = Received(headers, orjson.loads(raw) if raw else {}, raw, valid, code)
+            self.received.append(rec)
+        if self.on_receive is not None and code == 200:
+            self.on_receive(rec)
+        return code if valid else 401
+
+    def start(self) -> WebhookReceiver:
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                n = int(self.headers.get("content-length", "0"))
+                raw = self.rfile.read(n)
+                code = receiver._handle({k.lower(): v for k, v in self.headers.items()}, raw)
+                self.send_response(code)
+                if code == 429:
+                    self.send_header("Retry-After", "1")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002, ARG002 - silence the access log
+                return
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self._server.serve_forever, name="webhook-receiver", daemon=True).start()
+        return self
+
+    def delivered(self) -> list[Received]:
+        """Requests answered 200 with a valid signature."""
+        with self._lock:
+            return [r for r in self.received if r.valid and r.answered == 200]
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,296 @@
+"""Unit tests for the outbox, sinks and delivery workers (fakes only: MemorySink, MockTransport)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from pydantic import SecretStr
+
+from sensord._errors import OutboxError, PermanentSinkError, RetryableSinkError
+from sensord._metrics import Metrics
+from sensord._settings import DeliverySettings, InfluxSettings, OutboxSettings, SecretRef, WebhookSettings
+from sensord._types import AlertEvent, AlertStatus, Reject, Severity
+from sensord.outbox import Outbox
+from sensord.sinks import (
+    DeadLetter,
+    InfluxSink,
+    MemorySink,
+    WebhookSink,
+    backoff,
+    deliver_forever,
+    line,
+    retry_after,
+    sign,
+    verify,
+)
+
+SPEC_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def event(n: int, *, life_safety: bool = False, status: AlertStatus = AlertStatus.FIRING) -> AlertEvent:
+    return AlertEvent(
+        event_id=f"id-{n}",
+        fingerprint=f"fp-{n}",
+        status=status,
+        rule="bin_full",
+        severity=Severity.CRITICAL if life_safety else Severity.WARNING,
+        life_safety=life_safety,
+        family="bin",
+        device_id=f"bin-{n}",
+        community="maple",
+        grid="g1",
+        location={"building": "1"},
+        labels={"team": "sanitation"},
+        summary=f"Bin bin-{n} is 90% full",
+        description="",
+        readings={"fill_pct": 90.0, "ts": 1.0},
+        dispatch=("sanitation",),
+        starts_at=1_790_000_000.0 + n,
+        ends_at=None,
+        event_time=1_790_000_000.0 + n,
+    )
+
+
+def outbox(tmp_path: Path, sinks: tuple[str, ...] = ("a", "b"), max_events: int = 1000) -> Outbox:
+    return Outbox(tmp_path / "outbox.sqlite3", sinks, OutboxSettings(max_events=max_events), Metrics())
+
+
+class TestOutbox:
+    def test_events_survive_reopen(self, tmp_path: Path) -> None:
+        """Committed events are still there after the outbox is closed and opened again."""
+        ob = outbox(tmp_path)
+        ob.commit([event(1), event(2)])
+        ob.close()
+        again = outbox(tmp_path)
+        assert [e.event_id for _, e, _ in again.due("a", 10, now=1e12)] == ["id-1", "id-2"]
+
+    def test_same_event_id_is_stored_once(self, tmp_path: Path) -> None:
+        """Re-committing an event id (a batch re-processed after a crash) adds nothing."""
+        ob = outbox(tmp_path)
+        assert ob.commit([event(1)]) == 1
+        assert ob.commit([event(1)]) == 0
+        assert ob.depth("a") == 1
+
+    def test_life_safety_first(self, tmp_path: Path) -> None:
+        """due() hands out life-safety events before older ordinary ones."""
+        ob = outbox(tmp_path)
+        ob.commit([event(1), event(2), event(3, life_safety=True)])
+        assert [e.event_id for _, e, _ in ob.due("a", 10, now=1e12)] == ["id-3", "id-1", "id-2"]
+
+    def test_sinks_are_independent(self, tmp_path: Path) -> None:
+        """An event acknowledged by one sink stays queued for the other until it takes it too."""
+        ob = outbox(tmp_path)
+        ob.commit([event(1)])
+        seq = ob.due("a", 10, now=1e12)[0][0]
+        ob.ack("a", [seq])
+        assert (ob.depth("a"), ob.depth("b")) == (0, 1)
+        ob.ack("b", [seq])
+        assert ob.due("b", 10, now=1e12) == []
+
+    def test_bounded_but_life_safety_always_taken(self, tmp_path: Path) -> None:
+        """Past max_events ordinary batches are refused; a batch with a life-safety event is not."""
+        ob = outbox(tmp_path, max_events=100)
+        ob.commit([event(i) for i in range(100)])
+        with pytest.raises(OutboxError, match="outbox full"):
+            ob.commit([event(200)])
+        assert ob.commit([event(201), event(202, life_safety=True)]) == 2
+
+    def test_retry_later_hides_until_due(self, tmp_path: Path) -> None:
+        """An event held for retry is not due before its time and counts the attempt."""
+        ob = outbox(tmp_path)
+        ob.commit([event(1)])
+        seq = ob.due("a", 10, now=1e12)[0][0]
+        ob.retry_later("a", [seq], at=500.0)
+        assert ob.due("a", 10, now=499.0) == []
+        assert ob.due("a", 10, now=500.0)[0][2] == 1
+
+    def test_checkpoint_rows_commit_with_events(self, tmp_path: Path) -> None:
+        """Active-alert rows are upserted and deleted in the commit transaction."""
+        ob = outbox(tmp_path)
+        ob.commit([event(1)], upsert_active=[("fp-1", b"x"), ("fp-2", b"y")])
+        ob.commit([], upsert_active=[("fp-1", b"z")], delete_active=["fp-2"])
+        assert ob.active_rows() == [b"z"]
+
+    def test_removed_sink_no_longer_holds_events(self, tmp_path: Path) -> None:
+        """Reopening without a sink drops its queue, so it does not hold events forever."""
+        ob = outbox(tmp_path)
+        ob.commit([event(1)])
+        ob.close()
+        only_a = outbox(tmp_path, sinks=("a",))
+        only_a.ack("a", [only_a.due("a", 1, now=1e12)[0][0]])
+        assert only_a.due("a", 1, now=1e12) == []
+
+
+class TestWebhookSigning:
+    def test_standard_webhooks_test_vector(self) -> None:
+        """Signing reproduces the Standard Webhooks specification's published example."""
+        assert sign(SPEC_SECRET, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, b'{"test": 2432232314}') == (
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        )
+
+    def test_verify_accepts_good_and_rejects_tampered(self) -> None:
+        """verify() accepts the right signature and rejects a changed body or an old timestamp."""
+        headers = {
+            "webhook-id": "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            "webhook-timestamp": "1614265330",
+            "webhook-signature": "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+        }
+        body = b'{"test": 2432232314}'
+        assert verify(SPEC_SECRET, headers, body, now=1614265330)
+        assert not verify(SPEC_SECRET, headers, body + b" ", now=1614265330)
+        assert not verify(SPEC_SECRET, headers, body, now=1614265330 + 3600)
+
+
+def _client(handler: Callable[[httpx.Request], httpx.Response]) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
+
+
+class TestWebhookSink:
+    def test_signed_post_with_event_id(self) -> None:
+        """Each event is one POST whose webhook-id is the event id and whose signature verifies."""
+        seen: list[httpx.Request] = []
+
+        def handler(req: httpx.Request) -> httpx.Response:
+            seen.append(req)
+            return httpx.Response(200)
+
+        sink = WebhookSink(
+            WebhookSettings(url="http://dispatch/alerts", secret=SecretRef(file=Path("x"))),
+            secret=SecretStr(SPEC_SECRET),
+            client=_client(handler),
+        )
+        asyncio.run(sink.send([event(1)]))
+        req = seen[0]
+        assert req.headers["webhook-id"] == "id-1"
+        assert verify(SPEC_SECRET, dict(req.headers), req.content)
+        body = orjson.loads(req.content)
+        assert (body["device"], body["status"], body["startsAt"]) == (
+            "bin-1",
+            "firing",
+            "2026-09-21T14:13:21.000Z",
+        )
+
+    @pytest.mark.parametrize(
+        ("code", "error", "after"),
+        [(500, RetryableSinkError, None), (429, RetryableSinkError, 7.0), (400, PermanentSinkError, None)],
+    )
+    def test_failure_classes(self, code: int, error: type[Exception], after: float | None) -> None:
+        """5xx and 429 (with Retry-After) are retryable; other 4xx are permanent."""
+        sink = WebhookSink(
+            WebhookSettings(url="http://dispatch/alerts", secret=SecretRef(file=Path("x"))),
+            secret=SecretStr("k"),
+            client=_client(
+                lambda _r: httpx.Response(code, headers={"retry-after": "7"} if code == 429 else {})
+            ),
+        )
+        with pytest.raises(error) as info:
+            asyncio.run(sink.send([event(1)]))
+        assert getattr(info.value, "retry_after", None) == after
+
+    def test_timeout_is_retryable(self) -> None:
+        """A timeout is a retryable failure."""
+
+        def handler(req: httpx.Request) -> httpx.Response:
+            raise httpx.ReadTimeout("slow", request=req)
+
+        sink = WebhookSink(
+            WebhookSettings(url="http://d/a", secret=SecretRef(file=Path("x"))),
+            secret=SecretStr("k"),
+            client=_client(handler),
+        )
+        with pytest.raises(RetryableSinkError, match="timeout"):
+            asyncio.run(sink.send([event(1)]))
+
+    def test_retry_after_http_date(self) -> None:
+        """Retry-After may be an HTTP date."""
+        assert retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == pytest.approx(10.0)
+
+
+class TestLineProtocol:
+    def test_escaping(self) -> None:
+        """Tag values escape spaces, commas and equals; string fields escape quotes and backslashes."""
+        out = line("m", {"b": "x y,z=1", "a": ""}, {"s": 'say "hi" \\', "n": 1.5, "i": 3, "t": True}, 10)
+        assert out == 'm,b=x\\ y\\,z\\=1 s="say \\"hi\\" \\\\",n=1.5,i=3i,t=true 10'
+
+    def test_v2_uses_token_and_bucket(self) -> None:
+        """api v2 posts to /api/v2/write with org, bucket and a Token header."""
+        seen: list[httpx.Request] = []
+
+        def handler(req: httpx.Request) -> httpx.Response:
+            seen.append(req)
+            return httpx.Response(204)
+
+        settings = InfluxSettings(url="http://influx:8086", api="v2", org="o", bucket="b")
+        sink = InfluxSink(settings, token=SecretStr("tok"), client=_client(handler))
+        asyncio.run(sink.send([event(1)]))
+        assert seen[0].url.path == "/api/v2/write"
+        assert seen[0].url.params["bucket"] == "b"
+        assert seen[0].headers["authorization"] == "Token tok"
+        assert seen[0].content.startswith(b"sensord_alert,community=maple")
+
+
+class TestDelivery:
+    def test_backoff_is_capped_and_jittered(self) -> None:
+        """Backoff never exceeds the cap, grows with attempts and varies."""
+        s = DeliverySettings(initial_backoff_s=0.5, max_backoff_s=10)
+        rng = random.Random(1)
+        values = [backoff(a, s, rng) for a in range(20)]
+        assert max(values) <= 10
+        assert len(set(values)) == len(values)
+
+    def _run(self, tmp_path: Path, sink: MemorySink, until: Callable[[Outbox], bool]) -> Outbox:
+        ob = outbox(tmp_path, sinks=(sink.name,))
+        ob.commit([event(1), event(2, life_safety=True)])
+        dl = DeadLetter(tmp_path / "dl.jsonl")
+
+        async def go() -> None:
+            wake = asyncio.Event()
+            settings = DeliverySettings(initial_backoff_s=0.01, max_backoff_s=0.02)
+            task = asyncio.create_task(deliver_forever(ob, sink, settings, Metrics(), dl, wake=wake))
+            for _ in range(300):
+                if until(ob):
+                    break
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(go())
+        dl.close()
+        return ob
+
+    def test_retries_until_delivered(self, tmp_path: Path) -> None:
+        """Retryable failures are retried with backoff until the sink takes the events."""
+        sink = MemorySink("m")
+        sink.fail_next(3)
+        ob = self._run(tmp_path, sink, lambda ob: ob.depth("m") == 0)
+        assert [e.event_id for e in sink.events] == ["id-2", "id-1"]
+        assert sink.calls == 4
+        assert ob.depth("m") == 0
+
+    def test_permanent_failure_goes_to_dead_letter(self, tmp_path: Path) -> None:
+        """A permanent refusal writes the event to dead-letter with the reason and is not retried."""
+        sink = MemorySink("m", batched=False)
+        sink.fail_next(1, permanent=True)
+        self._run(tmp_path, sink, lambda ob: ob.depth("m") == 0)
+        records = [orjson.loads(x) for x in (tmp_path / "dl.jsonl").read_text().splitlines()]
+        assert [(r["kind"], r["sink"], r["event"]["event_id"]) for r in records] == [
+            ("undeliverable", "m", "id-2")
+        ]
+        assert [e.event_id for e in sink.events] == ["id-1"]
+
+
+class TestDeadLetter:
+    def test_reject_record(self, tmp_path: Path) -> None:
+        """A reject is one JSON line with reason, detail, topic and the payload (base64 when binary)."""
+        dl = DeadLetter(tmp_path / "dl.jsonl")
+        dl.reject(Reject("t/1", b"\xff\xfe", 5.0, "invalid_json", "not JSON"))
+        dl.close()
+        rec = orjson.loads((tmp_path / "dl.jsonl").read_text())
+        assert (rec["reason"], rec["topic"], rec["payload_b64"]) == ("invalid_json", "t/1", "//4=")
