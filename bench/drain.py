@@ -11,15 +11,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import logging
-
-from _backlog import broker, create_session, drain_mosquitto_sub, messages, publish_backlog, registry_doc, scenario
-
+from _backlog import (
+    broker,
+    create_session,
+    drain_mosquitto_sub,
+    messages,
+    publish_backlog,
+    registry_doc,
+    scenario,
+)
 from sensord._daemon import Pipeline, commit
 from sensord._metrics import Metrics
 from sensord._registry import parse_registry
@@ -32,16 +39,23 @@ from sensord.rules import load_rules
 from sensord.sinks import DeadLetter
 
 ROOT = Path(__file__).resolve().parent.parent
+TOPIC_TEMPLATE = "sensord/{community}/{family}/{device_id}/{kind}"
 
 
-def drain_sensord(
-    port: int, client_id: str, qos: int, n: int, work: Path, registry: dict[str, Any]
-) -> tuple[float, int, int]:
+@dataclass(frozen=True)
+class Session:
+    port: int
+    client_id: str
+    qos: int
+
+
+def drain_sensord(session: Session, n: int, work: Path, registry: dict[str, Any]) -> tuple[float, int, int]:
     """sensord's pipeline, as the daemon runs it, until n messages are acknowledged."""
+    port, client_id, qos = session.port, session.client_id, session.qos
     reg = parse_registry(registry, source="bench")
     metrics = Metrics()
     pipeline = Pipeline(
-        decoder=Decoder(reg, DecodeSettings(max_clock_skew_s=0), "sensord/{community}/{family}/{device_id}/{kind}"),
+        decoder=Decoder(reg, DecodeSettings(max_clock_skew_s=0), TOPIC_TEMPLATE),
         engine=Engine(load_rules(ROOT / "rules", reg), reg, AlertSettings()),
         deadletter=DeadLetter(work / f"dl-{client_id}.jsonl"),
         metrics=metrics,
@@ -84,7 +98,8 @@ def main() -> None:
     sc = scenario()
     msgs = messages(sc, n, start_ts=time.time() - 86400)
     size = sum(len(p) for _, p in msgs) / len(msgs)
-    print(f"backlog: {n} messages, mean payload {size:.0f} bytes, {sum(sc.devices.values())} devices, six families")
+    devices = sum(sc.devices.values())
+    print(f"backlog: {n} messages, mean payload {size:.0f} bytes, {devices} devices, six families")
     with tempfile.TemporaryDirectory(prefix="sensord-bench-") as d:
         work = Path(d)
         server = broker(work / "mosquitto")
@@ -96,11 +111,13 @@ def main() -> None:
                     create_session(server.port, cid, qos)
                 publish_backlog(server.port, msgs, qos)  # queued once for both sessions
                 c_s = drain_mosquitto_sub(server.port, f"mosquitto_sub-q{qos}", qos, n)
-                s_s, events, accepted = drain_sensord(server.port, f"sensord-q{qos}", qos, n, work, registry_doc(sc))
+                session = Session(server.port, f"sensord-q{qos}", qos)
+                s_s, events, accepted = drain_sensord(session, n, work, registry_doc(sc))
                 rows.append((qos, n / c_s, n / s_s, events, accepted))
         finally:
             server.stop()
-    print(f"{'QoS':<5}{'mosquitto_sub msg/s':>22}{'sensord msg/s':>16}{'ratio':>8}{'accepted':>10}{'alert events':>14}")
+    head = ("QoS", "mosquitto_sub msg/s", "sensord msg/s", "ratio", "accepted", "alert events")
+    print(f"{head[0]:<5}{head[1]:>22}{head[2]:>16}{head[3]:>8}{head[4]:>10}{head[5]:>14}")
     for qos, c, s, events, accepted in rows:
         print(f"{qos:<5}{c:>22,.0f}{s:>16,.0f}{s / c:>8.2f}{accepted:>10}{events:>14}")
 
