@@ -313,3 +313,4 @@ async def run_until_cancelled(daemon: Daemon) -> None:
         daemon.notifier.stopping()
         with contextlib.suppress(Exception):
             daemon.outbox.close()
+        daemon.deadletter.close()

@@ -95,6 +95,7 @@ def make_event(  # noqa: PLR0913 - one event has this many facts
         "rule": rule.name,
         "community": device.entry.community,
         "grid": device.entry.grid,
+        "building": device.entry.building or "",
     }
     return AlertEvent(
         event_id=event_id(fp, status, starts_at, event_time, repeat=repeat),

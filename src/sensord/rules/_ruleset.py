@@ -18,7 +18,7 @@ from sensord.decode import FieldSpec, field_specs
 from sensord.rules._expr import Compiled, ExprError, compile_expr
 from sensord.rules._spec import LoadedFile, RuleSpec, read_rule_file
 
-_BUILTIN_PLACEHOLDERS = frozenset({"device_id", "family", "rule", "community", "grid"})
+_BUILTIN_PLACEHOLDERS = frozenset({"device_id", "family", "rule", "community", "grid", "building"})
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,124 @@
+"""Unit tests for configuration loading and the `sensord check` / `--version` commands."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from sensord import __version__
+from sensord._cli import main
+from sensord._errors import ConfigError
+from sensord._settings import load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write_config(tmp_path: Path, extra: str = "") -> Path:
+    """A copy of the shipped registry and rules with a config that reads its secret from a file."""
+    shutil.copy(ROOT / "config" / "devices.yaml", tmp_path / "devices.yaml")
+    shutil.copytree(ROOT / "rules", tmp_path / "rules")
+    (tmp_path / "webhook-secret").write_text("s3cret-signing-key\n")
+    cfg = tmp_path / "sensord.yaml"
+    cfg.write_text(
+        f"""\
+registry: devices.yaml
+rules_dir: rules
+state_dir: {tmp_path / "state"}
+sinks:
+  webhook:
+    url: http://127.0.0.1:9/alerts
+    secret: {{file: webhook-secret}}
+{extra}"""
+    )
+    return cfg
+
+
+class TestSettings:
+    def test_secret_is_read_from_file_and_hidden(self, tmp_path: Path) -> None:
+        """A file secret is loaded without its newline and never appears in the settings' repr."""
+        settings = load_settings(write_config(tmp_path))
+        secret = settings.secret("sinks.webhook.secret")
+        assert secret is not None
+        assert secret.get_secret_value() == "s3cret-signing-key"
+        assert "s3cret" not in repr(settings)
+
+    def test_unknown_key_names_the_key(self, tmp_path: Path) -> None:
+        """A misspelt key stops loading with the dotted key in the message."""
+        with pytest.raises(ConfigError, match=r"broker\.prot"):
+            load_settings(write_config(tmp_path, "broker: {prot: 1883}\n"))
+
+    def test_out_of_range_value_names_the_key(self, tmp_path: Path) -> None:
+        """A port above 65535 is refused naming broker.port."""
+        with pytest.raises(ConfigError, match=r"broker\.port"):
+            load_settings(write_config(tmp_path, "broker: {port: 70000}\n"))
+
+    def test_credential_without_systemd_says_why(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A credential reference outside systemd names the key and $CREDENTIALS_DIRECTORY."""
+        monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+        cfg = write_config(tmp_path)
+        cfg.write_text(cfg.read_text().replace("{file: webhook-secret}", "{credential: webhook-secret}"))
+        with pytest.raises(ConfigError, match=r"sinks\.webhook\.secret.*CREDENTIALS_DIRECTORY"):
+            load_settings(cfg)
+
+    def test_credential_is_read_from_credentials_directory(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Under systemd the credential file in $CREDENTIALS_DIRECTORY is the secret."""
+        creds = tmp_path / "creds"
+        creds.mkdir()
+        (creds / "webhook-secret").write_text("from-systemd")
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+        cfg = write_config(tmp_path)
+        cfg.write_text(cfg.read_text().replace("{file: webhook-secret}", "{credential: webhook-secret}"))
+        secret = load_settings(cfg).secret("sinks.webhook.secret")
+        assert secret is not None
+        assert secret.get_secret_value() == "from-systemd"
+
+    def test_settings_are_frozen(self, tmp_path: Path) -> None:
+        """Settings cannot be changed after loading: they are passed in, never mutated."""
+        settings = load_settings(write_config(tmp_path))
+        with pytest.raises(ValueError, match="frozen"):
+            settings.broker.port = 1
+
+
+class TestCli:
+    def test_check_clean_config_exits_zero(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """`sensord check` on the shipped registry and rules says ok and exits 0."""
+        assert main(["check", "-c", str(write_config(tmp_path))]) == 0
+        assert capsys.readouterr().out.startswith("ok:")
+
+    def test_check_broken_rule_names_file_and_line(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A rule reading a field its family lacks fails `check` with file:line and the reason."""
+        cfg = write_config(tmp_path)
+        bin_rules = tmp_path / "rules" / "bin.yaml"
+        text = bin_rules.read_text()
+        bin_rules.write_text(text.replace("when: fill_pct >=", "when: fill_percent >=", 1))
+        bad_line = next(
+            i for i, line in enumerate(bin_rules.read_text().splitlines(), 1) if "fill_percent" in line
+        )
+        assert main(["check", "-c", str(cfg)]) == 1
+        err = capsys.readouterr().err
+        assert f"bin.yaml:{bad_line}" in err
+        assert "fill_percent" in err
+
+    def test_check_broken_registry_exits_one(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A registry entry with an unknown family fails `check` naming the device."""
+        cfg = write_config(tmp_path)
+        (tmp_path / "devices.yaml").write_text("devices:\n  x-1: {family: toaster, community: c, grid: g}\n")
+        assert main(["check", "-c", str(cfg)]) == 1
+        assert "x-1" in capsys.readouterr().err
+
+    def test_version(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """`sensord --version` prints the package version and exits 0."""
+        with pytest.raises(SystemExit) as exc:
+            main(["--version"])
+        assert exc.value.code == 0
+        assert capsys.readouterr().out.strip() == f"sensord {__version__}"
