@@ -1,4 +1,4 @@
-"""The `sensord` command: run, check, simulate, --version."""
+"""The `sensord` command: run, check, rules check|test, replay, simulate, --version."""
 
 from __future__ import annotations
 
@@ -36,6 +36,30 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--speed", type=float, default=1.0, help="event time runs this many times wall time")
     sim.add_argument("--seed", type=int, default=1)
     sim.add_argument("--registry-out", type=Path, help="write the scenario's device registry here and exit")
+    sim.add_argument(
+        "--out",
+        type=Path,
+        help="write the stream to this recording (.jsonl or .jsonl.gz) instead of a broker",
+    )
+    sim.add_argument(
+        "--start", type=float, help="event time of the first reading (epoch s; default: the stream ends now)"
+    )
+    rules = sub.add_parser("rules", help="rule tooling: check and test rule files")
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True)
+    rcheck = rules_sub.add_parser("check", help="validate rule files (file:line: reason per problem)")
+    rcheck.add_argument("files", type=Path, nargs="*", help="rule files or folders (default: rules/)")
+    rcheck.add_argument(
+        "-c", "--config", type=Path, help="take the device registry (and rules_dir) from here"
+    )
+    rtest = rules_sub.add_parser("test", help="run rule unit tests (see rules/tests/)")
+    rtest.add_argument("files", type=Path, nargs="+", help="test files or folders of *_test.yaml")
+    rep = sub.add_parser("replay", help="run a recording through the rules offline; print the alert timeline")
+    rep.add_argument("recording", type=Path, help="recording (.jsonl or .jsonl.gz)")
+    rep.add_argument("-c", "--config", type=Path, help="config whose registry, rules and limits to use")
+    rep.add_argument("--rules", type=Path, help="rules folder (overrides the config's)")
+    rep.add_argument("--registry", type=Path, help="device registry (overrides the config's)")
+    rep.add_argument("--json", action="store_true", help="one JSON object per alert event (webhook body)")
+    rep.add_argument("--all", action="store_true", help="include pending events in the timeline")
     return p
 
 
@@ -109,13 +133,25 @@ def _simulate(args: argparse.Namespace) -> int:
     return simulate_main(args)
 
 
+def _rules(args: argparse.Namespace) -> int:
+    from sensord import _tools  # noqa: PLC0415 - numpy-heavy; only when needed
+
+    if args.rules_command == "check":
+        return _tools.rules_check(args.files, args.config)
+    return _tools.rules_test(args.files)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from sensord import _tools  # noqa: PLC0415
+
+    return _tools.replay_command(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "check":
-        return _check(args.config)
-    if args.command == "run":
-        return _run(args.config)
-    return _simulate(args)
+    commands = {"check": lambda: _check(args.config), "run": lambda: _run(args.config)}
+    commands |= {"rules": lambda: _rules(args), "replay": lambda: _replay(args)}
+    return commands.get(args.command, lambda: _simulate(args))()
 
 
 if __name__ == "__main__":

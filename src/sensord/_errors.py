@@ -7,6 +7,7 @@ Every error a person may have to act on carries a reason written for that person
     ├── RuleError              a rule file or rule expression that cannot be compiled
     ├── DecodeError            one message rejected; goes to dead-letter with `reason`
     ├── OutboxError            the on-disk outbox is full or unusable
+    ├── RecordingError         a recording file that cannot be read (file:line)
     ├── IngestError            broker connection problems
     │   └── ConnectRefused     the broker refused us (bad credentials, bad client id)
     └── SinkError              a delivery to a sink failed
@@ -59,6 +60,10 @@ class DecodeError(SensordError):
 
 class OutboxError(SensordError):
     """The durable outbox cannot take or give events."""
+
+
+class RecordingError(SensordError):
+    """A recording (replay input) that cannot be read; the message names file and line."""
 
 
 class IngestError(SensordError):

@@ -5,6 +5,7 @@ parameter arrays indexed by device (family default, overridden per device by the
 from __future__ import annotations
 
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,14 +171,31 @@ def _build_params(fr: FamilyRules, registry: Registry) -> None:
         fr.param_arrays[name] = arr
 
 
-def _collect(rules_dir: Path, registry: Registry) -> tuple[RuleSet, list[RuleError]]:
+def rule_files(rules_dir: Path) -> list[Path]:
+    """The rule files of a directory, in load order."""
+    return sorted(rules_dir.glob("*.yaml")) + sorted(rules_dir.glob("*.yml"))
+
+
+def _unknown_overrides(ruleset: RuleSet, registry: Registry) -> list[RuleError]:
+    """A per-device override of a parameter no rule file defines is a typo that would
+    silently leave the family default in force (a resident's own limit ignored)."""
+    return [
+        RuleError(
+            f"device {device.device_id} overrides parameter {name!r}, which no {family.value} "
+            f"rule file defines (defined: {', '.join(sorted(fr.param_defaults)) or 'none'})",
+            file="device registry",
+        )
+        for family, fr in ruleset.by_family.items()
+        for device in registry.devices(family)
+        for name in sorted(set(device.entry.params) - set(fr.param_defaults))
+    ]
+
+
+def _collect(files: Sequence[Path], registry: Registry, *, where: str) -> tuple[RuleSet, list[RuleError]]:
     errors: list[RuleError] = []
     ruleset = RuleSet()
-    files = sorted(rules_dir.glob("*.yaml")) + sorted(rules_dir.glob("*.yml"))
-    if not rules_dir.is_dir():
-        return ruleset, [RuleError("rules directory does not exist", file=str(rules_dir))]
     if not files:
-        errors.append(RuleError("no rule files (*.yaml) found", file=str(rules_dir)))
+        errors.append(RuleError("no rule files (*.yaml) found", file=where))
     for path in files:
         try:
             loaded = read_rule_file(path)
@@ -185,17 +203,37 @@ def _collect(rules_dir: Path, registry: Registry) -> tuple[RuleSet, list[RuleErr
             errors.append(exc)
             continue
         _add_file(loaded, ruleset, registry, errors)
+    errors.extend(_unknown_overrides(ruleset, registry))
     return ruleset, errors
+
+
+def _collect_dir(rules_dir: Path, registry: Registry) -> tuple[RuleSet, list[RuleError]]:
+    if not rules_dir.is_dir():
+        return RuleSet(), [RuleError("rules directory does not exist", file=str(rules_dir))]
+    return _collect(rule_files(rules_dir), registry, where=str(rules_dir))
+
+
+def check_rule_files(files: Sequence[Path], registry: Registry) -> list[RuleError]:
+    """Every problem in the given rule files (empty when all is well)."""
+    return _collect(files, registry, where=", ".join(map(str, files)) or "(no files)")[1]
+
+
+def load_rule_files(files: Sequence[Path], registry: Registry) -> RuleSet:
+    """Load and compile the given rule files; the first problem stops the load."""
+    ruleset, errors = _collect(files, registry, where=", ".join(map(str, files)))
+    if errors:
+        raise errors[0]
+    return ruleset
 
 
 def check_rules(rules_dir: Path, registry: Registry) -> list[RuleError]:
     """Every problem in every rule file (empty when all is well)."""
-    return _collect(rules_dir, registry)[1]
+    return _collect_dir(rules_dir, registry)[1]
 
 
 def load_rules(rules_dir: Path, registry: Registry) -> RuleSet:
     """Load and compile every rule file; the first problem stops the load."""
-    ruleset, errors = _collect(rules_dir, registry)
+    ruleset, errors = _collect_dir(rules_dir, registry)
     if errors:
         raise errors[0]
     return ruleset

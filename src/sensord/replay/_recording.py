@@ -1,0 +1,63 @@
+"""Recordings: a compact file of MQTT messages (receive time, topic, payload).
+
+One JSON array per line, `[received_at, topic, payload]`, gzip-compressed when the file
+name ends in `.gz`. The payload is kept as text when it is UTF-8 (readable with `zcat`)
+and as `{"b64": ...}` otherwise, so malformed device bytes survive a round trip.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from sensord._errors import RecordingError
+from sensord._types import RawMessage
+
+
+def _open(path: Path, mode: str) -> IO[bytes]:
+    if path.suffix == ".gz":
+        return gzip.open(path, mode + "b")  # type: ignore[return-value]
+    return path.open(mode + "b")
+
+
+def _encode_payload(payload: bytes) -> Any:
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"b64": base64.b64encode(payload).decode()}
+
+
+def write_recording(path: Path, messages: Iterable[tuple[float, str, bytes]]) -> int:
+    """Write (received_at, topic, payload) tuples; returns how many."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with _open(path, "w") as f:
+        for received_at, topic, payload in messages:
+            f.write(orjson.dumps([round(received_at, 6), topic, _encode_payload(payload)]) + b"\n")
+            n += 1
+    return n
+
+
+def read_recording(path: Path) -> Iterator[RawMessage]:
+    """The recorded messages in file order, as RawMessages without ack tokens."""
+    try:
+        f = _open(path, "r")
+    except OSError as exc:
+        raise RecordingError(f"{path}: cannot open: {exc.strerror}") from None
+    with f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                received_at, topic, payload = orjson.loads(line)
+                raw = base64.b64decode(payload["b64"]) if isinstance(payload, dict) else str(payload).encode()
+                yield RawMessage(str(topic), raw, float(received_at))
+            except (orjson.JSONDecodeError, ValueError, TypeError, KeyError) as exc:
+                raise RecordingError(
+                    f"{path}:{lineno}: not a recording line ([received_at, topic, payload]): {exc}"
+                ) from None

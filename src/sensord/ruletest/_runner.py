@@ -1,0 +1,219 @@
+"""Runs rule test files: each case's readings go through the same decode, rules and
+alert engine as the daemon, in event time, and the alerts at each `at` are compared."""
+
+from __future__ import annotations
+
+import collections
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from sensord._daemon import Pipeline
+from sensord._errors import ConfigError, RuleError
+from sensord._metrics import Metrics
+from sensord._registry import Registry, parse_registry
+from sensord._settings import AlertSettings, DecodeSettings
+from sensord._types import AlertStatus, RawMessage
+from sensord.alerts import Engine
+from sensord.decode import Decoder
+from sensord.rules import CompiledRule, RuleSet, load_rule_files, rule_files
+from sensord.ruletest._spec import Case, ExpectedAlert, Point, TestFile, expand_series, read_test_file
+from sensord.sinks import DeadLetter
+
+# Any fixed origin works: test times are offsets from it, so results never depend on today.
+T0 = 1_700_000_000.0
+TOPIC = "sensord/{community}/{family}/{device_id}/{kind}"
+
+
+@dataclass
+class CaseResult:
+    name: str
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+@dataclass
+class FileResult:
+    path: Path
+    cases: list[CaseResult] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and all(c.ok for c in self.cases)
+
+
+def _fmt_s(t: float) -> str:
+    return f"{t:g}s"
+
+
+def _messages(case: Case, spec: TestFile, registry: Registry) -> list[RawMessage]:
+    """Readings of the case as MQTT messages, in time order."""
+    readings: dict[tuple[str, float], dict[str, Any]] = collections.defaultdict(dict)
+    for device_id, series in case.input.items():
+        if registry.get(device_id) is None:
+            raise ValueError(f"input for {device_id!r}, which is not under `devices:`")
+        for name, value in series.items():
+            if name == "points":
+                for raw in value or ():
+                    point = Point.model_validate(raw)
+                    readings[device_id, point.at].update(point.fields())
+                continue
+            try:
+                values = expand_series(str(value))
+            except ValueError as exc:
+                raise ValueError(f"input {device_id}.{name}: {exc}") from None
+            for i, v in enumerate(values):
+                if v is not None:
+                    readings[device_id, i * spec.interval][name] = v
+    out = []
+    for (device_id, at), fields in sorted(readings.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        device = registry.get(device_id)
+        assert device is not None
+        topic = TOPIC.format(
+            community=device.entry.community,
+            family=device.family.value,
+            device_id=device_id,
+            kind="telemetry",
+        )
+        out.append(RawMessage(topic, orjson.dumps({"ts": T0 + at, **fields}), T0 + at))
+    return out
+
+
+def _rule_index(rules: RuleSet) -> dict[str, CompiledRule]:
+    return {r.name: r for fr in rules.by_family.values() for r in fr.rules}
+
+
+def _alert_mismatch(expected: ExpectedAlert, rule: CompiledRule | None) -> str | None:
+    if rule is None:
+        return f"{expected.rule}: no such rule"
+    if expected.severity is not None and expected.severity is not rule.severity:
+        sev, want = rule.severity.value, expected.severity.value
+        return f"{expected.rule}/{expected.device}: severity {sev}, expected {want}"
+    for k, v in expected.labels.items():
+        if rule.labels.get(k) != v:
+            return f"{expected.rule}/{expected.device}: label {k}={rule.labels.get(k)!r}, expected {v!r}"
+    return None
+
+
+def run_case(case: Case, spec: TestFile, registry: Registry, rules: RuleSet) -> CaseResult:
+    result = CaseResult(case.name)
+    rejects: list[str] = []
+    dead = DeadLetter(
+        Path(os.devnull), on_record=lambda r: rejects.append(f"{r.get('reason')}: {r.get('detail')}")
+    )
+    pipeline = Pipeline(
+        decoder=Decoder(registry, DecodeSettings(max_clock_skew_s=0), TOPIC),
+        engine=Engine(rules, registry, AlertSettings()),
+        deadletter=dead,
+        metrics=Metrics(),
+    )
+    try:
+        messages = _messages(case, spec, registry)
+    except ValueError as exc:
+        result.failures.append(str(exc))
+        dead.close()
+        return result
+    by_name = _rule_index(rules)
+    events = []
+    last_reading = max((m.received_at - T0 for m in messages), default=0.0)
+    checkpoints = sorted({e.at for e in case.expect} | {last_reading})
+    pos = 0
+    for at in checkpoints:
+        batch = []
+        while pos < len(messages) and messages[pos].received_at <= T0 + at:
+            batch.append(messages[pos])
+            pos += 1
+        if batch:
+            events.extend(pipeline.evaluate(batch).events)
+        events.extend(pipeline.engine.advance(T0 + at).events)
+        for exp in (e for e in case.expect if e.at == at):
+            result.failures.extend(_compare_state(exp.at, exp.alerts, pipeline.engine, by_name))
+    dead.close()
+    result.failures.extend(f"input rejected by decode ({r})" for r in rejects)
+    if case.events is not None:
+        wanted = {s.status for s in case.events} | {"firing", "resolved"}
+        got = sorted(
+            (round(e.event_time - T0, 3), e.rule, e.device_id, e.status.value)
+            for e in events
+            if e.status.value in wanted and not e.repeat
+        )
+        want: list[tuple[float, str, str, str]] = sorted(
+            (round(e.at, 3), e.rule, e.device, str(e.status)) for e in case.events
+        )
+        if got != want:
+            result.failures.append(
+                "events: expected " + _fmt_events(want) + "\n           got " + _fmt_events(got)
+            )
+    return result
+
+
+def _fmt_events(items: Sequence[tuple[float, str, str, str]]) -> str:
+    return (
+        "[" + ", ".join(f"{s} {r}/{d} at {_fmt_s(t)}" for t, r, d, s in items) + "]" if items else "[] (none)"
+    )
+
+
+def _compare_state(
+    at: float, expected: tuple[ExpectedAlert, ...], engine: Engine, by_name: dict[str, CompiledRule]
+) -> list[str]:
+    with_pending = any(e.status == "pending" for e in expected)
+    got = collections.Counter(
+        (a.rule, a.device_id, a.status.value)
+        for a in engine.active()
+        if a.status is AlertStatus.FIRING or with_pending
+    )
+    want: collections.Counter[tuple[str, str, str]] = collections.Counter(
+        (e.rule, e.device, str(e.status)) for e in expected
+    )
+    failures = []
+    if got != want:
+        missing = sorted((want - got).elements())
+        extra = sorted((got - want).elements())
+        parts = []
+        if missing:
+            parts.append("missing " + ", ".join(f"{s} {r}/{d}" for r, d, s in missing))
+        if extra:
+            parts.append("unexpected " + ", ".join(f"{s} {r}/{d}" for r, d, s in extra))
+        failures.append(f"at {_fmt_s(at)}: " + "; ".join(parts))
+    for e in expected:
+        problem = _alert_mismatch(e, by_name.get(e.rule))
+        if problem:
+            failures.append(f"at {_fmt_s(at)}: {problem}")
+    return failures
+
+
+def _registry(spec: TestFile, source: str) -> Registry:
+    devices = {
+        device_id: {"community": "test", "grid": "g1", **entry} for device_id, entry in spec.devices.items()
+    }
+    return parse_registry({"devices": devices}, source=source)
+
+
+def run_test_file(path: Path) -> FileResult:
+    """Run every case of one test file. A broken test or rule file is an error, not a pass."""
+    out = FileResult(path)
+    try:
+        spec = read_test_file(path)
+        registry = _registry(spec, str(path))
+        files = (
+            [path.parent / p for p in spec.rule_files] if spec.rule_files else rule_files(path.parent.parent)
+        )
+        rules = load_rule_files(files, registry)
+    except (RuleError, ConfigError) as exc:
+        out.error = str(exc)
+        return out
+    families = {d.family for d in registry.by_id.values()}
+    missing = sorted(f.value for f in families if f not in rules.by_family)
+    if missing:
+        out.error = f"{path}: no rules loaded for family {', '.join(missing)}"
+        return out
+    out.cases = [run_case(case, spec, registry, rules) for case in spec.tests]
+    return out
