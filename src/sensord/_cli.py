@@ -98,10 +98,8 @@ async def _run_daemon(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, task.cancel)
-    # Rule hot reload arrives with the rule-tooling work; until then SIGHUP must not kill us.
-    loop.add_signal_handler(
-        signal.SIGHUP, lambda: log.warning("SIGHUP: rule reload is not supported yet; restart to apply")
-    )
+    # SIGHUP (systemctl reload sensord): reload the rule files between batches.
+    loop.add_signal_handler(signal.SIGHUP, daemon.request_reload)
     try:
         await run_until_cancelled(daemon)
     except asyncio.CancelledError:

@@ -23,7 +23,7 @@ from typing import Protocol
 
 import orjson
 
-from sensord._errors import OutboxError
+from sensord._errors import OutboxError, RuleError
 from sensord._logging import RateLimited
 from sensord._metrics import Metrics
 from sensord._registry import Registry
@@ -33,6 +33,7 @@ from sensord._types import AlertEvent, AlertStatus, Family, RawMessage, Reject
 from sensord.alerts import ActiveAlert, Engine
 from sensord.decode import Decoder, FamilyBatch
 from sensord.outbox import Outbox
+from sensord.rules import load_rules
 from sensord.sinks import DeadLetter, Sink, deliver_forever
 
 log = logging.getLogger("sensord")
@@ -204,6 +205,62 @@ class Daemon:
         self.processed = 0
         # Extra named coroutines to run beside the pipeline (the telemetry writer).
         self.background: list[Coroutine[object, object, None]] = []
+        # Held while a batch goes evaluate → commit → ack, and while rules are swapped, so
+        # a reload lands between batches and no message is evaluated by a half-built engine.
+        self._batch_lock = asyncio.Lock()
+        self._reloads: set[asyncio.Task[bool]] = set()
+
+    def request_reload(self) -> None:
+        """SIGHUP: reload the rule files between batches (see `reload_rules`)."""
+        task = asyncio.get_running_loop().create_task(self.reload_rules(), name="reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def reload_rules(self) -> bool:
+        """Load the rule files again. If any is invalid the old rules stay in force and
+        the reason is logged and counted; otherwise the new rules take over the alert
+        state, firing alerts of removed rules resolve, and the diff is logged."""
+        rules_dir = self.settings.input_path(self.settings.rules_dir)
+        try:
+            rules = load_rules(rules_dir, self.registry)
+        except RuleError as exc:
+            self.metrics.rule_reloads.labels("error").inc()
+            log.error(  # noqa: TRY400 - the reason is the message; a traceback would hide it
+                "rule reload failed; the previous rules stay in force",
+                extra={"fields": {"error": str(exc)}},
+            )
+            return False
+        async with self._batch_lock:
+            old = self.pipeline.engine
+            engine = Engine(rules, self.registry, self.settings.alerts)
+            now = self.pipeline.watermark if math.isfinite(self.pipeline.watermark) else time.time()
+            diff = engine.take_over(old, now)
+            ev = Evaluated(
+                events=diff.events, delete=[*diff.cancelled, *(e.fingerprint for e in diff.events)]
+            )
+            await self._commit(ev)
+            self.pipeline.engine = engine
+        self.metrics.rule_reloads.labels("ok").inc()
+        for e in diff.events:
+            self.metrics.transitions.labels(e.rule, e.status.value).inc()
+        if diff.events:
+            for wake in self._wake.values():
+                wake.set()
+        log.info(
+            "rules reloaded",
+            extra={
+                "fields": {
+                    "rules": rules.rule_count,
+                    "added": diff.added,
+                    "removed": diff.removed,
+                    "changed": diff.changed,
+                    "would_resolve": diff.would_resolve,
+                    "would_fire": diff.would_fire,
+                    "resolved_for_removed_rules": len(diff.events),
+                }
+            },
+        )
+        return True
 
     def restore(self) -> int:
         """Reload the rule engine's active alerts from the outbox checkpoint."""
@@ -248,13 +305,14 @@ class Daemon:
 
     async def _process_loop(self) -> None:
         async for messages in self.source.batches():
-            self._busy_since = time.monotonic()
-            try:
-                ev = self._evaluate(messages)
-                await self._commit(ev)
-                self.source.ack(ev.tokens)
-            finally:
-                self._busy_since = None
+            async with self._batch_lock:
+                self._busy_since = time.monotonic()
+                try:
+                    ev = self._evaluate(messages)
+                    await self._commit(ev)
+                    self.source.ack(ev.tokens)
+                finally:
+                    self._busy_since = None
             self.processed += len(messages)
             self._last_batch = time.monotonic()
             if ev.events:

@@ -52,6 +52,20 @@ class ActiveAlert:
 
 
 @dataclass
+class ReloadDiff:
+    """What a rule reload changes. `would_*` judge the new rules on each device's latest
+    readings; `events` resolve alerts of removed rules, so no dispatch job is left open."""
+
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    would_resolve: list[str] = field(default_factory=list)
+    would_fire: list[str] = field(default_factory=list)
+    events: list[AlertEvent] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+
+
+@dataclass
 class EngineResult:
     """What one call produced: events, pending runs that ended unfired, counts."""
 
@@ -95,10 +109,14 @@ class Engine:
         self._repeat_default = alerts.repeat_interval_s
         self._state: dict[Family, list[_RuleState]] = {}
         self._last_ts: dict[Family, FloatArr] = {}
+        # Each device's latest value of every field, kept so that a rule reload can say
+        # which alerts the new rules would resolve or fire.
+        self._last_vals: dict[Family, dict[str, FloatArr]] = {}
         for family, fr in rules.by_family.items():
             n = registry.count(family)
             self._state[family] = [_RuleState(n) for _ in fr.rules]
             self._last_ts[family] = np.full(n, -np.inf)
+            self._last_vals[family] = {}
 
     # -- batches ----------------------------------------------------------------------
     def process(self, batch: FamilyBatch) -> EngineResult:
@@ -128,8 +146,23 @@ class Engine:
             return None
         np.maximum.at(last_ts, dev, ts)
         env = {name: col[order] for name, col in batch.columns.items()}
+        self._remember(batch.family, dev, env)
         env.update({p: arr[dev] for p, arr in fr.param_arrays.items()})
         return _Rows(dev, ts, env)
+
+    def _remember(self, family: Family, dev: npt.NDArray[np.int64], env: dict[str, FloatArr]) -> None:
+        store = self._last_vals[family]
+        n = self._registry.count(family)
+        for name, col in env.items():
+            idx = np.flatnonzero(~np.isnan(col))
+            if idx.shape[0] == 0:
+                continue
+            d = dev[idx]
+            last = np.flatnonzero(np.r_[d[1:] != d[:-1], True])  # rows are sorted by (device, ts)
+            arr = store.get(name)
+            if arr is None:
+                arr = store[name] = np.full(n, np.nan)
+            arr[d[last]] = col[idx[last]]
 
     def _evaluate(
         self, rule: CompiledRule, st: _RuleState, fr: FamilyRules, rows: _Rows, result: EngineResult
@@ -288,6 +321,71 @@ class Engine:
                     st.last_notified[dv] = at
         result.events.sort(key=lambda e: e.event_time)
         return result
+
+    # -- reload -----------------------------------------------------------------------
+    def take_over(self, old: Engine, now: float) -> ReloadDiff:
+        """Adopt the state of `old` (same registry) for a new rule set; report the diff.
+
+        A rule kept by name keeps its alerts, timers and last-notified times, whether or
+        not its definition changed: a changed rule is judged by its new conditions from
+        the next reading on. Firing alerts of removed rules resolve at `now`.
+        """
+        diff = ReloadDiff()
+        old_rules = {
+            (f, r.name): (r, st)
+            for f in old._state
+            for r, st in zip(old._rules.by_family[f].rules, old._state[f], strict=True)
+        }
+        self._last_ts = {f: old._last_ts.get(f, v) for f, v in self._last_ts.items()}
+        self._last_vals = {f: old._last_vals.get(f, {}) for f in self._last_vals}
+        for family, fr in self._rules.by_family.items():
+            for i, rule in enumerate(fr.rules):
+                key = f"{family.value}/{rule.name}"
+                prior = old_rules.pop((family, rule.name), None)
+                if prior is None:
+                    diff.added.append(key)
+                elif prior[0].definition != rule.definition:
+                    diff.changed.append(key)
+                if prior is not None:
+                    self._state[family][i] = prior[1]
+                if prior is None or prior[0].definition != rule.definition:
+                    self._judge(rule, fr, self._state[family][i], diff)
+        for (family, name), (rule, st) in sorted(
+            old_rules.items(), key=lambda kv: (kv[0][0].value, kv[0][1])
+        ):
+            diff.removed.append(f"{family.value}/{name}")
+            devices = old._registry.devices(family)
+            ofr = old._rules.by_family[family]
+            for dv in np.flatnonzero(st.active):
+                device = devices[dv]
+                if not st.firing[dv]:
+                    diff.cancelled.append(fingerprint(rule, device))
+                    continue
+                params = {p: float(ofr.param_arrays[p][dv]) for p in rule.params}
+                vals = st.start_values.get(int(dv), {"ts": float(st.since[dv])})
+                diff.events.append(
+                    self._ev(rule, device, params, AlertStatus.RESOLVED, float(st.since[dv]), now, now, vals)
+                )
+        return diff
+
+    def _judge(self, rule: CompiledRule, fr: FamilyRules, st: _RuleState, diff: ReloadDiff) -> None:
+        """Which alerts of this (new or changed) rule the latest readings would change."""
+        n = self._registry.count(rule.family)
+        seen = self._last_ts[rule.family] > -np.inf
+        vals = self._last_vals[rule.family]
+        env = {f: vals.get(f, np.full(n, np.nan)) for f in fr.specs}
+        env.update(fr.param_arrays)
+        valid = seen.copy()
+        for f in rule.fields:
+            valid &= ~np.isnan(env[f])
+        when = np.broadcast_to(rule.when.fn(env), valid.shape) & valid
+        clear = (np.broadcast_to(rule.clear.fn(env), valid.shape) if rule.clear else ~when) & valid
+        devices = self._registry.devices(rule.family)
+        label = f"{rule.family.value}/{rule.name}"
+        diff.would_resolve.extend(
+            f"{label}@{devices[d].device_id}" for d in np.flatnonzero(st.firing & clear & ~when)
+        )
+        diff.would_fire.extend(f"{label}@{devices[d].device_id}" for d in np.flatnonzero(~st.firing & when))
 
     # -- checkpoint -------------------------------------------------------------------
     def active(self) -> list[ActiveAlert]:

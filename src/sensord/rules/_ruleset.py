@@ -44,6 +44,9 @@ class CompiledRule:
     source: str
     # Fields shown in the alert: those the conditions read plus those the texts name.
     shown: tuple[str, ...] = ()
+    # The rule as written plus the family defaults of the parameters it reads: two rules
+    # with the same definition behave the same, so a reload can keep their state as is.
+    definition: str = ""
 
 
 @dataclass
@@ -131,6 +134,8 @@ def _compile_rule(loaded: LoadedFile, index: int, spec: RuleSpec, fr: FamilyRule
         params=tuple(sorted(used_params)),
         source=f"{path}:{loaded.line(index)}",
         shown=tuple(sorted(used_fields | named)),
+        definition=spec.model_dump_json()
+        + repr(sorted((p, fr.param_defaults[p]) for p in used_params | (named & set(fr.param_defaults)))),
     )
 
 
