@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import operator
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from sensord.decode import FieldSpec
+from sensord.rules._spec import parse_duration
 
 # Columns are float64, comparisons give bool; both flow through the same closures.
 Array = npt.NDArray[Any]
@@ -41,6 +43,23 @@ _BIN: dict[type[ast.operator], Callable[[Array, Array], Array]] = {
     ast.Pow: operator.pow,
 }
 _FUNCS: dict[str, Callable[..., Array]] = {"abs": np.abs, "min": np.minimum, "max": np.maximum}
+# Per-device functions over a trailing event-time window (t - w, t] of one field.
+WINDOW_FUNCS = ("avg_over", "min_over", "max_over", "sum_over", "count_over", "delta", "rate")
+# A bare duration such as 1m or 30s inside an expression is written as text for ast.
+_DURATION_LITERAL = re.compile(r"(?<![\w.\"'])((?:\d+(?:\.\d+)?[dhms])+)\b")
+
+
+@dataclass(frozen=True, order=True)
+class WindowSpec:
+    """One windowed value a rule reads, e.g. avg_over(spo2, 1m)."""
+
+    func: str
+    field: str
+    seconds: float
+
+    @property
+    def column(self) -> str:
+        return f"{self.func}({self.field},{self.seconds:g}s)"
 
 
 class ExprError(ValueError):
@@ -58,6 +77,7 @@ class Compiled:
     fn: Fn
     fields: set[str] = field(default_factory=set)
     params: set[str] = field(default_factory=set)
+    windows: set[WindowSpec] = field(default_factory=set)
 
 
 class _Compiler:
@@ -66,6 +86,7 @@ class _Compiler:
         self._params = params
         self.used_fields: set[str] = set()
         self.used_params: set[str] = set()
+        self.used_windows: set[WindowSpec] = set()
 
     def fail(self, node: ast.AST, message: str) -> ExprError:
         return ExprError(message, getattr(node, "col_offset", -1) + 1)
@@ -201,11 +222,33 @@ class _Compiler:
             )
         return lambda env: env[name]
 
+    def _window(self, node: ast.Call, fname: str) -> Fn:
+        usage = f"{fname}(field, duration), e.g. {fname}(temp_c, 1m)"
+        if len(node.args) != 2 or node.keywords:
+            raise self.fail(node, f"use {usage}")
+        target, span = node.args
+        if not isinstance(target, ast.Name) or target.id not in self._fields:
+            raise self.fail(target, f"the first argument of {fname} is a field of this family; use {usage}")
+        if not isinstance(span, ast.Constant):
+            raise self.fail(span, f"the second argument of {fname} is a duration; use {usage}")
+        try:
+            seconds = parse_duration(span.value)
+        except ValueError as exc:
+            raise self.fail(span, str(exc)) from None
+        if seconds <= 0:
+            raise self.fail(span, f"the window of {fname} must be longer than 0s")
+        spec = WindowSpec(fname, target.id, seconds)
+        self.used_windows.add(spec)
+        col = spec.column
+        return lambda env: env[col]
+
     def _call(self, node: ast.Call) -> Fn:
         fname = node.func.id if isinstance(node.func, ast.Name) else ""
+        if fname in WINDOW_FUNCS:
+            return self._window(node, fname)
         func = _FUNCS.get(fname)
         if func is None or node.keywords or not node.args:
-            raise self.fail(node, f"only {', '.join(sorted(_FUNCS))} may be called")
+            raise self.fail(node, f"only {', '.join(sorted([*_FUNCS, *WINDOW_FUNCS]))} may be called")
         if fname == "abs" and len(node.args) != 1:
             raise self.fail(node, "abs takes one value")
         args = [self.compile(a) for a in node.args]
@@ -243,7 +286,7 @@ def _truth(a: Array) -> Array:
 def compile_expr(text: str, fields: Mapping[str, FieldSpec], params: Mapping[str, float]) -> Compiled:
     """Compile `text`; the result returns a bool array over the rows of `env`."""
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        tree = ast.parse(_DURATION_LITERAL.sub(r'"\1"', text.strip()), mode="eval")
     except SyntaxError as exc:
         raise ExprError(f"cannot parse expression: {exc.msg}", exc.offset or 0) from None
     c = _Compiler(fields, params)
@@ -252,4 +295,4 @@ def compile_expr(text: str, fields: Mapping[str, FieldSpec], params: Mapping[str
     def fn(env: Env) -> Array:
         return _truth(np.asarray(body(env)))
 
-    return Compiled(fn, c.used_fields, c.used_params)
+    return Compiled(fn, c.used_fields, c.used_params, c.used_windows)

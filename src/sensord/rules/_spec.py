@@ -27,11 +27,13 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from sensord._errors import RuleError
 from sensord._types import Family, Severity
 
-_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
+_DURATION = re.compile(
+    r"^(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$"
+)
 
 
 def parse_duration(value: object) -> float:
-    """'30s', '5m', '2h', '1h30m', or a number of seconds → seconds."""
+    """'30s', '5m', '2h', '1h30m', '1d', or a number of seconds → seconds."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if value < 0:
             raise ValueError("a duration cannot be negative")
@@ -42,8 +44,8 @@ def parse_duration(value: object) -> float:
     m = _DURATION.match(text)
     if not text or m is None or not any(m.groups()):
         raise ValueError(f"cannot read duration {value!r}: use forms like 30s, 5m, 2h or 1h30m")
-    h, mi, s = (float(g) if g else 0.0 for g in m.groups())
-    return h * 3600 + mi * 60 + s
+    d, h, mi, s = (float(g) if g else 0.0 for g in m.groups())
+    return d * 86400 + h * 3600 + mi * 60 + s
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
