@@ -189,6 +189,19 @@ class AlertSettings(_Frozen):
     """Alert lifecycle defaults; a rule may override them."""
 
     repeat_interval_s: Annotated[float, Field(ge=0)] = 0.0
+    # A community from which no device at all has reported for this long is one
+    # `community_silent` alert (gateway or broker down), not one no-data alert per device.
+    # 0 turns it off.
+    community_silence_s: Annotated[float, Field(ge=0)] = 600.0
+    community_min_devices: Annotated[int, Field(ge=1)] = 3
+    # Live only: when no message has arrived for idle_tick_s, the event-time clock is moved
+    # to (wall clock - clock_grace_s), so `for:` timers and no-data alerts fire in a quiet
+    # stream. Never during a backlog, so a drained backlog gives the same alerts as live.
+    idle_tick_s: Annotated[float, Field(gt=0)] = 2.0
+    clock_grace_s: Annotated[float, Field(ge=0)] = 10.0
+    # How often the whole engine state (timers, windows, cooldowns) is saved beside the
+    # outbox; firing and pending alerts themselves are saved with every batch.
+    snapshot_every_s: Annotated[float, Field(gt=0)] = 10.0
 
 
 class LogSettings(_Frozen):

@@ -2,44 +2,60 @@
 
 State is a few numpy arrays per rule, indexed by the device's registry index. For one
 batch the rows are sorted by (device, ts) and every rule is evaluated as array
-operations; Python loops run only over rows where an alert changes state.
+operations; Python loops run only over rows where an alert may change state.
 
 Semantics (documented in the README's rule reference):
+- A reading holds until the device's next reading says otherwise, field by field: a
+  reading lacking a field uses the device's latest value of that field. A rule looks at a
+  reading only when the reading carries at least one field the rule reads. A field never
+  reported is unknown: comparisons with it are false.
 - `when` latches the condition on, `clear` (default: not `when`) latches it off; a row
   that satisfies neither keeps the previous state (hysteresis).
-- A reading holds until the device's next reading says otherwise. A run of the
-  condition fires once it has held `for` seconds: at the first reading past
-  `since + for`, at the watermark passing `since + for` (`advance`), or — if the clearing
-  reading comes after `since + for` — it fires at `since + for` and resolves at once.
+- A run of the condition fires once it has held `for` seconds (and `cooldown` has passed
+  since the alert last resolved): at the first reading past that time, or when the
+  event-time clock passes it (`advance`). If the clearing reading comes after that time,
+  the alert fires at that time and resolves at the clearing reading.
+- `keep_firing_for`: a firing alert whose condition ends stays firing that long; if the
+  condition returns meanwhile it simply goes on.
+- Event rules (`kind: event`) fire on each rising edge of `when` and resolve on
+  acknowledgement or `resolve_after` later; a rising edge while open changes nothing.
+- No-data rules fire when a device has sent nothing for their duration and resolve at
+  its next reading; a community from which nothing at all arrives is one alert instead.
 - A reading older than the device's newest reading already applied is late: it is not
   applied to rule state (it is counted); within one batch rows are sorted by time.
-- A row missing a field a rule reads is skipped by that rule.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from sensord._registry import Device, Registry
 from sensord._settings import AlertSettings
-from sensord._types import AlertEvent, AlertStatus, Family
-from sensord.alerts._events import fingerprint, make_event, readings
+from sensord._types import AlertEvent, AlertStatus, Family, Severity
+from sensord.alerts._events import event_id, fingerprint, make_event, readings
+from sensord.alerts._windows import WindowHistory
 from sensord.decode import FamilyBatch
 from sensord.rules import CompiledRule, FamilyRules, RuleSet
 
 FloatArr = npt.NDArray[np.float64]
 BoolArr = npt.NDArray[np.bool_]
+IntArr = npt.NDArray[np.int64]
 _ORDER = {AlertStatus.PENDING: 0, AlertStatus.FIRING: 1, AlertStatus.RESOLVED: 2}
+COMMUNITY_RULE = "community_silent"
 
 
 @dataclass(frozen=True)
 class ActiveAlert:
-    """A pending or firing alert, as checkpointed beside the outbox."""
+    """A pending or firing alert, as checkpointed beside the outbox with every batch."""
 
     fingerprint: str
     family: Family
@@ -49,6 +65,16 @@ class ActiveAlert:
     since: float
     fired_at: float | None
     last_notified: float | None
+
+
+@dataclass
+class EngineResult:
+    """What one call produced: events, pending runs that ended unfired, counts."""
+
+    events: list[AlertEvent] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    late: int = 0
+    evaluations: int = 0
 
 
 @dataclass
@@ -65,33 +91,46 @@ class ReloadDiff:
     cancelled: list[str] = field(default_factory=list)
 
 
-@dataclass
-class EngineResult:
-    """What one call produced: events, pending runs that ended unfired, counts."""
-
-    events: list[AlertEvent] = field(default_factory=list)
-    cancelled: list[str] = field(default_factory=list)
-    late: int = 0
-    evaluations: int = 0
-
-
 class _RuleState:
+    """Per-device state of one rule. `since` is the start of the current run (state
+    rules) or of the open alert (event and no-data rules)."""
+
+    ARRAYS = ("active", "since", "firing", "last_notified", "keep_until", "resolved_at", "acked")
+
     def __init__(self, n: int) -> None:
         self.active = np.zeros(n, dtype=bool)
         self.since = np.full(n, np.nan)
         self.firing = np.zeros(n, dtype=bool)
         self.last_notified = np.full(n, np.nan)
-        # Readings at the start of a pending run, for the text of a timer-fired event.
+        self.keep_until = np.full(n, np.nan)
+        self.resolved_at = np.full(n, np.nan)
+        self.acked = np.zeros(n, dtype=bool)
+        # Readings at the start of a run, for the text of a timer-fired event.
         self.start_values: dict[int, dict[str, Any]] = {}
 
 
 @dataclass
 class _Rows:
-    """The rows of one batch, sorted by (device, ts), with columns and parameters."""
+    """The rows of one batch, sorted by (device, ts), with filled columns and parameters."""
 
-    dev: npt.NDArray[np.int64]
+    dev: IntArr
     ts: FloatArr
     env: dict[str, FloatArr]
+    present: dict[str, BoolArr]
+
+
+@dataclass
+class _Cur:
+    """One device's alert state while its rows of a batch are walked in time order."""
+
+    firing: bool
+    since: float
+    keep_until: float
+    resolved_at: float
+    last_notified: float
+    acked: bool
+    pending: bool = False
+    resumed: float | None = None
 
 
 def _fill_forward(defined: BoolArr) -> npt.NDArray[np.intp]:
@@ -100,43 +139,94 @@ def _fill_forward(defined: BoolArr) -> npt.NDArray[np.intp]:
     return np.maximum.accumulate(pos)
 
 
+def _first_of_device(dev: IntArr) -> BoolArr:
+    first = np.ones(dev.shape[0], dtype=bool)
+    first[1:] = dev[1:] != dev[:-1]
+    return first
+
+
+def _community_fingerprint(community: str) -> str:
+    return hashlib.sha256(f"community\x1f{COMMUNITY_RULE}\x1f{community}".encode()).hexdigest()[:16]
+
+
 class Engine:
     """Rule evaluation and alert lifecycle for all families."""
 
     def __init__(self, rules: RuleSet, registry: Registry, alerts: AlertSettings) -> None:
         self._rules = rules
         self._registry = registry
+        self._settings = alerts
         self._repeat_default = alerts.repeat_interval_s
         self._state: dict[Family, list[_RuleState]] = {}
+        self._dur: dict[Family, list[dict[str, FloatArr]]] = {}
         self._last_ts: dict[Family, FloatArr] = {}
-        # Each device's latest value of every field, kept so that a rule reload can say
-        # which alerts the new rules would resolve or fire.
+        # Each device's latest value of every field: readings carry only some fields, and
+        # a rule reload judges new rules on these.
         self._last_vals: dict[Family, dict[str, FloatArr]] = {}
+        self._windows: dict[Family, WindowHistory] = {}
+        # Community of each device (index into _communities), per family.
+        names = sorted({d.entry.community for d in registry.by_id.values()})
+        self._communities = names
+        index = {c: i for i, c in enumerate(names)}
+        self._comm_of: dict[Family, IntArr] = {}
+        self._comm_size = np.zeros(len(names), dtype=np.int64)
+        self._comm_last = np.full(len(names), -np.inf)
+        self._comm_firing = np.zeros(len(names), dtype=bool)
+        self._comm_since = np.full(len(names), np.nan)
+        # The event time the stream started at: the baseline for devices never heard from.
+        self.origin = math.nan
+        for family in Family:
+            devices = registry.devices(family)
+            n = len(devices)
+            comm = np.fromiter((index[d.entry.community] for d in devices), dtype=np.int64, count=n)
+            self._comm_of[family] = comm
+            np.add.at(self._comm_size, comm, 1)
+            self._last_ts[family] = np.full(n, -np.inf)
+            self._last_vals[family] = {}
         for family, fr in rules.by_family.items():
             n = registry.count(family)
             self._state[family] = [_RuleState(n) for _ in fr.rules]
-            self._last_ts[family] = np.full(n, -np.inf)
-            self._last_vals[family] = {}
+            self._dur[family] = [self._durations(rule, fr, n) for rule in fr.rules]
+            specs = {w for r in fr.rules for w in r.windows}
+            if specs:
+                self._windows[family] = WindowHistory(specs)
+
+    @staticmethod
+    def _durations(rule: CompiledRule, fr: FamilyRules, n: int) -> dict[str, FloatArr]:
+        out = {}
+        for key, ref in rule.durations.items():
+            out[key] = fr.param_arrays[ref] if isinstance(ref, str) else np.full(n, float(ref))
+        return out
 
     # -- batches ----------------------------------------------------------------------
     def process(self, batch: FamilyBatch) -> EngineResult:
         """Evaluate every rule of the batch's family over the batch."""
         result = EngineResult()
-        fr = self._rules.by_family.get(batch.family)
-        if fr is None or not fr.rules or len(batch) == 0:
+        if len(batch) == 0:
             return result
+        fr = self._rules.by_family.get(batch.family)
         rows = self._sorted_rows(batch, fr, result)
         if rows is None:
             return result
-        for rule, state in zip(fr.rules, self._state[batch.family], strict=True):
-            self._evaluate(rule, state, fr, rows, result)
+        self._community_resumes(batch.family, rows, result)
+        if fr is None:
+            return result
+        for i, rule in enumerate(fr.rules):
+            st, dur = self._state[batch.family][i], self._dur[batch.family][i]
+            if rule.no_data:
+                self._no_data_resumes(rule, st, fr, rows, result)
+            elif rule.kind == "event":
+                self._evaluate_event(rule, st, dur, fr, rows, result)
+            else:
+                self._evaluate_state(rule, st, dur, fr, rows, result)
         result.events.sort(key=lambda e: (e.event_time, _ORDER[e.status]))
         return result
 
-    def _sorted_rows(self, batch: FamilyBatch, fr: FamilyRules, result: EngineResult) -> _Rows | None:
+    def _sorted_rows(self, batch: FamilyBatch, fr: FamilyRules | None, result: EngineResult) -> _Rows | None:
+        family = batch.family
         order = np.lexsort((batch.ts, batch.device))
         dev, ts = batch.device[order], batch.ts[order]
-        last_ts = self._last_ts[batch.family]
+        last_ts = self._last_ts[family]
         late = ts < last_ts[dev]
         if late.any():
             result.late = int(late.sum())
@@ -145,51 +235,77 @@ class Engine:
         if dev.shape[0] == 0:
             return None
         np.maximum.at(last_ts, dev, ts)
-        env = {name: col[order] for name, col in batch.columns.items()}
-        self._remember(batch.family, dev, env)
-        env.update({p: arr[dev] for p, arr in fr.param_arrays.items()})
-        return _Rows(dev, ts, env)
-
-    def _remember(self, family: Family, dev: npt.NDArray[np.int64], env: dict[str, FloatArr]) -> None:
+        np.maximum.at(self._comm_last, self._comm_of[family][dev], ts)
+        if math.isnan(self.origin):
+            self.origin = float(ts.min())
+        raw = {name: col[order] for name, col in batch.columns.items()}
+        first = _first_of_device(dev)
+        seg = np.maximum.accumulate(np.where(first, np.arange(dev.shape[0]), 0))
         store = self._last_vals[family]
+        env: dict[str, FloatArr] = {}
+        present: dict[str, BoolArr] = {}
+        for name, col in raw.items():
+            defined = ~np.isnan(col)
+            present[name] = defined
+            if defined.all():
+                env[name] = col
+                continue
+            pos = _fill_forward(defined)
+            prev = store.get(name)
+            fallback = prev[dev] if prev is not None else np.full(dev.shape[0], np.nan)
+            env[name] = np.where(defined[pos] & (pos >= seg), col[pos], fallback)
+        self._remember(family, dev, first, env)
+        if family in self._windows:
+            env.update(self._windows[family].update(dev, ts, raw, present, last_ts))
+        if fr is not None:
+            env.update({p: arr[dev] for p, arr in fr.param_arrays.items()})
+        return _Rows(dev, ts, env, present)
+
+    def _remember(self, family: Family, dev: IntArr, first: BoolArr, env: dict[str, FloatArr]) -> None:
+        store = self._last_vals[family]
+        last = np.ones(dev.shape[0], dtype=bool)
+        last[:-1] = first[1:]
+        ld = dev[last]
         n = self._registry.count(family)
         for name, col in env.items():
-            idx = np.flatnonzero(~np.isnan(col))
-            if idx.shape[0] == 0:
+            v = col[last]
+            ok = ~np.isnan(v)
+            if not ok.any():
                 continue
-            d = dev[idx]
-            last = np.flatnonzero(np.r_[d[1:] != d[:-1], True])  # rows are sorted by (device, ts)
             arr = store.get(name)
             if arr is None:
                 arr = store[name] = np.full(n, np.nan)
-            arr[d[last]] = col[idx[last]]
+            arr[ld[ok]] = v[ok]
 
-    def _evaluate(
-        self, rule: CompiledRule, st: _RuleState, fr: FamilyRules, rows: _Rows, result: EngineResult
-    ) -> None:
-        valid = np.ones(rows.dev.shape[0], dtype=bool)
-        for f in rule.fields:
-            valid &= ~np.isnan(rows.env[f])
-        when = np.broadcast_to(rule.when.fn(rows.env), valid.shape) & valid
-        if not when.any() and not st.active[rows.dev].any():
-            return  # the common case: nothing is or becomes active
-        idx = np.flatnonzero(valid)
+    def _latch(
+        self, rule: CompiledRule, st: _RuleState, rows: _Rows, result: EngineResult
+    ) -> tuple[npt.NDArray[np.intp], BoolArr, BoolArr, BoolArr, FloatArr] | None:
+        """Rows this rule looks at, and per row: latched state, run start, run end, run since."""
+        assert rule.when is not None
+        n = rows.dev.shape[0]
+        relevant = np.zeros(n, dtype=bool)
+        for f in {*rule.fields, *(w.field for w in rule.windows)}:
+            p = rows.present.get(f)
+            if p is not None:
+                relevant |= p
+        when = np.broadcast_to(rule.when.fn(rows.env), relevant.shape) & relevant
+        if not when.any() and not (st.active[rows.dev] & relevant).any():
+            return None  # the common case: nothing is or becomes active
+        idx = np.flatnonzero(relevant)
         result.evaluations += int(idx.shape[0])
         if rule.clear is not None:
-            clear = np.broadcast_to(rule.clear.fn(rows.env), valid.shape)[idx]
+            clear = np.broadcast_to(rule.clear.fn(rows.env), relevant.shape)[idx]
         else:
             clear = ~when[idx]
         d, t, c = rows.dev[idx], rows.ts[idx], when[idx]
-        n = d.shape[0]
-        first = np.ones(n, dtype=bool)
-        first[1:] = d[1:] != d[:-1]
+        first = _first_of_device(d)
         init_active = st.active[d]
         # Latch: 1 = condition on, 0 = cleared, -1 = neither (keep the previous state).
         ev = np.where(c, 1, np.where(clear, 0, -1)).astype(np.int8)
         seed = first & (ev < 0)
         ev[seed] = init_active[seed]
         a = ev[_fill_forward(ev >= 0)].astype(bool)
-        prev = np.empty(n, dtype=bool)
+        prev = np.empty(d.shape[0], dtype=bool)
         prev[1:] = a[:-1]
         prev[first] = init_active[first]
         start, end = a & ~prev, ~a & prev
@@ -197,81 +313,204 @@ class Engine:
         since_at = np.where(start, t, np.nan)
         since_at[carried] = st.since[d[carried]]
         run_since = np.where(a, since_at[_fill_forward(start | carried)], np.nan)
-        before = np.empty(n)
+        before = np.empty(d.shape[0])
         before[1:] = run_since[:-1]
         before[first] = st.since[d[first]]
         run_since = np.where(end, before, run_since)
-        was_firing = st.firing[d] & (run_since == st.since[d])
-        self._transitions(rule, st, fr, rows, idx, a, start, end, run_since, was_firing, result)
-        last = np.ones(n, dtype=bool)
-        last[:-1] = first[1:]
-        ld = d[last]
-        st.active[ld] = a[last]
-        st.since[ld] = np.where(a[last], run_since[last], np.nan)
+        return idx, a, start, end, run_since
 
-    def _transitions(  # noqa: PLR0913, PLR0917 - one pass over the few changing rows
+    def _cur(self, st: _RuleState, dv: int) -> _Cur:
+        return _Cur(
+            firing=bool(st.firing[dv]),
+            since=float(st.since[dv]),
+            keep_until=float(st.keep_until[dv]),
+            resolved_at=float(st.resolved_at[dv]),
+            last_notified=float(st.last_notified[dv]),
+            acked=bool(st.acked[dv]),
+        )
+
+    def _evaluate_state(  # noqa: C901, PLR0912, PLR0913, PLR0915, PLR0917 - one walk over the changing rows
         self,
         rule: CompiledRule,
         st: _RuleState,
+        dur: dict[str, FloatArr],
         fr: FamilyRules,
         rows: _Rows,
-        idx: npt.NDArray[np.intp],
-        a: BoolArr,
-        start: BoolArr,
-        end: BoolArr,
-        run_since: FloatArr,
-        was_firing: BoolArr,
         result: EngineResult,
     ) -> None:
+        latched = self._latch(rule, st, rows, result)
+        if latched is None:
+            return
+        idx, a, start, end, run_since = latched
         d, t = rows.dev[idx], rows.ts[idx]
-        held = (t - run_since) >= rule.for_s
-        fire_cand = (a | end) & held & ~was_firing
+        for_s, keep, cool = dur["for"], dur["keep_firing_for"], dur["cooldown"]
+        was_firing = st.firing[d] & (run_since == st.since[d])
+        due = np.fmax(run_since + for_s[d], st.resolved_at[d] + cool[d])
         repeat_s = rule.repeat_s if rule.repeat_s is not None else self._repeat_default
-        firing_rows = a & (was_firing | fire_cand) if repeat_s else np.zeros_like(a)
-        interesting = np.flatnonzero(start | end | fire_cand | firing_rows)
-        fired: set[tuple[int, float]] = set()
-        firing_now = {int(x) for x in np.flatnonzero(st.firing)}
+        interesting = start | end | ((a | end) & ~was_firing & (t >= due))
+        if repeat_s:
+            interesting |= a & st.firing[d]
+        kept = ~np.isnan(st.keep_until)
+        if kept.any():
+            interesting |= kept[d]
+        if keep.any() or cool.any():
+            interesting |= np.isin(d, d[end])
         devices = self._registry.devices(rule.family)
-        for r in interesting:
-            dv, tr, since = int(d[r]), float(t[r]), float(run_since[r])
+        curs: dict[int, _Cur] = {}
+        for r in map(int, np.flatnonzero(interesting)):
+            dv, tr = int(d[r]), float(t[r])
+            c = curs.get(dv)
+            if c is None:
+                c = curs[dv] = self._cur(st, dv)
             device = devices[dv]
             params = {p: float(fr.param_arrays[p][dv]) for p in rule.params}
-            key = (dv, since)
-            if start[r] and rule.for_s > 0:
-                vals = readings(rule, fr.specs, rows.env, int(idx[r]), tr)
-                st.start_values[dv] = vals
+
+            def values(r: int = r, tr: float = tr) -> dict[str, Any]:
+                return readings(rule, fr.specs, rows.env, int(idx[r]), tr)
+
+            if not math.isnan(c.keep_until) and tr > c.keep_until:
                 result.events.append(
-                    self._ev(rule, device, params, AlertStatus.PENDING, since, None, tr, vals)
-                )
-            if fire_cand[r] and key not in fired:
-                fired.add(key)
-                at = since + rule.for_s if rule.for_s > 0 else tr
-                held_vals = st.start_values.get(dv) if end[r] else None
-                vals = held_vals or readings(rule, fr.specs, rows.env, int(idx[r]), tr)
-                result.events.append(
-                    self._ev(rule, device, params, AlertStatus.FIRING, since, None, at, vals)
-                )
-                st.last_notified[dv] = at
-                firing_now.add(dv)
-            elif a[r] and repeat_s and dv in firing_now and tr - st.last_notified[dv] >= repeat_s:
-                vals = readings(rule, fr.specs, rows.env, int(idx[r]), tr)
-                result.events.append(
-                    self._ev(rule, device, params, AlertStatus.FIRING, since, None, tr, vals, repeat=True)
-                )
-                st.last_notified[dv] = tr
-            if end[r]:
-                if was_firing[r] or key in fired:
-                    vals = readings(rule, fr.specs, rows.env, int(idx[r]), tr)
-                    result.events.append(
-                        self._ev(rule, device, params, AlertStatus.RESOLVED, since, tr, tr, vals)
+                    self._ev(
+                        rule,
+                        device,
+                        params,
+                        AlertStatus.RESOLVED,
+                        c.since,
+                        c.keep_until,
+                        c.keep_until,
+                        values(),
                     )
-                elif rule.for_s > 0:
+                )
+                c.firing, c.resolved_at, c.keep_until, c.acked = False, c.keep_until, math.nan, False
+            if start[r]:
+                if not math.isnan(c.keep_until):
+                    c.keep_until, c.resumed = math.nan, c.since  # the kept alert simply goes on
+                else:
+                    c.resumed, c.since = None, tr
+                    first_due = max(tr + float(for_s[dv]), c.resolved_at + float(cool[dv]))
+                    if first_due > tr:
+                        c.pending = True
+                        st.start_values[dv] = values()
+                        result.events.append(
+                            self._ev(rule, device, params, AlertStatus.PENDING, tr, None, tr, values())
+                        )
+            since = c.resumed if c.resumed is not None else float(run_since[r])
+            if (a[r] or end[r]) and not c.firing:
+                fire_at = max(since + float(for_s[dv]), c.resolved_at + float(cool[dv]))
+                if tr >= fire_at:
+                    held = st.start_values.get(dv) if end[r] else None
+                    result.events.append(
+                        self._ev(
+                            rule, device, params, AlertStatus.FIRING, since, None, fire_at, held or values()
+                        )
+                    )
+                    c.firing, c.since, c.last_notified, c.pending = True, since, fire_at, False
+            elif a[r] and c.firing and repeat_s and not c.acked and tr - c.last_notified >= repeat_s:
+                result.events.append(
+                    self._ev(rule, device, params, AlertStatus.FIRING, since, None, tr, values(), repeat=True)
+                )
+                c.last_notified = tr
+            if end[r]:
+                if c.firing and float(keep[dv]) > 0:
+                    c.keep_until, c.since = tr + float(keep[dv]), since
+                elif c.firing:
+                    result.events.append(
+                        self._ev(rule, device, params, AlertStatus.RESOLVED, since, tr, tr, values())
+                    )
+                    c.firing, c.resolved_at, c.acked = False, tr, False
+                elif c.pending:
                     result.cancelled.append(fingerprint(rule, device))
-                firing_now.discard(dv)
+                c.pending, c.resumed = False, None
                 st.start_values.pop(dv, None)
-        st.firing[:] = False
-        if firing_now:
-            st.firing[np.fromiter(firing_now, dtype=np.int64)] = True
+        self._write_back(st, d, a, run_since, curs)
+
+    @staticmethod
+    def _write_back(
+        st: _RuleState, d: IntArr, a: BoolArr, run_since: FloatArr, curs: dict[int, _Cur]
+    ) -> None:
+        last = np.ones(d.shape[0], dtype=bool)
+        last[:-1] = d[1:] != d[:-1]
+        ld = d[last]
+        st.active[ld] = a[last]
+        st.since[ld] = np.where(a[last], run_since[last], st.since[ld])
+        st.since[ld[~a[last] & ~st.firing[ld]]] = np.nan
+        for dv, c in curs.items():
+            st.firing[dv] = c.firing
+            st.keep_until[dv] = c.keep_until
+            st.resolved_at[dv] = c.resolved_at
+            st.last_notified[dv] = c.last_notified
+            st.acked[dv] = c.acked
+            if c.resumed is not None and st.active[dv]:
+                st.since[dv] = c.resumed
+            elif c.firing and not st.active[dv]:
+                st.since[dv] = c.since  # kept: resolves with the start it fired with
+            elif not st.active[dv]:
+                st.since[dv] = np.nan
+
+    def _evaluate_event(  # noqa: PLR0913, PLR0917 - the facts of one evaluation
+        self,
+        rule: CompiledRule,
+        st: _RuleState,
+        dur: dict[str, FloatArr],
+        fr: FamilyRules,
+        rows: _Rows,
+        result: EngineResult,
+    ) -> None:
+        latched = self._latch(rule, st, rows, result)
+        if latched is None:
+            return
+        idx, a, start, _end, _run_since = latched
+        d, t = rows.dev[idx], rows.ts[idx]
+        resolve, cool = dur["resolve_after"], dur["cooldown"]
+        devices = self._registry.devices(rule.family)
+        for r in np.flatnonzero(start):
+            dv, tr = int(d[r]), float(t[r])
+            device = devices[dv]
+            params = {p: float(fr.param_arrays[p][dv]) for p in rule.params}
+            vals = readings(rule, fr.specs, rows.env, int(idx[r]), tr)
+            if st.firing[dv] and tr >= st.since[dv] + resolve[dv]:
+                end_at = float(st.since[dv] + resolve[dv])
+                result.events.append(
+                    self._ev(
+                        rule, device, params, AlertStatus.RESOLVED, float(st.since[dv]), end_at, end_at, vals
+                    )
+                )
+                st.firing[dv], st.resolved_at[dv] = False, end_at
+            if st.firing[dv] or tr < st.resolved_at[dv] + cool[dv]:
+                continue  # already open, or still cooling down: this edge is part of it
+            result.events.append(self._ev(rule, device, params, AlertStatus.FIRING, tr, None, tr, vals))
+            st.firing[dv], st.since[dv], st.last_notified[dv] = True, tr, tr
+            st.start_values[dv] = vals
+        last = np.ones(d.shape[0], dtype=bool)
+        last[:-1] = d[1:] != d[:-1]
+        st.active[d[last]] = a[last]
+
+    def _no_data_resumes(
+        self, rule: CompiledRule, st: _RuleState, fr: FamilyRules, rows: _Rows, result: EngineResult
+    ) -> None:
+        first = _first_of_device(rows.dev)
+        back = first & st.firing[rows.dev]
+        devices = self._registry.devices(rule.family)
+        for r in np.flatnonzero(back):
+            dv, tr = int(rows.dev[r]), float(rows.ts[r])
+            params = {p: float(fr.param_arrays[p][dv]) for p in rule.params}
+            vals = {"ts": tr, "silent_since": float(st.since[dv])}
+            result.events.append(
+                self._ev(rule, devices[dv], params, AlertStatus.RESOLVED, float(st.since[dv]), tr, tr, vals)
+            )
+            st.firing[dv], st.since[dv] = False, np.nan
+
+    def _community_resumes(self, family: Family, rows: _Rows, result: EngineResult) -> None:
+        if not self._comm_firing.any():
+            return
+        comm = self._comm_of[family][rows.dev]
+        for ci in np.flatnonzero(self._comm_firing):
+            hit = comm == ci
+            if hit.any():
+                at = float(rows.ts[hit].min())
+                result.events.append(self._community_event(int(ci), AlertStatus.RESOLVED, at))
+                self._comm_firing[ci] = False
+                self._comm_since[ci] = np.nan
 
     def _ev(  # noqa: PLR0913, PLR0917 - the facts of one transition
         self,
@@ -298,32 +537,169 @@ class Engine:
             repeat=repeat,
         )
 
+    def _community_event(self, ci: int, status: AlertStatus, at: float) -> AlertEvent:
+        name = self._communities[ci]
+        since = float(self._comm_since[ci]) if status is AlertStatus.RESOLVED else at
+        fp = _community_fingerprint(name)
+        silent_min = self._settings.community_silence_s / 60
+        return AlertEvent(
+            event_id=event_id(fp, status, since, at, repeat=False),
+            fingerprint=fp,
+            status=status,
+            rule=COMMUNITY_RULE,
+            severity=Severity.CRITICAL,
+            # Every fire sensor and wristband of the community is unheard: treat as life-safety.
+            life_safety=True,
+            family="community",
+            device_id="",
+            community=name,
+            grid="",
+            location={},
+            labels={"team": "operations"},
+            summary=f"No message from any device in {name} for {silent_min:g} min: gateway or broker down?",
+            description="",
+            readings={"ts": at, "devices": int(self._comm_size[ci])},
+            dispatch=("operator", "grid_worker"),
+            starts_at=since,
+            ends_at=at if status is AlertStatus.RESOLVED else None,
+            event_time=at,
+        )
+
     # -- timers -----------------------------------------------------------------------
     def advance(self, watermark: float) -> EngineResult:
-        """Fire every pending run whose `for` has elapsed by the event-time watermark."""
+        """Everything the event-time clock reaching `watermark` causes: pending runs that
+        have held long enough fire, kept alerts and expired events resolve, silent devices
+        and communities alert."""
         result = EngineResult()
+        if math.isnan(self.origin):
+            self.origin = watermark
+        self._community_silences(watermark, result)
         for family, fr in self._rules.by_family.items():
             devices = self._registry.devices(family)
-            for rule, st in zip(fr.rules, self._state[family], strict=True):
-                if rule.for_s <= 0:
-                    continue
-                due = np.flatnonzero(st.active & ~st.firing & (st.since + rule.for_s <= watermark))
-                for dv in due:
-                    at = float(st.since[dv] + rule.for_s)
-                    vals = st.start_values.get(int(dv), {"ts": float(st.since[dv])})
-                    params = {p: float(fr.param_arrays[p][dv]) for p in rule.params}
-                    result.events.append(
-                        self._ev(
-                            rule, devices[dv], params, AlertStatus.FIRING, float(st.since[dv]), None, at, vals
-                        )
-                    )
-                    st.firing[dv] = True
-                    st.last_notified[dv] = at
-        result.events.sort(key=lambda e: e.event_time)
+            for rule, st, dur in zip(fr.rules, self._state[family], self._dur[family], strict=True):
+                if rule.no_data:
+                    self._no_data_silences(rule, st, dur, fr, watermark, result)
+                elif rule.kind == "event":
+                    self._expire_events(rule, st, dur, fr, watermark, result)
+                else:
+                    self._state_timers(rule, st, dur, fr, devices, watermark, result)
+        result.events.sort(key=lambda e: (e.event_time, _ORDER[e.status]))
+        return result
+
+    def _state_timers(  # noqa: PLR0913, PLR0917 - the facts of one timer pass
+        self,
+        rule: CompiledRule,
+        st: _RuleState,
+        dur: dict[str, FloatArr],
+        fr: FamilyRules,
+        devices: tuple[Device, ...],
+        watermark: float,
+        result: EngineResult,
+    ) -> None:
+        due = np.fmax(st.since + dur["for"], st.resolved_at + dur["cooldown"])
+        for dv in np.flatnonzero(st.active & ~st.firing & (due <= watermark)):
+            at = float(due[dv])
+            vals = st.start_values.get(int(dv), {"ts": float(st.since[dv])})
+            params = {p: float(fr.param_arrays[p][dv]) for p in rule.params}
+            result.events.append(
+                self._ev(rule, devices[dv], params, AlertStatus.FIRING, float(st.since[dv]), None, at, vals)
+            )
+            st.firing[dv] = True
+            st.last_notified[dv] = at
+        for dv in np.flatnonzero(st.keep_until < watermark):
+            at = float(st.keep_until[dv])
+            vals = st.start_values.get(int(dv), {"ts": at})
+            params = {p: float(fr.param_arrays[p][dv]) for p in rule.params}
+            result.events.append(
+                self._ev(rule, devices[dv], params, AlertStatus.RESOLVED, float(st.since[dv]), at, at, vals)
+            )
+            st.firing[dv], st.resolved_at[dv], st.keep_until[dv], st.acked[dv] = False, at, np.nan, False
+            st.since[dv] = np.nan
+
+    def _expire_events(  # noqa: PLR0913, PLR0917
+        self,
+        rule: CompiledRule,
+        st: _RuleState,
+        dur: dict[str, FloatArr],
+        fr: FamilyRules,
+        watermark: float,
+        result: EngineResult,
+    ) -> None:
+        devices = self._registry.devices(rule.family)
+        for dv in np.flatnonzero(st.firing & (st.since + dur["resolve_after"] <= watermark)):
+            at = float(st.since[dv] + dur["resolve_after"][dv])
+            params = {p: float(fr.param_arrays[p][dv]) for p in rule.params}
+            vals = st.start_values.pop(int(dv), {"ts": at})
+            result.events.append(
+                self._ev(rule, devices[dv], params, AlertStatus.RESOLVED, float(st.since[dv]), at, at, vals)
+            )
+            st.firing[dv], st.resolved_at[dv] = False, at
+
+    def _no_data_silences(  # noqa: PLR0913, PLR0917
+        self,
+        rule: CompiledRule,
+        st: _RuleState,
+        dur: dict[str, FloatArr],
+        fr: FamilyRules,
+        watermark: float,
+        result: EngineResult,
+    ) -> None:
+        family = rule.family
+        seen = self._last_ts[family]
+        base = np.where(np.isfinite(seen), seen, self.origin)
+        limit = dur["no_data"]
+        muted = self._comm_firing[self._comm_of[family]]
+        due = ~st.firing & ~muted & (limit > 0) & (base + limit <= watermark)
+        if not due.any():
+            return
+        devices = self._registry.devices(family)
+        for dv in np.flatnonzero(due):
+            at = float(base[dv] + limit[dv])
+            params = {p: float(fr.param_arrays[p][dv]) for p in rule.params}
+            vals = {"ts": at, "last_seen": float(seen[dv]) if np.isfinite(seen[dv]) else None}
+            result.events.append(self._ev(rule, devices[dv], params, AlertStatus.FIRING, at, None, at, vals))
+            st.firing[dv], st.since[dv], st.last_notified[dv] = True, at, at
+
+    def _community_silences(self, watermark: float, result: EngineResult) -> None:
+        limit = self._settings.community_silence_s
+        if limit <= 0 or not self._communities:
+            return
+        base = np.where(np.isfinite(self._comm_last), self._comm_last, self.origin)
+        due = ~self._comm_firing & (self._comm_size >= self._settings.community_min_devices)
+        due &= base + limit <= watermark
+        for ci in np.flatnonzero(due):
+            at = float(base[ci] + limit)
+            result.events.append(self._community_event(int(ci), AlertStatus.FIRING, at))
+            self._comm_firing[ci] = True
+            self._comm_since[ci] = at
+
+    # -- acknowledgement --------------------------------------------------------------
+    def acknowledge(self, device_id: str, rule_name: str, ts: float, by: str = "") -> EngineResult:
+        """The dispatch side acknowledged an alert: an open event alert resolves; a state
+        alert stops repeating until it resolves. Unknown device or rule: nothing."""
+        result = EngineResult()
+        device = self._registry.get(device_id)
+        fr = self._rules.by_family.get(device.family) if device is not None else None
+        if device is None or fr is None:
+            return result
+        for rule, st in zip(fr.rules, self._state[device.family], strict=True):
+            dv = device.index
+            if rule.name != rule_name or not st.firing[dv]:
+                continue
+            if rule.kind == "event":
+                at = max(ts, float(st.since[dv]))
+                vals = {**st.start_values.pop(dv, {}), "ts": at, "acknowledged_by": by}
+                params = {p: float(fr.param_arrays[p][dv]) for p in rule.params}
+                result.events.append(
+                    self._ev(rule, device, params, AlertStatus.RESOLVED, float(st.since[dv]), at, at, vals)
+                )
+                st.firing[dv], st.resolved_at[dv] = False, at
+            else:
+                st.acked[dv] = True
         return result
 
     # -- reload -----------------------------------------------------------------------
-    def take_over(self, old: Engine, now: float) -> ReloadDiff:
+    def take_over(self, old: Engine, now: float) -> ReloadDiff:  # noqa: C901 - one pass per rule
         """Adopt the state of `old` (same registry) for a new rule set; report the diff.
 
         A rule kept by name keeps its alerts, timers and last-notified times, whether or
@@ -336,8 +712,15 @@ class Engine:
             for f in old._state
             for r, st in zip(old._rules.by_family[f].rules, old._state[f], strict=True)
         }
-        self._last_ts = {f: old._last_ts.get(f, v) for f, v in self._last_ts.items()}
-        self._last_vals = {f: old._last_vals.get(f, {}) for f in self._last_vals}
+        self._last_ts, self._last_vals, self.origin = old._last_ts, old._last_vals, old.origin
+        self._comm_last, self._comm_firing, self._comm_since = (
+            old._comm_last,
+            old._comm_firing,
+            old._comm_since,
+        )
+        for family, hist in old._windows.items():
+            if family in self._windows:
+                self._windows[family].adopt(hist)
         for family, fr in self._rules.by_family.items():
             for i, rule in enumerate(fr.rules):
                 key = f"{family.value}/{rule.name}"
@@ -348,7 +731,7 @@ class Engine:
                     diff.changed.append(key)
                 if prior is not None:
                     self._state[family][i] = prior[1]
-                if prior is None or prior[0].definition != rule.definition:
+                if (prior is None or prior[0].definition != rule.definition) and rule.when is not None:
                     self._judge(rule, fr, self._state[family][i], diff)
         for (family, name), (rule, st) in sorted(
             old_rules.items(), key=lambda kv: (kv[0][0].value, kv[0][1])
@@ -356,7 +739,7 @@ class Engine:
             diff.removed.append(f"{family.value}/{name}")
             devices = old._registry.devices(family)
             ofr = old._rules.by_family[family]
-            for dv in np.flatnonzero(st.active):
+            for dv in np.flatnonzero(st.active | st.firing):
                 device = devices[dv]
                 if not st.firing[dv]:
                     diff.cancelled.append(fingerprint(rule, device))
@@ -370,16 +753,16 @@ class Engine:
 
     def _judge(self, rule: CompiledRule, fr: FamilyRules, st: _RuleState, diff: ReloadDiff) -> None:
         """Which alerts of this (new or changed) rule the latest readings would change."""
+        assert rule.when is not None
         n = self._registry.count(rule.family)
         seen = self._last_ts[rule.family] > -np.inf
         vals = self._last_vals[rule.family]
         env = {f: vals.get(f, np.full(n, np.nan)) for f in fr.specs}
         env.update(fr.param_arrays)
-        valid = seen.copy()
-        for f in rule.fields:
-            valid &= ~np.isnan(env[f])
-        when = np.broadcast_to(rule.when.fn(env), valid.shape) & valid
-        clear = (np.broadcast_to(rule.clear.fn(env), valid.shape) if rule.clear else ~when) & valid
+        for w in rule.windows:
+            env[w.column] = np.full(n, np.nan)  # windows are judged from the next reading on
+        when = np.broadcast_to(rule.when.fn(env), seen.shape) & seen
+        clear = (np.broadcast_to(rule.clear.fn(env), seen.shape) if rule.clear else ~when) & seen
         devices = self._registry.devices(rule.family)
         label = f"{rule.family.value}/{rule.name}"
         diff.would_resolve.extend(
@@ -394,7 +777,8 @@ class Engine:
         for family, fr in self._rules.by_family.items():
             devices = self._registry.devices(family)
             for rule, st in zip(fr.rules, self._state[family], strict=True):
-                for dv in np.flatnonzero(st.active):
+                shown = st.firing if rule.kind == "event" or rule.no_data else st.active | st.firing
+                for dv in np.flatnonzero(shown):
                     firing = bool(st.firing[dv])
                     out.append(
                         ActiveAlert(
@@ -419,11 +803,78 @@ class Engine:
             device = self._registry.get(al.device_id)
             if i is None or device is None or device.family is not al.family:
                 continue
+            rule = self._rules.by_family[al.family].rules[i]
             st = self._state[al.family][i]
             dv = device.index
-            st.active[dv] = True
+            st.active[dv] = rule.kind == "state" and not rule.no_data
             st.since[dv] = al.since
             st.firing[dv] = al.status is AlertStatus.FIRING
             st.last_notified[dv] = al.last_notified if al.last_notified is not None else np.nan
             n += 1
         return n
+
+    def snapshot(self) -> bytes:
+        """The whole state (timers, cooldowns, windows, latest values, communities) as bytes."""
+        arrays: dict[str, npt.NDArray[Any]] = {
+            "comm_last": self._comm_last,
+            "comm_firing": self._comm_firing,
+            "comm_since": self._comm_since,
+        }
+        manifest: dict[str, Any] = {"origin": self.origin, "registry": self._registry_digest(), "rules": {}}
+        for family in Family:
+            arrays[f"last_ts/{family.value}"] = self._last_ts[family]
+            for name, arr in self._last_vals[family].items():
+                arrays[f"last_vals/{family.value}/{name}"] = arr
+        for family, hist in self._windows.items():
+            for key, warr in hist.arrays().items():
+                arrays[f"win/{family.value}/{key}"] = warr
+        for family, fr in self._rules.by_family.items():
+            for rule, st in zip(fr.rules, self._state[family], strict=True):
+                key = f"{family.value}/{rule.name}"
+                manifest["rules"][key] = {
+                    "definition": rule.definition,
+                    "start_values": {str(k): v for k, v in st.start_values.items()},
+                }
+                for a in _RuleState.ARRAYS:
+                    arrays[f"rule/{key}/{a}"] = getattr(st, a)
+        buf = io.BytesIO()
+        arrays["manifest"] = np.frombuffer(orjson.dumps(manifest), dtype=np.uint8)
+        np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds loosely
+        return buf.getvalue()
+
+    def load_snapshot(self, blob: bytes) -> int:
+        """Restore a snapshot taken with the same registry; rules whose definition changed
+        start fresh. Returns how many rules' state was restored (0 if none applies)."""
+        with np.load(io.BytesIO(blob)) as z:
+            manifest = orjson.loads(z["manifest"].tobytes())
+            if manifest.get("registry") != self._registry_digest():
+                return 0
+            self.origin = float(manifest["origin"])
+            self._comm_last, self._comm_firing, self._comm_since = (
+                z["comm_last"],
+                z["comm_firing"],
+                z["comm_since"],
+            )
+            for family in Family:
+                self._last_ts[family] = z[f"last_ts/{family.value}"]
+                prefix = f"last_vals/{family.value}/"
+                self._last_vals[family] = {k[len(prefix) :]: z[k] for k in z.files if k.startswith(prefix)}
+            for family, hist in self._windows.items():
+                prefix = f"win/{family.value}/"
+                hist.load({k[len(prefix) :]: z[k] for k in z.files if k.startswith(prefix)})
+            restored = 0
+            for family, fr in self._rules.by_family.items():
+                for rule, st in zip(fr.rules, self._state[family], strict=True):
+                    key = f"{family.value}/{rule.name}"
+                    saved = manifest["rules"].get(key)
+                    if saved is None or saved["definition"] != rule.definition:
+                        continue
+                    for a in _RuleState.ARRAYS:
+                        setattr(st, a, z[f"rule/{key}/{a}"].copy())
+                    st.start_values = {int(k): v for k, v in saved["start_values"].items()}
+                    restored += 1
+        return restored
+
+    def _registry_digest(self) -> str:
+        ids = "\x1f".join(f"{d.family.value}:{d.device_id}:{d.index}" for d in self._registry.by_id.values())
+        return hashlib.sha256(ids.encode()).hexdigest()

@@ -1,6 +1,6 @@
 """Rules stage: YAML rule files → validated specs → compiled numpy plans."""
 
-from sensord.rules._expr import Compiled, ExprError, compile_expr
+from sensord.rules._expr import WINDOW_FUNCS, Compiled, ExprError, WindowSpec, compile_expr
 from sensord.rules._ruleset import (
     CompiledRule,
     FamilyRules,
@@ -14,12 +14,14 @@ from sensord.rules._ruleset import (
 from sensord.rules._spec import RuleSpec, parse_duration
 
 __all__ = [
+    "WINDOW_FUNCS",
     "Compiled",
     "CompiledRule",
     "ExprError",
     "FamilyRules",
     "RuleSet",
     "RuleSpec",
+    "WindowSpec",
     "check_rule_files",
     "check_rules",
     "compile_expr",

@@ -279,8 +279,12 @@ def _const_array(arr: Array) -> Fn:
 
 
 def _truth(a: Array) -> Array:
-    """Bool fields arrive as 0/1 floats; anything non-zero is true."""
-    return a if a.dtype == np.bool_ else np.asarray(a != 0)
+    """Bool fields arrive as 0/1 floats; anything non-zero is true, an unknown (NaN) value
+    is not: a flag never reported does not raise an alert."""
+    if a.dtype == np.bool_:
+        return a
+    with np.errstate(invalid="ignore"):
+        return np.asarray((a != 0) & ~np.isnan(a))
 
 
 def compile_expr(text: str, fields: Mapping[str, FieldSpec], params: Mapping[str, float]) -> Compiled:

@@ -16,7 +16,7 @@ from sensord._errors import RuleError
 from sensord._registry import Registry
 from sensord._types import Family, Severity
 from sensord.decode import FieldSpec, field_specs
-from sensord.rules._expr import Compiled, ExprError, compile_expr
+from sensord.rules._expr import Compiled, ExprError, WindowSpec, compile_expr
 from sensord.rules._spec import LoadedFile, RuleSpec, read_rule_file
 
 _BUILTIN_PLACEHOLDERS = frozenset({"device_id", "family", "rule", "community", "grid", "building"})
@@ -29,7 +29,7 @@ class CompiledRule:
 
     family: Family
     name: str
-    when: Compiled
+    when: Compiled | None
     clear: Compiled | None
     for_s: float
     repeat_s: float | None
@@ -47,6 +47,14 @@ class CompiledRule:
     # The rule as written plus the family defaults of the parameters it reads: two rules
     # with the same definition behave the same, so a reload can keep their state as is.
     definition: str = ""
+    kind: str = "state"
+    # Durations as written: seconds, or the name of a parameter (per-device overridable).
+    durations: dict[str, float | str] = field(default_factory=dict)
+    windows: tuple[WindowSpec, ...] = ()
+
+    @property
+    def no_data(self) -> bool:
+        return "no_data" in self.durations
 
 
 @dataclass
@@ -87,7 +95,9 @@ def _template_names(text: str) -> set[str]:
     return names
 
 
-def _compile_rule(loaded: LoadedFile, index: int, spec: RuleSpec, fr: FamilyRules) -> CompiledRule:
+def _compile_rule(  # noqa: C901 - one check per key of the rule
+    loaded: LoadedFile, index: int, spec: RuleSpec, fr: FamilyRules
+) -> CompiledRule:
     path = str(loaded.path)
 
     def err(key: str, message: str) -> RuleError:
@@ -104,6 +114,25 @@ def _compile_rule(loaded: LoadedFile, index: int, spec: RuleSpec, fr: FamilyRule
             raise err(key, f"{key}: {exc}") from None
     used_fields = set().union(*(c.fields for c in compiled.values()))
     used_params = set().union(*(c.params for c in compiled.values()))
+    windows = set().union(*(c.windows for c in compiled.values()))
+    refs = {
+        "for": spec.for_s,
+        "keep_firing_for": spec.keep_firing_for,
+        "cooldown": spec.cooldown,
+        "resolve_after": spec.resolve_after,
+    }
+    if spec.no_data is not None:
+        refs["no_data"] = spec.no_data
+    durations: dict[str, float | str] = {}
+    for key, ref in refs.items():
+        if isinstance(ref, str):
+            if ref not in fr.param_defaults:
+                raise err(
+                    "for" if key == "for" else key,
+                    f"{key}: {ref!r} is neither a duration (30s, 5m, 2h) nor a parameter of this family",
+                )
+            used_params.add(ref)
+        durations[key] = ref
     allowed = set(fr.specs) | set(fr.param_defaults) | _BUILTIN_PLACEHOLDERS
     named: set[str] = set()
     for key in ("summary", "description"):
@@ -120,9 +149,9 @@ def _compile_rule(loaded: LoadedFile, index: int, spec: RuleSpec, fr: FamilyRule
     return CompiledRule(
         family=fr.family,
         name=spec.name,
-        when=compiled["when"],
+        when=compiled.get("when"),
         clear=compiled.get("clear"),
-        for_s=spec.for_s,
+        for_s=float(fr.param_defaults[spec.for_s] if isinstance(spec.for_s, str) else spec.for_s),
         repeat_s=spec.repeat,
         severity=spec.severity,
         life_safety=spec.life_safety,
@@ -136,6 +165,9 @@ def _compile_rule(loaded: LoadedFile, index: int, spec: RuleSpec, fr: FamilyRule
         shown=tuple(sorted(used_fields | named)),
         definition=spec.model_dump_json()
         + repr(sorted((p, fr.param_defaults[p]) for p in used_params | (named & set(fr.param_defaults)))),
+        kind=spec.kind,
+        durations=durations,
+        windows=tuple(sorted(windows)),
     )
 
 

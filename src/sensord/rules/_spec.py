@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from sensord._errors import RuleError
 from sensord._types import Family, Severity
@@ -49,6 +49,17 @@ def parse_duration(value: object) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def _duration_or_param(value: object) -> float | str:
+    """A duration, or the name of a parameter holding seconds (per-device overridable)."""
+    if isinstance(value, str) and _IDENT.match(value.strip()):
+        return value.strip()
+    return parse_duration(value)
+
+
+DurationRef = Annotated[float | str, BeforeValidator(_duration_or_param)]
 
 
 class RuleSpec(BaseModel):
@@ -57,9 +68,17 @@ class RuleSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=80)]
-    when: Annotated[str, Field(min_length=1)]
+    # state: an alert while the condition holds; event: one-shot (SOS, fall) that fires on
+    # each rising edge and resolves by acknowledgement or after `resolve_after`.
+    kind: Literal["state", "event"] = "state"
+    when: Annotated[str, Field(min_length=1)] | None = None
     clear: str | None = None
-    for_s: Annotated[Duration, Field(alias="for")] = 0.0
+    for_s: Annotated[DurationRef, Field(alias="for")] = 0.0
+    keep_firing_for: DurationRef = 0.0
+    cooldown: DurationRef = 0.0
+    resolve_after: DurationRef = 1800.0
+    # No data: fires when the device has sent nothing for this long (no `when`).
+    no_data: DurationRef | None = None
     severity: Severity = Severity.WARNING
     life_safety: bool = False
     repeat: Duration | None = None
@@ -67,6 +86,18 @@ class RuleSpec(BaseModel):
     dispatch: tuple[str, ...] = ()
     summary: Annotated[str, Field(min_length=1)]
     description: str = ""
+
+    @model_validator(mode="after")
+    def _shape(self) -> RuleSpec:
+        if self.no_data is None and self.when is None:
+            raise ValueError("a rule needs `when:` (a condition) or `no_data:` (a silence duration)")
+        if self.no_data is not None and (self.when is not None or self.clear is not None):
+            raise ValueError("a `no_data:` rule has no `when:` or `clear:`; it fires on silence alone")
+        if self.kind == "event" and self.clear is not None:
+            raise ValueError(
+                "an event rule (kind: event) has no `clear:`; it resolves by ack or resolve_after"
+            )
+        return self
 
 
 class RuleFileSpec(BaseModel):

@@ -1,0 +1,133 @@
+"""Per-device windowed values (avg/min/max/sum/count over a duration, delta, rate).
+
+For each field a rule windows, the readings of the last `max window` seconds per device
+are kept as three flat arrays (device, ts, value). A batch's readings are appended, the
+whole is sorted by (device, ts), and every window is answered for every new reading at
+once: the start of its window by one `searchsorted`, sums and counts by prefix sums,
+minimum and maximum by a sparse table. No Python loop runs per reading.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import numpy.typing as npt
+
+from sensord.rules import WindowSpec
+
+FloatArr = npt.NDArray[np.float64]
+IntArr = npt.NDArray[np.int64]
+BoolArr = npt.NDArray[np.bool_]
+
+
+def _range_extreme(
+    values: FloatArr, lo: npt.NDArray[np.intp], hi: npt.NDArray[np.intp], *, minimum: bool
+) -> FloatArr:
+    """min (or max) of values[lo..hi] inclusive for each pair, via a sparse table."""
+    op = np.minimum if minimum else np.maximum
+    length = hi - lo + 1
+    level = np.floor(np.log2(np.maximum(length, 1))).astype(np.intp)
+    out = np.empty(lo.shape[0])
+    table = values
+    for k in range(int(level.max()) + 1 if level.shape[0] else 0):
+        if k > 0:
+            half = 1 << (k - 1)
+            table = op(table[:-half], table[half:])
+        sel = level == k
+        if sel.any():
+            out[sel] = op(table[lo[sel]], table[hi[sel] - (1 << k) + 1])
+    return out
+
+
+class WindowHistory:
+    """Recent readings of the windowed fields of one family, and the window values."""
+
+    def __init__(self, specs: Iterable[WindowSpec]) -> None:
+        self.specs = sorted(set(specs))
+        self._span: dict[str, float] = {}
+        for s in self.specs:
+            self._span[s.field] = max(self._span.get(s.field, 0.0), s.seconds)
+        empty_i, empty_f = np.empty(0, dtype=np.int64), np.empty(0)
+        self._hist: dict[str, tuple[IntArr, FloatArr, FloatArr]] = dict.fromkeys(
+            self._span, (empty_i, empty_f, empty_f)
+        )
+
+    def update(
+        self,
+        dev: IntArr,
+        ts: FloatArr,
+        raw: dict[str, FloatArr],
+        present: dict[str, BoolArr],
+        last_ts: FloatArr,
+    ) -> dict[str, FloatArr]:
+        """Window values for every row of the batch (NaN where the row lacks the field or
+        the window has too few readings); the history then keeps what later windows need."""
+        out: dict[str, FloatArr] = {}
+        n = dev.shape[0]
+        for fname, span in self._span.items():
+            specs = [s for s in self.specs if s.field == fname]
+            mask = present.get(fname, np.zeros(n, dtype=bool))
+            hdev, hts, hval = self._hist[fname]
+            rows = np.flatnonzero(mask)
+            cdev = np.concatenate([hdev, dev[rows]])
+            cts = np.concatenate([hts, ts[rows]])
+            cval = np.concatenate([hval, raw[fname][rows]])
+            origin = np.concatenate([np.full(hdev.shape[0], -1), rows])
+            order = np.lexsort((cts, cdev))
+            cdev, cts, cval, origin = cdev[order], cts[order], cval[order], origin[order]
+            results = {s.column: np.full(n, np.nan) for s in specs}
+            if cdev.shape[0]:
+                t0 = float(cts.min())
+                # One sortable key per reading: devices in blocks far enough apart that a
+                # window never reaches into the previous device's block.
+                block = float(cts.max()) - t0 + span + 1.0
+                key = cdev.astype(np.float64) * block + (cts - t0)
+                new = np.flatnonzero(origin >= 0)
+                for s in specs:
+                    lo = np.searchsorted(key, key[new] - s.seconds, side="right")
+                    results[s.column][origin[new]] = self._answer(s.func, cts, cval, lo, new)
+                keep = cts > last_ts[cdev] - span
+                self._hist[fname] = (cdev[keep], cts[keep], cval[keep])
+            out.update(results)
+        return out
+
+    @staticmethod
+    def _answer(
+        func: str, cts: FloatArr, cval: FloatArr, lo: npt.NDArray[np.intp], hi: npt.NDArray[np.intp]
+    ) -> FloatArr:
+        count = (hi - lo + 1).astype(np.float64)
+        if func == "count_over":
+            return count
+        if func in {"sum_over", "avg_over"}:
+            prefix: FloatArr = np.concatenate([np.zeros(1), np.cumsum(cval)])
+            total: FloatArr = prefix[hi + 1] - prefix[lo]
+            return total if func == "sum_over" else total / count
+        if func in {"min_over", "max_over"}:
+            return _range_extreme(cval, lo, hi, minimum=func == "min_over")
+        delta = cval[hi] - cval[lo]
+        if func == "delta":
+            return np.where(count > 1, delta, np.nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            elapsed = cts[hi] - cts[lo]
+            return np.asarray(np.where(elapsed > 0, delta / elapsed, np.nan), dtype=np.float64)  # per second
+
+    def adopt(self, other: WindowHistory) -> None:
+        """Take over the history of fields both windows sets track (after a rule reload)."""
+        for fname in self._span.keys() & other._hist.keys():
+            self._hist[fname] = other._hist[fname]
+
+    def arrays(self) -> dict[str, npt.NDArray[np.float64] | IntArr]:
+        out: dict[str, npt.NDArray[np.float64] | IntArr] = {}
+        for fname, (d, t, v) in self._hist.items():
+            out[f"{fname}/dev"], out[f"{fname}/ts"], out[f"{fname}/val"] = d, t, v
+        return out
+
+    def load(self, arrays: dict[str, npt.NDArray[np.float64] | IntArr]) -> None:
+        for fname in self._hist:
+            if f"{fname}/dev" in arrays:
+                self._hist[fname] = (
+                    arrays[f"{fname}/dev"].astype(np.int64),
+                    arrays[f"{fname}/ts"].astype(np.float64),
+                    arrays[f"{fname}/val"].astype(np.float64),
+                )
