@@ -37,6 +37,9 @@ from sensord.rules import load_rules
 from sensord.sinks import DeadLetter, Sink, deliver_forever
 
 log = logging.getLogger("sensord")
+# The topic kind that carries an acknowledgement from the dispatch side.
+ACK_KIND = "ack"
+_FAMILIES = frozenset(f.value for f in Family)
 
 
 class Source(Protocol):
@@ -61,6 +64,7 @@ class Evaluated:
     tokens: list[int] = field(default_factory=list)
     accepted: int = 0
     rejected: int = 0
+    snapshot: bytes | None = None
 
 
 def active_from_event(event: AlertEvent) -> ActiveAlert:
@@ -114,6 +118,9 @@ class Pipeline:
     def evaluate(self, messages: Sequence[RawMessage]) -> Evaluated:
         """Run one batch through decode and rules. Rejects are dead-lettered here."""
         out = Evaluated(tokens=[m.token for m in messages if m.token is not None])
+        acks = [m for m in messages if self._is_ack(m)]
+        if acks:
+            messages = [m for m in messages if not self._is_ack(m)]
         res = self.decoder(messages)
         self._record_rejects(res.rejects)
         self._record_unknown(res.unknown)
@@ -127,11 +134,44 @@ class Pipeline:
             self._metrics.ingest_lag.set(max(0.0, float(batch.received_at.max()) - newest))
             if self._telemetry is not None:
                 self._telemetry(batch)
+        for m in acks:
+            self._acknowledge(m, out)
         if self.watermark > -math.inf:
             self._absorb(out, self.engine.advance(self.watermark), None)
         self._metrics.batches.inc()
         self._metrics.batch_size.observe(len(messages))
         return out
+
+    def tick(self, watermark: float) -> Evaluated:
+        """Advance the event-time clock without readings (a quiet stream)."""
+        out = Evaluated()
+        self.watermark = max(self.watermark, watermark)
+        self._absorb(out, self.engine.advance(self.watermark), None)
+        return out
+
+    def _is_ack(self, m: RawMessage) -> bool:
+        parts = self.decoder.topic.parse(m.topic)
+        return parts is not None and parts.kind == ACK_KIND
+
+    def _acknowledge(self, m: RawMessage, out: Evaluated) -> None:
+        """`<prefix>/<community>/<family>/<device>/ack` with {"rule": ..., "by": ..., "ts": ...}:
+        the dispatch side acknowledged an alert. It travels in the stream, so a recording
+        replays acknowledgements too."""
+        parts = self.decoder.topic.parse(m.topic)
+        assert parts is not None
+        try:
+            body = orjson.loads(m.payload)
+            rule, by = str(body["rule"]), str(body.get("by", ""))
+            ts = float(body.get("ts", m.received_at))
+            if not math.isfinite(ts):
+                raise ValueError("ts is not a number")  # noqa: TRY301 - one reject path
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            reason = f'an ack is a JSON object {{"rule": ..., "by": ..., "ts": ...}}; {exc}'
+            self._record_rejects([Reject(m.topic, m.payload, m.received_at, "invalid_ack", reason)])
+            out.rejected += 1
+            return
+        self._absorb(out, self.engine.acknowledge(parts.device_id, rule, ts, by), None)
+        out.accepted += 1
 
     def _absorb(self, out: Evaluated, result: object, family: Family | None) -> None:
         events: list[AlertEvent] = result.events  # type: ignore[attr-defined]
@@ -148,7 +188,7 @@ class Pipeline:
             self._metrics.transitions.labels(ev.rule, ev.status.value).inc()
             if ev.status is AlertStatus.RESOLVED:
                 out.delete.append(ev.fingerprint)
-            else:
+            elif ev.family in _FAMILIES:  # a community alert lives in the engine snapshot only
                 out.upsert.append((ev.fingerprint, encode_active(active_from_event(ev))))
 
     def _record_rejects(self, rejects: Sequence[Reject]) -> None:
@@ -171,7 +211,7 @@ class Pipeline:
 
 def commit(outbox: Outbox, ev: Evaluated) -> None:
     """One durable outbox transaction for the batch's events and checkpoint changes."""
-    outbox.commit(ev.events, upsert_active=ev.upsert, delete_active=ev.delete)
+    outbox.commit(ev.events, upsert_active=ev.upsert, delete_active=ev.delete, snapshot=ev.snapshot)
 
 
 class Daemon:
@@ -209,6 +249,33 @@ class Daemon:
         # a reload lands between batches and no message is evaluated by a half-built engine.
         self._batch_lock = asyncio.Lock()
         self._reloads: set[asyncio.Task[bool]] = set()
+        self._last_snapshot = time.monotonic()
+        self._last_message = time.monotonic()
+
+    def _maybe_snapshot(self, ev: Evaluated) -> None:
+        if time.monotonic() - self._last_snapshot >= self.settings.alerts.snapshot_every_s:
+            ev.snapshot = self.pipeline.engine.snapshot()
+            self._last_snapshot = time.monotonic()
+
+    async def _clock_loop(self) -> None:
+        """Move the event-time clock in a quiet stream: once no message has arrived for
+        `idle_tick_s`, to the wall clock less `clock_grace_s`. Never while messages flow,
+        so a backlog drained after a restart is judged by its own timestamps."""
+        alerts = self.settings.alerts
+        while True:
+            await asyncio.sleep(alerts.idle_tick_s / 2)
+            if time.monotonic() - self._last_message < alerts.idle_tick_s:
+                continue
+            async with self._batch_lock:
+                wall = time.time() - alerts.clock_grace_s
+                if wall <= self.pipeline.watermark:
+                    continue
+                ev = self.pipeline.tick(wall)
+                self._maybe_snapshot(ev)
+                await self._commit(ev)
+            if ev.events:
+                for wake in self._wake.values():
+                    wake.set()
 
     def request_reload(self) -> None:
         """SIGHUP: reload the rule files between batches (see `reload_rules`)."""
@@ -263,9 +330,16 @@ class Daemon:
         return True
 
     def restore(self) -> int:
-        """Reload the rule engine's active alerts from the outbox checkpoint."""
+        """Reload the engine: the last whole-state snapshot (timers, cooldowns, windows),
+        then the alert checkpoint written with every batch, which is never older."""
+        blob = self.outbox.snapshot()
+        if blob is not None:
+            rules = self.pipeline.engine.load_snapshot(blob)
+            log.info("engine state restored", extra={"fields": {"rules_restored": rules}})
+            self.pipeline.watermark = max(self.pipeline.watermark, self.pipeline.engine.origin)
         rows = [decode_active(b) for b in self.outbox.active_rows()]
         self.pipeline.engine.restore(rows)
+        self._last_snapshot = time.monotonic()
         return len(rows)
 
     def health(self) -> tuple[bool, dict[str, object]]:
@@ -300,15 +374,18 @@ class Daemon:
                     name=f"deliver:{sink.name}",
                 )
             tg.create_task(self._watchdog(), name="watchdog")
+            tg.create_task(self._clock_loop(), name="clock")
             for i, coro in enumerate(self.background):
                 tg.create_task(coro, name=f"background:{i}")
 
     async def _process_loop(self) -> None:
         async for messages in self.source.batches():
+            self._last_message = time.monotonic()
             async with self._batch_lock:
                 self._busy_since = time.monotonic()
                 try:
                     ev = self._evaluate(messages)
+                    self._maybe_snapshot(ev)
                     await self._commit(ev)
                     self.source.ack(ev.tokens)
                 finally:
@@ -369,6 +446,12 @@ async def run_until_cancelled(daemon: Daemon) -> None:
         await daemon.run()
     finally:
         daemon.notifier.stopping()
+        # Every task has stopped; the engine state goes to disk so timers, cooldowns and
+        # windows carry on after the restart.
+        try:
+            commit(daemon.outbox, Evaluated(snapshot=daemon.pipeline.engine.snapshot()))
+        except Exception:  # stopping anyway; the per-batch checkpoint stands
+            log.warning("could not save the engine state on stop", exc_info=True)
         with contextlib.suppress(Exception):
             daemon.outbox.close()
         daemon.deadletter.close()

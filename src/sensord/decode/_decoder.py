@@ -76,6 +76,7 @@ class Decoder:
         self._registry = registry
         self._settings = settings
         self._topic = TopicTemplate(topic_template)
+        self.topic = self._topic
         self._specs = {f: field_specs(f) for f in Family}
 
     def __call__(self, messages: Sequence[RawMessage]) -> DecodeResult:

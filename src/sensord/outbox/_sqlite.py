@@ -44,6 +44,13 @@ CREATE TABLE IF NOT EXISTS active_alerts (
     fingerprint TEXT PRIMARY KEY,
     body BLOB NOT NULL
 ) WITHOUT ROWID;
+-- The alert engine's whole state (timers, cooldowns, windows), saved every few seconds
+-- in the same transaction as a batch, so it never runs ahead of the events it explains.
+CREATE TABLE IF NOT EXISTS engine_snapshot (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    saved REAL NOT NULL,
+    body BLOB NOT NULL
+);
 """
 
 
@@ -108,6 +115,7 @@ class Outbox:
         *,
         upsert_active: Sequence[tuple[str, bytes]] = (),
         delete_active: Sequence[str] = (),
+        snapshot: bytes | None = None,
     ) -> int:
         """Store events for every sink and update the checkpoint, in one durable transaction.
 
@@ -141,8 +149,15 @@ class Outbox:
                 )
             if upsert_active:
                 self._db.executemany("INSERT OR REPLACE INTO active_alerts VALUES (?, ?)", upsert_active)
+            if snapshot is not None:
+                self._db.execute("INSERT OR REPLACE INTO engine_snapshot VALUES (1, ?, ?)", (now, snapshot))
         self._count += new
         return new
+
+    def snapshot(self) -> bytes | None:
+        """The last saved engine state, if any."""
+        row = self._db.execute("SELECT body FROM engine_snapshot WHERE id = 1").fetchone()
+        return bytes(row[0]) if row else None
 
     def active_rows(self) -> list[bytes]:
         """The checkpointed pending/firing alerts."""
