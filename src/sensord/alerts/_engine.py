@@ -117,6 +117,10 @@ class _Rows:
     ts: FloatArr
     env: dict[str, FloatArr]
     present: dict[str, BoolArr]
+    # Time of the device's previous reading (the one before the batch for its first row).
+    prev_ts: FloatArr
+    # The row's community was silent (one community alert stands for its devices).
+    muted: BoolArr
 
 
 @dataclass
@@ -214,7 +218,7 @@ class Engine:
         for i, rule in enumerate(fr.rules):
             st, dur = self._state[batch.family][i], self._dur[batch.family][i]
             if rule.no_data:
-                self._no_data_resumes(rule, st, fr, rows, result)
+                self._no_data_resumes(rule, st, dur, fr, rows, result)
             elif rule.kind == "event":
                 self._evaluate_event(rule, st, dur, fr, rows, result)
             else:
@@ -234,6 +238,10 @@ class Engine:
             order, dev, ts = order[keep], dev[keep], ts[keep]
         if dev.shape[0] == 0:
             return None
+        prev_ts = np.empty(dev.shape[0])
+        prev_ts[1:] = ts[:-1]
+        starts = _first_of_device(dev)
+        prev_ts[starts] = last_ts[dev[starts]]
         np.maximum.at(last_ts, dev, ts)
         np.maximum.at(self._comm_last, self._comm_of[family][dev], ts)
         if math.isnan(self.origin):
@@ -259,7 +267,7 @@ class Engine:
             env.update(self._windows[family].update(dev, ts, raw, present, last_ts))
         if fr is not None:
             env.update({p: arr[dev] for p, arr in fr.param_arrays.items()})
-        return _Rows(dev, ts, env, present)
+        return _Rows(dev, ts, env, present, prev_ts, self._comm_firing[self._comm_of[family][dev]])
 
     def _remember(self, family: Family, dev: IntArr, first: BoolArr, env: dict[str, FloatArr]) -> None:
         store = self._last_vals[family]
@@ -485,15 +493,33 @@ class Engine:
         last[:-1] = d[1:] != d[:-1]
         st.active[d[last]] = a[last]
 
-    def _no_data_resumes(
-        self, rule: CompiledRule, st: _RuleState, fr: FamilyRules, rows: _Rows, result: EngineResult
+    def _no_data_resumes(  # noqa: PLR0913, PLR0917
+        self,
+        rule: CompiledRule,
+        st: _RuleState,
+        dur: dict[str, FloatArr],
+        fr: FamilyRules,
+        rows: _Rows,
+        result: EngineResult,
     ) -> None:
-        first = _first_of_device(rows.dev)
-        back = first & st.firing[rows.dev]
+        """A reading ends a silence: a firing no-data alert resolves at it; a gap longer
+        than the limit inside the stream (seen in one batch) fires and resolves at once,
+        so the answer does not depend on where batches were cut."""
+        limit = dur["no_data"][rows.dev]
+        base = np.where(np.isfinite(rows.prev_ts), rows.prev_ts, self.origin)
+        gap = (limit > 0) & (rows.ts - base >= limit)
+        back = (_first_of_device(rows.dev) & st.firing[rows.dev]) | (gap & ~rows.muted)
         devices = self._registry.devices(rule.family)
-        for r in np.flatnonzero(back):
+        for r in map(int, np.flatnonzero(back)):
             dv, tr = int(rows.dev[r]), float(rows.ts[r])
             params = {p: float(fr.param_arrays[p][dv]) for p in rule.params}
+            if not st.firing[dv]:
+                at = float(base[r] + limit[r])
+                vals = {"ts": at, "last_seen": float(base[r])}
+                result.events.append(
+                    self._ev(rule, devices[dv], params, AlertStatus.FIRING, at, None, at, vals)
+                )
+                st.since[dv] = at
             vals = {"ts": tr, "silent_since": float(st.since[dv])}
             result.events.append(
                 self._ev(rule, devices[dv], params, AlertStatus.RESOLVED, float(st.since[dv]), tr, tr, vals)

@@ -70,9 +70,10 @@ def _messages(case: Case, spec: TestFile, registry: Registry) -> list[RawMessage
                 values = expand_series(str(value))
             except ValueError as exc:
                 raise ValueError(f"input {device_id}.{name}: {exc}") from None
+            step = case.interval if case.interval is not None else spec.interval
             for i, v in enumerate(values):
                 if v is not None:
-                    readings[device_id, i * spec.interval][name] = v
+                    readings[device_id, i * step][name] = v
     out = []
     for (device_id, at), fields in sorted(readings.items(), key=lambda kv: (kv[0][1], kv[0][0])):
         device = registry.get(device_id)

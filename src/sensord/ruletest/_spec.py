@@ -82,6 +82,7 @@ class ExpectedEvent(_Model):
 
 class Case(_Model):
     name: Annotated[str, Field(min_length=1)]
+    interval: Duration | None = None  # this case's series step, if not the file's
     input: dict[str, dict[str, Any]] = Field(default_factory=dict)
     expect: tuple[Expectation, ...] = ()
     events: tuple[ExpectedEvent, ...] | None = None
