@@ -13,6 +13,10 @@ with its own parameter value, some with `for: 10s`/`for: 30s`, some with a `clea
 hysteresis. Rule i is the same whatever the rule count, so the 10 rules are the first
 ten of the 100, which are the first hundred of the 1,000. About 7.5 % of the devices are
 unwell in some way and 1 % of readings carry a brief heart-rate spike, so alerts fire.
+The first ten rules use everyday thresholds; rules beyond them use thresholds that are
+rarely crossed (heart rate over 170, SpO2 under 80, ...), as most rules of a large rule
+set are: a thousand rules that each page for the same unwell resident would measure
+alert creation, not rule evaluation. The alert events column shows what fired.
 With the defaults each device reports twice (20 s of event time), so `for: 30s` rules
 reach pending but not firing; their pending runs still cost the `advance` scan.
 
@@ -70,30 +74,36 @@ class Kind:
     q: tuple[float, float] | None
     severity: str
     summary: str
+    rare_p: tuple[float, float] = (0, 0)
+    rare_q: tuple[float, float] | None = None
 
 
 # Threshold ranges straddle both the normal spread and the unwell groups in `readings`,
 # so across 1,000 rules some fire often, some rarely, most only for the unwell devices.
 KINDS = (
     Kind("heart_rate_high", "heart_rate > p", "heart_rate <= p - 5", (110, 160), None,
-         "warning", "Heart rate {heart_rate:.0f} bpm on {device_id}"),
+         "warning", "Heart rate {heart_rate:.0f} bpm on {device_id}", (170, 240)),
     Kind("heart_rate_low", "heart_rate < p", "heart_rate >= p + 5", (40, 55), None,
-         "warning", "Heart rate {heart_rate:.0f} bpm on {device_id}"),
+         "warning", "Heart rate {heart_rate:.0f} bpm on {device_id}", (20, 35)),
     Kind("spo2_low", "spo2 < p", "spo2 >= p + 2", (85, 93), None,
-         "critical", "SpO2 {spo2:.0f}% on {device_id}"),
+         "critical", "SpO2 {spo2:.0f}% on {device_id}", (60, 80)),
     Kind("bp_high", "systolic >= p or diastolic >= q", "systolic < p - 10 and diastolic < q - 10",
-         (160, 190), (100, 125), "critical", "Blood pressure {systolic:.0f}/{diastolic:.0f} on {device_id}"),
+         (160, 190), (100, 125), "critical", "Blood pressure {systolic:.0f}/{diastolic:.0f} on {device_id}",
+         (210, 280), (140, 190)),
     Kind("bp_low", "systolic < p and diastolic < q", "systolic >= p + 5 or diastolic >= q + 5",
-         (85, 95), (50, 60), "warning", "Blood pressure {systolic:.0f}/{diastolic:.0f} on {device_id}"),
+         (85, 95), (50, 60), "warning", "Blood pressure {systolic:.0f}/{diastolic:.0f} on {device_id}",
+         (55, 75), (30, 45)),
     Kind("skin_temp_high", "skin_temp_c > p", "skin_temp_c <= p - 0.3", (37.0, 38.5), None,
-         "warning", "Skin temperature {skin_temp_c:.1f} C on {device_id}"),
+         "warning", "Skin temperature {skin_temp_c:.1f} C on {device_id}", (40, 44)),
     Kind("battery_low", "battery_pct < p", "battery_pct >= p + 10", (10, 25), None,
-         "info", "Wristband {device_id} battery at {battery_pct:.0f}%"),
+         "info", "Wristband {device_id} battery at {battery_pct:.0f}%", (0.5, 2)),
     Kind("distress", "heart_rate > p and spo2 < q", "heart_rate <= p - 5 or spo2 >= q + 2",
-         (100, 130), (88, 94), "critical", "Heart rate {heart_rate:.0f}, SpO2 {spo2:.0f}% on {device_id}"),
+         (100, 130), (88, 94), "critical", "Heart rate {heart_rate:.0f}, SpO2 {spo2:.0f}% on {device_id}",
+         (170, 220), (60, 80)),
     Kind("pulse_pressure_wide", "systolic - diastolic > p", "systolic - diastolic <= p - 5",
-         (80, 100), None, "info", "Pulse pressure {systolic:.0f}/{diastolic:.0f} on {device_id}"),
+         (80, 100), None, "info", "Pulse pressure {systolic:.0f}/{diastolic:.0f} on {device_id}", (130, 200)),
 )  # fmt: skip
+EVERYDAY = 10  # rules 0..9 use everyday thresholds; the rest rare ones
 
 
 def rule_doc(n: int) -> dict[str, Any]:
@@ -105,9 +115,11 @@ def rule_doc(n: int) -> dict[str, Any]:
         # Seeded by i alone so that rule i is identical in the 10-, 100- and 1,000-rule files.
         rnd = random.Random(i)
         names = {"p": f"{kind.name}_p{i}", "q": f"{kind.name}_q{i}"}
-        params[names["p"]] = round(rnd.uniform(*kind.p), 1)
+        everyday = i < EVERYDAY
+        params[names["p"]] = round(rnd.uniform(*(kind.p if everyday else kind.rare_p)), 1)
         if kind.q is not None:
-            params[names["q"]] = round(rnd.uniform(*kind.q), 1)
+            q_range = kind.q if everyday or kind.rare_q is None else kind.rare_q
+            params[names["q"]] = round(rnd.uniform(*q_range), 1)
         rule: dict[str, Any] = {
             "name": f"{kind.name}_{i:04d}",
             "when": _subst(kind.when, names),

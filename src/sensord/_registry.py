@@ -80,6 +80,9 @@ class Registry:
 
     by_id: dict[str, Device]
     by_family: dict[Family, tuple[Device, ...]] = field(default_factory=dict)
+    # Only the devices that override a parameter: looking up overrides must not walk a
+    # fleet of 100,000 devices once per parameter.
+    with_params: dict[Family, tuple[Device, ...]] = field(default_factory=dict)
 
     @classmethod
     def from_entries(cls, entries: dict[str, DeviceEntry]) -> Registry:
@@ -89,7 +92,8 @@ class Registry:
             dev = Device(device_id, len(lists[entry.family]), entry)
             lists[entry.family].append(dev)
             by_id[device_id] = dev
-        return cls(by_id, {f: tuple(v) for f, v in lists.items()})
+        with_params = {f: tuple(d for d in v if d.entry.params) for f, v in lists.items()}
+        return cls(by_id, {f: tuple(v) for f, v in lists.items()}, with_params)
 
     def get(self, device_id: str) -> Device | None:
         return self.by_id.get(device_id)
@@ -102,7 +106,11 @@ class Registry:
 
     def overrides(self, family: Family, param: str) -> dict[int, float]:
         """Per-device values of one parameter, by device index."""
-        return {d.index: d.entry.params[param] for d in self.devices(family) if param in d.entry.params}
+        return {
+            d.index: d.entry.params[param]
+            for d in self.with_params.get(family, ())
+            if param in d.entry.params
+        }
 
 
 def parse_registry(data: Any, *, source: str) -> Registry:

@@ -240,3 +240,21 @@ class TestSnapshot:
         """A snapshot taken with a different device registry is not applied (indexes differ)."""
         blob = make_engine(tmp_path, registry(3)).snapshot()
         assert make_engine(tmp_path, registry(4)).load_snapshot(blob) == 0
+
+
+class TestEventLatch:
+    def test_press_after_ack_and_release_fires_again(self, tmp_path: Path) -> None:
+        """An SOS acknowledged while the button is still held, released in a later batch,
+        and pressed again fires again: the release is seen even with no alert open."""
+        reg = registry(2)
+        eng = make_engine(tmp_path, reg)
+        fired = eng.process(batch([(0, 0.0, {"sos": 1.0})])).events
+        acked = eng.acknowledge("wb-0", "sos", T0 + 1)
+        eng.process(batch([(0, 5.0, {"sos": 1.0})]))
+        eng.process(batch([(0, 10.0, {"sos": 0.0})]))
+        again = eng.process(batch([(0, 15.0, {"sos": 1.0})])).events
+        assert [e.status for e in fired + acked.events + again] == [
+            AlertStatus.FIRING,
+            AlertStatus.RESOLVED,
+            AlertStatus.FIRING,
+        ]

@@ -92,21 +92,46 @@ class ReloadDiff:
 
 
 class _RuleState:
-    """Per-device state of one rule. `since` is the start of the current run (state
-    rules) or of the open alert (event and no-data rules)."""
+    """Per-device state of one rule.
 
-    ARRAYS = ("active", "since", "firing", "last_notified", "keep_until", "resolved_at", "acked")
+    Two dense flags per device (gathered for every batch) and, for the few devices with
+    something going on, dicts by device index: a thousand rules over 100,000 devices must
+    not hold a thousand float arrays of 100,000. `since` is the start of the current run
+    (state rules) or of the open alert (event and no-data rules); a device is in it while
+    its condition is on or its alert is firing.
+    """
+
+    FLAGS = ("active", "firing")
+    MAPS = ("since", "last_notified", "keep_until", "resolved_at")
 
     def __init__(self, n: int) -> None:
         self.active = np.zeros(n, dtype=bool)
-        self.since = np.full(n, np.nan)
         self.firing = np.zeros(n, dtype=bool)
-        self.last_notified = np.full(n, np.nan)
-        self.keep_until = np.full(n, np.nan)
-        self.resolved_at = np.full(n, np.nan)
-        self.acked = np.zeros(n, dtype=bool)
+        self.since: dict[int, float] = {}
+        self.last_notified: dict[int, float] = {}
+        self.keep_until: dict[int, float] = {}
+        self.resolved_at: dict[int, float] = {}
+        self.acked: set[int] = set()
         # Readings at the start of a run, for the text of a timer-fired event.
         self.start_values: dict[int, dict[str, Any]] = {}
+        # How many devices have the condition on: 0 lets a batch skip this rule cheaply.
+        self.n_active = 0
+
+    def set_active(self, idx: IntArr, values: BoolArr) -> None:
+        self.n_active += int(values.sum()) - int(self.active[idx].sum())
+        self.active[idx] = values
+
+
+def _gather(values: dict[int, float], idx: IntArr) -> FloatArr:
+    """values[i] for each i of idx (NaN where absent); idx is expected to be short."""
+    return np.fromiter((values.get(i, np.nan) for i in idx.tolist()), dtype=np.float64, count=idx.shape[0])
+
+
+def _put(values: dict[int, float], key: int, value: float) -> None:
+    if math.isnan(value):
+        values.pop(key, None)
+    else:
+        values[key] = value
 
 
 @dataclass
@@ -121,6 +146,19 @@ class _Rows:
     prev_ts: FloatArr
     # The row's community was silent (one community alert stands for its devices).
     muted: BoolArr
+    _relevant: dict[frozenset[str], BoolArr] = field(default_factory=dict)
+
+    def relevant(self, fields: frozenset[str]) -> BoolArr:
+        """Rows carrying at least one of `fields` (computed once per field set per batch)."""
+        got = self._relevant.get(fields)
+        if got is None:
+            got = np.zeros(self.dev.shape[0], dtype=bool)
+            for f in fields:
+                p = self.present.get(f)
+                if p is not None:
+                    got |= p
+            self._relevant[fields] = got
+        return got
 
 
 @dataclass
@@ -135,6 +173,22 @@ class _Cur:
     acked: bool
     pending: bool = False
     resumed: float | None = None
+
+
+class _Env(dict[str, FloatArr]):
+    """Batch columns; per-device parameter columns are gathered on first use."""
+
+    def __init__(self, base: dict[str, FloatArr], params: dict[str, FloatArr], dev: IntArr) -> None:
+        super().__init__(base)
+        self._params = params
+        self._dev = dev
+
+    def __missing__(self, key: str) -> FloatArr:
+        arr = self._params.get(key)
+        if arr is None:
+            raise KeyError(key)
+        col = self[key] = arr[self._dev]
+        return col
 
 
 def _fill_forward(defined: BoolArr) -> npt.NDArray[np.intp]:
@@ -197,9 +251,12 @@ class Engine:
 
     @staticmethod
     def _durations(rule: CompiledRule, fr: FamilyRules, n: int) -> dict[str, FloatArr]:
-        out = {}
+        """Each duration per device: a parameter's array, or a zero-memory broadcast."""
+        out: dict[str, FloatArr] = {}
         for key, ref in rule.durations.items():
-            out[key] = fr.param_arrays[ref] if isinstance(ref, str) else np.full(n, float(ref))
+            out[key] = (
+                fr.param_arrays[ref] if isinstance(ref, str) else np.broadcast_to(np.float64(ref), (n,))
+            )
         return out
 
     # -- batches ----------------------------------------------------------------------
@@ -266,7 +323,10 @@ class Engine:
         if family in self._windows:
             env.update(self._windows[family].update(dev, ts, raw, present, last_ts))
         if fr is not None:
-            env.update({p: arr[dev] for p, arr in fr.param_arrays.items()})
+            # A parameter nobody overrides is the plain number; overridden ones are looked up
+            # per row only when a rule reads them.
+            env.update({p: np.float64(v) for p, v in fr.constant.items()})  # type: ignore[misc]
+            env = _Env(env, fr.param_arrays, dev)
         return _Rows(dev, ts, env, present, prev_ts, self._comm_firing[self._comm_of[family][dev]])
 
     def _remember(self, family: Family, dev: IntArr, first: BoolArr, env: dict[str, FloatArr]) -> None:
@@ -290,14 +350,9 @@ class Engine:
     ) -> tuple[npt.NDArray[np.intp], BoolArr, BoolArr, BoolArr, FloatArr] | None:
         """Rows this rule looks at, and per row: latched state, run start, run end, run since."""
         assert rule.when is not None
-        n = rows.dev.shape[0]
-        relevant = np.zeros(n, dtype=bool)
-        for f in {*rule.fields, *(w.field for w in rule.windows)}:
-            p = rows.present.get(f)
-            if p is not None:
-                relevant |= p
+        relevant = rows.relevant(frozenset({*rule.fields, *(w.field for w in rule.windows)}))
         when = np.broadcast_to(rule.when.fn(rows.env), relevant.shape) & relevant
-        if not when.any() and not (st.active[rows.dev] & relevant).any():
+        if not when.any() and (not st.n_active or not (st.active[rows.dev] & relevant).any()):
             return None  # the common case: nothing is or becomes active
         idx = np.flatnonzero(relevant)
         result.evaluations += int(idx.shape[0])
@@ -319,22 +374,24 @@ class Engine:
         start, end = a & ~prev, ~a & prev
         carried = first & a & ~start  # a run already active before this batch
         since_at = np.where(start, t, np.nan)
-        since_at[carried] = st.since[d[carried]]
+        since_at[carried] = _gather(st.since, d[carried])
         run_since = np.where(a, since_at[_fill_forward(start | carried)], np.nan)
         before = np.empty(d.shape[0])
         before[1:] = run_since[:-1]
-        before[first] = st.since[d[first]]
+        before[first] = np.nan
+        was_on = first & init_active
+        before[was_on] = _gather(st.since, d[was_on])
         run_since = np.where(end, before, run_since)
         return idx, a, start, end, run_since
 
     def _cur(self, st: _RuleState, dv: int) -> _Cur:
         return _Cur(
             firing=bool(st.firing[dv]),
-            since=float(st.since[dv]),
-            keep_until=float(st.keep_until[dv]),
-            resolved_at=float(st.resolved_at[dv]),
-            last_notified=float(st.last_notified[dv]),
-            acked=bool(st.acked[dv]),
+            since=st.since.get(dv, math.nan),
+            keep_until=st.keep_until.get(dv, math.nan),
+            resolved_at=st.resolved_at.get(dv, math.nan),
+            last_notified=st.last_notified.get(dv, math.nan),
+            acked=dv in st.acked,
         )
 
     def _evaluate_state(  # noqa: C901, PLR0912, PLR0913, PLR0915, PLR0917 - one walk over the changing rows
@@ -352,16 +409,21 @@ class Engine:
         idx, a, start, end, run_since = latched
         d, t = rows.dev[idx], rows.ts[idx]
         for_s, keep, cool = dur["for"], dur["keep_firing_for"], dur["cooldown"]
-        was_firing = st.firing[d] & (run_since == st.since[d])
-        due = np.fmax(run_since + for_s[d], st.resolved_at[d] + cool[d])
+        firing_rows = st.firing[d]
+        was_firing = np.zeros(d.shape[0], dtype=bool)
+        fr_idx = np.flatnonzero(firing_rows)
+        if fr_idx.shape[0]:
+            was_firing[fr_idx] = run_since[fr_idx] == _gather(st.since, d[fr_idx])
+        due = run_since + for_s[d]
+        if st.resolved_at:
+            due = np.fmax(due, _gather(st.resolved_at, d) + cool[d])
         repeat_s = rule.repeat_s if rule.repeat_s is not None else self._repeat_default
         interesting = start | end | ((a | end) & ~was_firing & (t >= due))
         if repeat_s:
-            interesting |= a & st.firing[d]
-        kept = ~np.isnan(st.keep_until)
-        if kept.any():
-            interesting |= kept[d]
-        if keep.any() or cool.any():
+            interesting |= a & firing_rows
+        if st.keep_until:
+            interesting |= np.isin(d, np.fromiter(st.keep_until, dtype=np.int64))
+        if st.resolved_at or st.keep_until or keep.any():
             interesting |= np.isin(d, d[end])
         devices = self._registry.devices(rule.family)
         curs: dict[int, _Cur] = {}
@@ -395,7 +457,10 @@ class Engine:
                     c.keep_until, c.resumed = math.nan, c.since  # the kept alert simply goes on
                 else:
                     c.resumed, c.since = None, tr
-                    first_due = max(tr + float(for_s[dv]), c.resolved_at + float(cool[dv]))
+                    st.since[dv] = tr
+                    first_due = tr + float(for_s[dv])
+                    if not math.isnan(c.resolved_at):
+                        first_due = max(first_due, c.resolved_at + float(cool[dv]))
                     if first_due > tr:
                         c.pending = True
                         st.start_values[dv] = values()
@@ -404,7 +469,9 @@ class Engine:
                         )
             since = c.resumed if c.resumed is not None else float(run_since[r])
             if (a[r] or end[r]) and not c.firing:
-                fire_at = max(since + float(for_s[dv]), c.resolved_at + float(cool[dv]))
+                fire_at = since + float(for_s[dv])
+                if not math.isnan(c.resolved_at):
+                    fire_at = max(fire_at, c.resolved_at + float(cool[dv]))
                 if tr >= fire_at:
                     held = st.start_values.get(dv) if end[r] else None
                     result.events.append(
@@ -430,30 +497,29 @@ class Engine:
                     result.cancelled.append(fingerprint(rule, device))
                 c.pending, c.resumed = False, None
                 st.start_values.pop(dv, None)
-        self._write_back(st, d, a, run_since, curs)
+        self._write_back(st, d, a, curs)
 
     @staticmethod
-    def _write_back(
-        st: _RuleState, d: IntArr, a: BoolArr, run_since: FloatArr, curs: dict[int, _Cur]
-    ) -> None:
+    def _write_back(st: _RuleState, d: IntArr, a: BoolArr, curs: dict[int, _Cur]) -> None:
         last = np.ones(d.shape[0], dtype=bool)
         last[:-1] = d[1:] != d[:-1]
-        ld = d[last]
-        st.active[ld] = a[last]
-        st.since[ld] = np.where(a[last], run_since[last], st.since[ld])
-        st.since[ld[~a[last] & ~st.firing[ld]]] = np.nan
+        st.set_active(d[last], a[last])
+        # Every change of since/firing happened at a start or end row, all of them walked.
         for dv, c in curs.items():
             st.firing[dv] = c.firing
-            st.keep_until[dv] = c.keep_until
-            st.resolved_at[dv] = c.resolved_at
-            st.last_notified[dv] = c.last_notified
-            st.acked[dv] = c.acked
+            _put(st.keep_until, dv, c.keep_until)
+            _put(st.resolved_at, dv, c.resolved_at)
+            _put(st.last_notified, dv, c.last_notified if c.firing else math.nan)
+            if c.acked:
+                st.acked.add(dv)
+            else:
+                st.acked.discard(dv)
             if c.resumed is not None and st.active[dv]:
                 st.since[dv] = c.resumed
             elif c.firing and not st.active[dv]:
                 st.since[dv] = c.since  # kept: resolves with the start it fired with
             elif not st.active[dv]:
-                st.since[dv] = np.nan
+                st.since.pop(dv, None)
 
     def _evaluate_event(  # noqa: PLR0913, PLR0917 - the facts of one evaluation
         self,
@@ -471,27 +537,28 @@ class Engine:
         d, t = rows.dev[idx], rows.ts[idx]
         resolve, cool = dur["resolve_after"], dur["cooldown"]
         devices = self._registry.devices(rule.family)
-        for r in np.flatnonzero(start):
+        for r in map(int, np.flatnonzero(start)):
             dv, tr = int(d[r]), float(t[r])
             device = devices[dv]
             params = {p: float(fr.param_arrays[p][dv]) for p in rule.params}
             vals = readings(rule, fr.specs, rows.env, int(idx[r]), tr)
             if st.firing[dv] and tr >= st.since[dv] + resolve[dv]:
-                end_at = float(st.since[dv] + resolve[dv])
+                opened = st.since.pop(dv)
+                end_at = float(opened + resolve[dv])
                 result.events.append(
-                    self._ev(
-                        rule, device, params, AlertStatus.RESOLVED, float(st.since[dv]), end_at, end_at, vals
-                    )
+                    self._ev(rule, device, params, AlertStatus.RESOLVED, opened, end_at, end_at, vals)
                 )
                 st.firing[dv], st.resolved_at[dv] = False, end_at
-            if st.firing[dv] or tr < st.resolved_at[dv] + cool[dv]:
+                st.last_notified.pop(dv, None)
+            if st.firing[dv] or tr < st.resolved_at.get(dv, -math.inf) + cool[dv]:
                 continue  # already open, or still cooling down: this edge is part of it
             result.events.append(self._ev(rule, device, params, AlertStatus.FIRING, tr, None, tr, vals))
-            st.firing[dv], st.since[dv], st.last_notified[dv] = True, tr, tr
+            st.firing[dv] = True
+            st.since[dv], st.last_notified[dv] = tr, tr
             st.start_values[dv] = vals
         last = np.ones(d.shape[0], dtype=bool)
         last[:-1] = d[1:] != d[:-1]
-        st.active[d[last]] = a[last]
+        st.set_active(d[last], a[last])
 
     def _no_data_resumes(  # noqa: PLR0913, PLR0917
         self,
@@ -520,11 +587,13 @@ class Engine:
                     self._ev(rule, devices[dv], params, AlertStatus.FIRING, at, None, at, vals)
                 )
                 st.since[dv] = at
-            vals = {"ts": tr, "silent_since": float(st.since[dv])}
+            since = st.since.pop(dv)
+            vals = {"ts": tr, "silent_since": since}
             result.events.append(
-                self._ev(rule, devices[dv], params, AlertStatus.RESOLVED, float(st.since[dv]), tr, tr, vals)
+                self._ev(rule, devices[dv], params, AlertStatus.RESOLVED, since, tr, tr, vals)
             )
-            st.firing[dv], st.since[dv] = False, np.nan
+            st.firing[dv] = False
+            st.last_notified.pop(dv, None)
 
     def _community_resumes(self, family: Family, rows: _Rows, result: EngineResult) -> None:
         if not self._comm_firing.any():
@@ -622,25 +691,36 @@ class Engine:
         watermark: float,
         result: EngineResult,
     ) -> None:
-        due = np.fmax(st.since + dur["for"], st.resolved_at + dur["cooldown"])
-        for dv in np.flatnonzero(st.active & ~st.firing & (due <= watermark)):
-            at = float(due[dv])
-            vals = st.start_values.get(int(dv), {"ts": float(st.since[dv])})
+        if not st.since:
+            return
+        for dv, since in list(st.since.items()):
+            if not st.active[dv] or st.firing[dv]:
+                continue
+            at = since + float(dur["for"][dv])
+            if dv in st.resolved_at:
+                at = max(at, st.resolved_at[dv] + float(dur["cooldown"][dv]))
+            if at > watermark:
+                continue
+            vals = st.start_values.get(dv, {"ts": since})
             params = {p: float(fr.param_arrays[p][dv]) for p in rule.params}
             result.events.append(
-                self._ev(rule, devices[dv], params, AlertStatus.FIRING, float(st.since[dv]), None, at, vals)
+                self._ev(rule, devices[dv], params, AlertStatus.FIRING, since, None, at, vals)
             )
             st.firing[dv] = True
             st.last_notified[dv] = at
-        for dv in np.flatnonzero(st.keep_until < watermark):
-            at = float(st.keep_until[dv])
-            vals = st.start_values.get(int(dv), {"ts": at})
+        for dv, at in list(st.keep_until.items()):
+            if at >= watermark:
+                continue
+            vals = st.start_values.get(dv, {"ts": at})
             params = {p: float(fr.param_arrays[p][dv]) for p in rule.params}
+            since = st.since.pop(dv, at)
             result.events.append(
-                self._ev(rule, devices[dv], params, AlertStatus.RESOLVED, float(st.since[dv]), at, at, vals)
+                self._ev(rule, devices[dv], params, AlertStatus.RESOLVED, since, at, at, vals)
             )
-            st.firing[dv], st.resolved_at[dv], st.keep_until[dv], st.acked[dv] = False, at, np.nan, False
-            st.since[dv] = np.nan
+            st.firing[dv], st.resolved_at[dv] = False, at
+            del st.keep_until[dv]
+            st.acked.discard(dv)
+            st.last_notified.pop(dv, None)
 
     def _expire_events(  # noqa: PLR0913, PLR0917
         self,
@@ -652,14 +732,18 @@ class Engine:
         result: EngineResult,
     ) -> None:
         devices = self._registry.devices(rule.family)
-        for dv in np.flatnonzero(st.firing & (st.since + dur["resolve_after"] <= watermark)):
-            at = float(st.since[dv] + dur["resolve_after"][dv])
+        for dv, since in list(st.since.items()):
+            at = since + float(dur["resolve_after"][dv])
+            if not st.firing[dv] or at > watermark:
+                continue
             params = {p: float(fr.param_arrays[p][dv]) for p in rule.params}
-            vals = st.start_values.pop(int(dv), {"ts": at})
+            vals = st.start_values.pop(dv, {"ts": at})
             result.events.append(
-                self._ev(rule, devices[dv], params, AlertStatus.RESOLVED, float(st.since[dv]), at, at, vals)
+                self._ev(rule, devices[dv], params, AlertStatus.RESOLVED, since, at, at, vals)
             )
             st.firing[dv], st.resolved_at[dv] = False, at
+            del st.since[dv]
+            st.last_notified.pop(dv, None)
 
     def _no_data_silences(  # noqa: PLR0913, PLR0917
         self,
@@ -679,12 +763,13 @@ class Engine:
         if not due.any():
             return
         devices = self._registry.devices(family)
-        for dv in np.flatnonzero(due):
+        for dv in map(int, np.flatnonzero(due)):
             at = float(base[dv] + limit[dv])
             params = {p: float(fr.param_arrays[p][dv]) for p in rule.params}
             vals = {"ts": at, "last_seen": float(seen[dv]) if np.isfinite(seen[dv]) else None}
             result.events.append(self._ev(rule, devices[dv], params, AlertStatus.FIRING, at, None, at, vals))
-            st.firing[dv], st.since[dv], st.last_notified[dv] = True, at, at
+            st.firing[dv] = True
+            st.since[dv], st.last_notified[dv] = at, at
 
     def _community_silences(self, watermark: float, result: EngineResult) -> None:
         limit = self._settings.community_silence_s
@@ -708,20 +793,22 @@ class Engine:
         fr = self._rules.by_family.get(device.family) if device is not None else None
         if device is None or fr is None:
             return result
+        dv = device.index
         for rule, st in zip(fr.rules, self._state[device.family], strict=True):
-            dv = device.index
             if rule.name != rule_name or not st.firing[dv]:
                 continue
             if rule.kind == "event":
-                at = max(ts, float(st.since[dv]))
+                since = st.since.pop(dv)
+                at = max(ts, since)
                 vals = {**st.start_values.pop(dv, {}), "ts": at, "acknowledged_by": by}
                 params = {p: float(fr.param_arrays[p][dv]) for p in rule.params}
                 result.events.append(
-                    self._ev(rule, device, params, AlertStatus.RESOLVED, float(st.since[dv]), at, at, vals)
+                    self._ev(rule, device, params, AlertStatus.RESOLVED, since, at, at, vals)
                 )
                 st.firing[dv], st.resolved_at[dv] = False, at
+                st.last_notified.pop(dv, None)
             else:
-                st.acked[dv] = True
+                st.acked.add(dv)
         return result
 
     # -- reload -----------------------------------------------------------------------
@@ -771,9 +858,10 @@ class Engine:
                     diff.cancelled.append(fingerprint(rule, device))
                     continue
                 params = {p: float(ofr.param_arrays[p][dv]) for p in rule.params}
-                vals = st.start_values.get(int(dv), {"ts": float(st.since[dv])})
+                since = st.since.get(int(dv), now)
+                vals = st.start_values.get(int(dv), {"ts": since})
                 diff.events.append(
-                    self._ev(rule, device, params, AlertStatus.RESOLVED, float(st.since[dv]), now, now, vals)
+                    self._ev(rule, device, params, AlertStatus.RESOLVED, since, now, now, vals)
                 )
         return diff
 
@@ -813,9 +901,9 @@ class Engine:
                             rule=rule.name,
                             device_id=devices[dv].device_id,
                             status=AlertStatus.FIRING if firing else AlertStatus.PENDING,
-                            since=float(st.since[dv]),
+                            since=st.since.get(int(dv), math.nan),
                             fired_at=None,
-                            last_notified=float(st.last_notified[dv]) if firing else None,
+                            last_notified=st.last_notified.get(int(dv)) if firing else None,
                         )
                     )
         return out
@@ -832,10 +920,10 @@ class Engine:
             rule = self._rules.by_family[al.family].rules[i]
             st = self._state[al.family][i]
             dv = device.index
-            st.active[dv] = rule.kind == "state" and not rule.no_data
+            st.set_active(np.array([dv]), np.array([rule.kind == "state" and not rule.no_data]))
             st.since[dv] = al.since
             st.firing[dv] = al.status is AlertStatus.FIRING
-            st.last_notified[dv] = al.last_notified if al.last_notified is not None else np.nan
+            _put(st.last_notified, dv, al.last_notified if al.last_notified is not None else math.nan)
             n += 1
         return n
 
@@ -860,8 +948,10 @@ class Engine:
                 manifest["rules"][key] = {
                     "definition": rule.definition,
                     "start_values": {str(k): v for k, v in st.start_values.items()},
+                    "acked": sorted(st.acked),
+                    **{m: {str(k): v for k, v in getattr(st, m).items()} for m in _RuleState.MAPS},
                 }
-                for a in _RuleState.ARRAYS:
+                for a in _RuleState.FLAGS:
                     arrays[f"rule/{key}/{a}"] = getattr(st, a)
         buf = io.BytesIO()
         arrays["manifest"] = np.frombuffer(orjson.dumps(manifest), dtype=np.uint8)
@@ -895,8 +985,12 @@ class Engine:
                     saved = manifest["rules"].get(key)
                     if saved is None or saved["definition"] != rule.definition:
                         continue
-                    for a in _RuleState.ARRAYS:
+                    for a in _RuleState.FLAGS:
                         setattr(st, a, z[f"rule/{key}/{a}"].copy())
+                    st.n_active = int(st.active.sum())
+                    for m in _RuleState.MAPS:
+                        setattr(st, m, {int(k): float(v) for k, v in saved[m].items()})
+                    st.acked = set(saved["acked"])
                     st.start_values = {int(k): v for k, v in saved["start_values"].items()}
                     restored += 1
         return restored

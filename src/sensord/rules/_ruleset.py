@@ -65,6 +65,7 @@ class FamilyRules:
     rules: list[CompiledRule] = field(default_factory=list)
     param_defaults: dict[str, float] = field(default_factory=dict)
     param_arrays: dict[str, npt.NDArray[np.float64]] = field(default_factory=dict)
+    constant: dict[str, float] = field(default_factory=dict)
     specs: dict[str, FieldSpec] = field(default_factory=dict)
 
 
@@ -200,12 +201,21 @@ def _add_file(loaded: LoadedFile, ruleset: RuleSet, registry: Registry, errors: 
 
 
 def _build_params(fr: FamilyRules, registry: Registry) -> None:
+    """One value per device for every parameter. A parameter nobody overrides is a
+    read-only broadcast of its default: no memory per device, and `fr.constant` says so
+    the engine can use the plain number."""
     n = registry.count(fr.family)
     for name, default in fr.param_defaults.items():
+        overrides = registry.overrides(fr.family, name)
+        if not overrides:
+            fr.param_arrays[name] = np.broadcast_to(np.float64(default), (n,))
+            fr.constant[name] = float(default)
+            continue
         arr = np.full(n, default, dtype=np.float64)
-        for idx, value in registry.overrides(fr.family, name).items():
+        for idx, value in overrides.items():
             arr[idx] = value
         fr.param_arrays[name] = arr
+        fr.constant.pop(name, None)
 
 
 def rule_files(rules_dir: Path) -> list[Path]:
