@@ -65,10 +65,17 @@ class _Safe(dict[str, Any]):
         return "{" + key + "}"
 
 
+class _Unknown:
+    """A field the device never reported: shown as "?" whatever the format spec."""
+
+    def __format__(self, spec: str) -> str:
+        return "?"
+
+
 def render(template: str, values: dict[str, Any]) -> str:
     """Fill a summary template; a value of the wrong kind leaves the template text, never fails."""
     try:
-        return template.format_map(_Safe(values))
+        return template.format_map(_Safe({k: _Unknown() if v is None else v for k, v in values.items()}))
     except (ValueError, TypeError, KeyError, IndexError):
         return template
 

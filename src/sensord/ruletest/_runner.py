@@ -85,6 +85,22 @@ def _messages(case: Case, spec: TestFile, registry: Registry) -> list[RawMessage
             kind="telemetry",
         )
         out.append(RawMessage(topic, orjson.dumps({"ts": T0 + at, **fields}), T0 + at))
+    out.extend(_ack_messages(case, registry))
+    out.sort(key=lambda m: m.received_at)
+    return out
+
+
+def _ack_messages(case: Case, registry: Registry) -> list[RawMessage]:
+    out = []
+    for ack in case.acks:
+        device = registry.get(ack.device)
+        if device is None:
+            raise ValueError(f"ack for {ack.device!r}, which is not under `devices:`")
+        topic = TOPIC.format(
+            community=device.entry.community, family=device.family.value, device_id=ack.device, kind="ack"
+        )
+        body = {"ts": T0 + ack.at, "rule": ack.rule, "by": ack.by}
+        out.append(RawMessage(topic, orjson.dumps(body), T0 + ack.at))
     return out
 
 
@@ -123,6 +139,10 @@ def run_case(case: Case, spec: TestFile, registry: Registry, rules: RuleSet) -> 
         dead.close()
         return result
     by_name = _rule_index(rules)
+    scope = case.rules if case.rules is not None else spec.rules
+    unknown = sorted(set(scope or ()) - set(by_name))
+    if unknown:
+        result.failures.append(f"rules: {', '.join(unknown)} not in the rule files")
     events = []
     last_reading = max((m.received_at - T0 for m in messages), default=0.0)
     checkpoints = sorted({e.at for e in case.expect} | {last_reading})
@@ -136,7 +156,7 @@ def run_case(case: Case, spec: TestFile, registry: Registry, rules: RuleSet) -> 
             events.extend(pipeline.evaluate(batch).events)
         events.extend(pipeline.engine.advance(T0 + at).events)
         for exp in (e for e in case.expect if e.at == at):
-            result.failures.extend(_compare_state(exp.at, exp.alerts, pipeline.engine, by_name))
+            result.failures.extend(_compare_state(exp.at, exp.alerts, pipeline.engine, by_name, scope))
     dead.close()
     result.failures.extend(f"input rejected by decode ({r})" for r in rejects)
     if case.events is not None:
@@ -144,7 +164,7 @@ def run_case(case: Case, spec: TestFile, registry: Registry, rules: RuleSet) -> 
         got = sorted(
             (round(e.event_time - T0, 3), e.rule, e.device_id, e.status.value)
             for e in events
-            if e.status.value in wanted and not e.repeat
+            if e.status.value in wanted and not e.repeat and (scope is None or e.rule in scope)
         )
         want: list[tuple[float, str, str, str]] = sorted(
             (round(e.at, 3), e.rule, e.device, str(e.status)) for e in case.events
@@ -163,13 +183,17 @@ def _fmt_events(items: Sequence[tuple[float, str, str, str]]) -> str:
 
 
 def _compare_state(
-    at: float, expected: tuple[ExpectedAlert, ...], engine: Engine, by_name: dict[str, CompiledRule]
+    at: float,
+    expected: tuple[ExpectedAlert, ...],
+    engine: Engine,
+    by_name: dict[str, CompiledRule],
+    scope: tuple[str, ...] | None,
 ) -> list[str]:
     with_pending = any(e.status == "pending" for e in expected)
     got = collections.Counter(
         (a.rule, a.device_id, a.status.value)
         for a in engine.active()
-        if a.status is AlertStatus.FIRING or with_pending
+        if (a.status is AlertStatus.FIRING or with_pending) and (scope is None or a.rule in scope)
     )
     want: collections.Counter[tuple[str, str, str]] = collections.Counter(
         (e.rule, e.device, str(e.status)) for e in expected
@@ -216,5 +240,17 @@ def run_test_file(path: Path) -> FileResult:
     if missing:
         out.error = f"{path}: no rules loaded for family {', '.join(missing)}"
         return out
-    out.cases = [run_case(case, spec, registry, rules) for case in spec.tests]
+    for case in spec.tests:
+        if case.devices is None:
+            out.cases.append(run_case(case, spec, registry, rules))
+            continue
+        unknown = sorted(set(case.devices) - set(spec.devices))
+        if unknown:
+            out.cases.append(
+                CaseResult(case.name, [f"devices: {', '.join(unknown)} not under the file's `devices:`"])
+            )
+            continue
+        sub = spec.model_copy(update={"devices": {d: spec.devices[d] for d in case.devices}})
+        sub_registry = _registry(sub, str(path))
+        out.cases.append(run_case(case, sub, sub_registry, load_rule_files(files, sub_registry)))
     return out

@@ -2,6 +2,7 @@
 
     rule_files: [../wristband.yaml]      # default: every rule file in the folder above
     interval: 10s                         # step of the compact series (default 10s)
+    rules: [heart_rate_abnormal]          # compare only these rules' alerts (default: all)
     devices:                              # registry entries; community/grid default to test/g1
       wb-1: {family: wristband}
       wb-2: {family: wristband, params: {hr_high: 110}}
@@ -80,9 +81,23 @@ class ExpectedEvent(_Model):
     at: Duration
 
 
+class Ack(_Model):
+    """An acknowledgement from the dispatch side, sent as a `<device>/ack` message."""
+
+    at: Duration
+    device: str
+    rule: str
+    by: str = "test"
+
+
 class Case(_Model):
     name: Annotated[str, Field(min_length=1)]
+    acks: tuple[Ack, ...] = ()
     interval: Duration | None = None  # this case's series step, if not the file's
+    # Compare only the alerts of these rules (default: the file's `rules`, else all).
+    rules: tuple[str, ...] | None = None
+    # Only these of the file's devices exist in this case (no-data rules see the others).
+    devices: tuple[str, ...] | None = None
     input: dict[str, dict[str, Any]] = Field(default_factory=dict)
     expect: tuple[Expectation, ...] = ()
     events: tuple[ExpectedEvent, ...] | None = None
@@ -90,6 +105,7 @@ class Case(_Model):
 
 class TestFile(_Model):
     rule_files: tuple[Path, ...] = ()
+    rules: tuple[str, ...] | None = None
     interval: Duration = 10.0
     devices: dict[str, dict[str, Any]]
     tests: tuple[Case, ...]
