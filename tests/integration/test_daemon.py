@@ -26,7 +26,19 @@ from tests.integration._helpers import (
 )
 
 pytestmark = pytest.mark.integration
-T0 = time.time() - 3600
+# Recent enough that no default no-data rule (10 min and more) fires while a test runs.
+T0 = time.time() - 60
+# The crash test is about delivery, not about the default rules: a plain state rule whose
+# every firing has exactly one resolved event.
+PRESS_RULES = """\
+family: wristband
+rules:
+  - name: button_pressed
+    when: sos
+    severity: critical
+    life_safety: true
+    summary: "button on {device_id}"
+"""
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -98,12 +110,16 @@ class TestEndToEnd:
     ) -> None:
         """(b) SIGKILL mid-stream, restart: every alert arrives, each event under one webhook id only."""
         n = 300
+        rules = tmp_path / "rules"
+        rules.mkdir()
+        (rules / "wristband.yaml").write_text(PRESS_RULES)
         config, mport = write_config(
             tmp_path,
             broker_port=mosquitto.port,
             registry=wristbands(n),
             webhook_url=webhook_receiver.url,
             webhook_secret=webhook_secret,
+            rules_dir=rules,
         )
         log = tmp_path / "daemon.log"
         proc = start_daemon(config, log)
