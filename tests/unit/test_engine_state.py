@@ -47,6 +47,15 @@ rules:
   - name: silent
     no_data: quiet
     summary: silent
+  - name: hr_levels
+    levels:
+      - {severity: warning, when: heart_rate > 115, clear: heart_rate <= 110}
+      - {severity: critical, when: heart_rate > 128, clear: heart_rate <= 120}
+    summary: levels
+  - name: hr_flappy
+    when: heart_rate > 120
+    flapping: {window: 6, high: 0.5, low: 0.2}
+    summary: flappy
 """
 
 
@@ -127,7 +136,7 @@ class TestBatchIndependence:
         split = run(make_engine(tmp_path, reg, community_silence_s=0), rows, cuts)
         assert sorted(e.event_id for e in split) == sorted(e.event_id for e in whole)
         kinds = {(e.rule, e.status) for e in whole}
-        for rule in ("hr_high", "spo2_avg", "sos", "silent"):
+        for rule in ("hr_high", "spo2_avg", "sos", "silent", "hr_levels", "hr_flappy"):
             assert (rule, AlertStatus.FIRING) in kinds, (
                 f"the stream never fired {rule}; the test proves little"
             )
@@ -231,7 +240,7 @@ class TestSnapshot:
         run(first, rows[:half], [])
         blob = first.snapshot()
         second = make_engine(tmp_path, reg, community_silence_s=0)
-        assert second.load_snapshot(blob) == 4
+        assert second.load_snapshot(blob) == 6
         got = run(second, rows[half:], [])
         assert [e.event_id for e in got] == [e.event_id for e in want]
         assert want, "nothing happened after the restart; the test proves little"

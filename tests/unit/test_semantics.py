@@ -204,3 +204,45 @@ def test_unknown_field_does_not_alert(tmp_path: Path) -> None:
     - {rule: either, device: wb-1, status: firing, at: 10s}
 """
     assert check(tmp_path, rules, tests) == []
+
+
+def test_multi_level_severity_moves_between_levels(tmp_path: Path) -> None:
+    """levels: the alert moves warning → critical → warning → resolved as the value moves,
+    each level with its own reset; every level change is an event."""
+    rules = """\
+- name: heart_rate_levels
+  levels:
+    - {severity: warning, when: heart_rate > 110, clear: heart_rate <= 105}
+    - {severity: critical, when: heart_rate > 140, clear: heart_rate <= 130}
+  summary: "HR {heart_rate}"
+"""
+    tests = """\
+- name: 120 warns, 150 is critical, 135 stays critical (reset at 130), 125 warns, 100 resolves
+  input:
+    wb-1: {heart_rate: "100 120 150 135 125 100"}
+  expect:
+    - at: 10s
+      alerts: [{rule: heart_rate_levels, device: wb-1, severity: warning}]
+  events:
+    - {rule: heart_rate_levels, device: wb-1, status: firing, at: 10s}
+    - {rule: heart_rate_levels, device: wb-1, status: firing, at: 20s}
+    - {rule: heart_rate_levels, device: wb-1, status: firing, at: 40s}
+    - {rule: heart_rate_levels, device: wb-1, status: resolved, at: 50s}
+"""
+    assert check(tmp_path, rules, tests) == []
+
+
+def test_flapping_holds_notifications_until_it_settles(tmp_path: Path) -> None:
+    """flapping: an alert toggling every reading is held once the share of changes over
+    the last 4 evaluations reaches 3/4; when it settles one event brings dispatch up to date."""
+    rules = HR + "  flapping: {window: 4, high: 0.75, low: 0.25}\n"
+    tests = """\
+- name: toggling is notified until flapping starts (at 20 s), then one firing once it settles
+  input:
+    wb-1: {heart_rate: "130 80 130 80 130 80 130 130 130 130 130"}
+  events:
+    - {rule: hr_high, device: wb-1, status: firing, at: 0s}
+    - {rule: hr_high, device: wb-1, status: resolved, at: 10s}
+    - {rule: hr_high, device: wb-1, status: firing, at: 90s}
+"""
+    assert check(tmp_path, rules, tests) == []

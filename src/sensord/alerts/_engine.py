@@ -65,6 +65,7 @@ class ActiveAlert:
     since: float
     fired_at: float | None
     last_notified: float | None
+    severity: str | None = None  # a multi-level alert's current level
 
 
 @dataclass
@@ -116,6 +117,13 @@ class _RuleState:
         self.start_values: dict[int, dict[str, Any]] = {}
         # How many devices have the condition on: 0 lets a batch skip this rule cheaply.
         self.n_active = 0
+        # Multi-level rules: the level (index into rule.levels) each firing alert is at.
+        self.level: dict[int, int] = {}
+        # Flapping rules: a bit per recent evaluation (1 = the state changed), who is
+        # flapping, and what the dispatch side was last told (device -> alert start).
+        self.flap_hist: dict[int, int] = {}
+        self.flapping: set[int] = set()
+        self.told: dict[int, float] = {}
 
     def set_active(self, idx: IntArr, values: BoolArr) -> None:
         self.n_active += int(values.sum()) - int(self.active[idx].sum())
@@ -175,6 +183,10 @@ class _Cur:
     resumed: float | None = None
 
 
+class _Held(list[AlertEvent]):
+    """Where the events of a flapping alert go: nowhere (the state still moves)."""
+
+
 class _Env(dict[str, FloatArr]):
     """Batch columns; per-device parameter columns are gathered on first use."""
 
@@ -217,6 +229,8 @@ class Engine:
         self._repeat_default = alerts.repeat_interval_s
         self._state: dict[Family, list[_RuleState]] = {}
         self._dur: dict[Family, list[dict[str, FloatArr]]] = {}
+        # Multi-level rules: one condition latch per level.
+        self._latches: dict[Family, list[list[_RuleState]]] = {}
         self._last_ts: dict[Family, FloatArr] = {}
         # Each device's latest value of every field: readings carry only some fields, and
         # a rule reload judges new rules on these.
@@ -244,6 +258,7 @@ class Engine:
         for family, fr in rules.by_family.items():
             n = registry.count(family)
             self._state[family] = [_RuleState(n) for _ in fr.rules]
+            self._latches[family] = [[_RuleState(n) for _ in rule.levels] for rule in fr.rules]
             self._dur[family] = [self._durations(rule, fr, n) for rule in fr.rules]
             specs = {w for r in fr.rules for w in r.windows}
             if specs:
@@ -278,6 +293,8 @@ class Engine:
                 self._no_data_resumes(rule, st, dur, fr, rows, result)
             elif rule.kind == "event":
                 self._evaluate_event(rule, st, dur, fr, rows, result)
+            elif rule.levels:
+                self._evaluate_levels(rule, st, self._latches[batch.family][i], fr, rows, result)
             else:
                 self._evaluate_state(rule, st, dur, fr, rows, result)
         result.events.sort(key=lambda e: (e.event_time, _ORDER[e.status]))
@@ -425,6 +442,10 @@ class Engine:
             interesting |= np.isin(d, np.fromiter(st.keep_until, dtype=np.int64))
         if st.resolved_at or st.keep_until or keep.any():
             interesting |= np.isin(d, d[end])
+        flap_on = flap_edge = None
+        if rule.flapping is not None:
+            flap_on, flap_edge = self._flap(rule, st, d, start | end)
+            interesting |= flap_edge
         devices = self._registry.devices(rule.family)
         curs: dict[int, _Cur] = {}
         for r in map(int, np.flatnonzero(interesting)):
@@ -434,12 +455,15 @@ class Engine:
                 c = curs[dv] = self._cur(st, dv)
             device = devices[dv]
             params = {p: float(fr.param_arrays[p][dv]) for p in rule.params}
+            # While an alert flaps its notifications are held; the state still moves.
+            hold = flap_on is not None and flap_edge is not None and bool(flap_on[r] or flap_edge[r])
+            out = _Held() if hold else result.events
 
             def values(r: int = r, tr: float = tr) -> dict[str, Any]:
                 return readings(rule, fr.specs, rows.env, int(idx[r]), tr)
 
             if not math.isnan(c.keep_until) and tr > c.keep_until:
-                result.events.append(
+                out.append(
                     self._ev(
                         rule,
                         device,
@@ -464,7 +488,7 @@ class Engine:
                     if first_due > tr:
                         c.pending = True
                         st.start_values[dv] = values()
-                        result.events.append(
+                        out.append(
                             self._ev(rule, device, params, AlertStatus.PENDING, tr, None, tr, values())
                         )
             since = c.resumed if c.resumed is not None else float(run_since[r])
@@ -474,14 +498,14 @@ class Engine:
                     fire_at = max(fire_at, c.resolved_at + float(cool[dv]))
                 if tr >= fire_at:
                     held = st.start_values.get(dv) if end[r] else None
-                    result.events.append(
+                    out.append(
                         self._ev(
                             rule, device, params, AlertStatus.FIRING, since, None, fire_at, held or values()
                         )
                     )
                     c.firing, c.since, c.last_notified, c.pending = True, since, fire_at, False
             elif a[r] and c.firing and repeat_s and not c.acked and tr - c.last_notified >= repeat_s:
-                result.events.append(
+                out.append(
                     self._ev(rule, device, params, AlertStatus.FIRING, since, None, tr, values(), repeat=True)
                 )
                 c.last_notified = tr
@@ -489,15 +513,73 @@ class Engine:
                 if c.firing and float(keep[dv]) > 0:
                     c.keep_until, c.since = tr + float(keep[dv]), since
                 elif c.firing:
-                    result.events.append(
-                        self._ev(rule, device, params, AlertStatus.RESOLVED, since, tr, tr, values())
-                    )
+                    out.append(self._ev(rule, device, params, AlertStatus.RESOLVED, since, tr, tr, values()))
                     c.firing, c.resolved_at, c.acked = False, tr, False
                 elif c.pending:
                     result.cancelled.append(fingerprint(rule, device))
                 c.pending, c.resumed = False, None
                 st.start_values.pop(dv, None)
+            if rule.flapping is not None:
+                settled = bool(
+                    flap_edge is not None and flap_on is not None and flap_edge[r] and not flap_on[r]
+                )
+                self._tell(rule, st, device, params, c, dv, tr, result, held=hold, settled=settled)
         self._write_back(st, d, a, curs)
+
+    @staticmethod
+    def _flap(rule: CompiledRule, st: _RuleState, d: IntArr, changed: BoolArr) -> tuple[BoolArr, BoolArr]:
+        """Per row: is the alert flapping, and did flapping start or end at this row."""
+        spec = rule.flapping
+        assert spec is not None
+        full = (1 << spec.window) - 1
+        on = np.zeros(d.shape[0], dtype=bool)
+        edge = np.zeros(d.shape[0], dtype=bool)
+        for r, (dv, ch) in enumerate(zip(d.tolist(), changed.tolist(), strict=True)):
+            m = ((st.flap_hist.get(dv, 0) << 1) | int(ch)) & full
+            if m:
+                st.flap_hist[dv] = m
+            else:
+                st.flap_hist.pop(dv, None)
+            share = m.bit_count() / spec.window
+            flapping = dv in st.flapping
+            if not flapping and share >= spec.high:
+                st.flapping.add(dv)
+                edge[r] = flapping = True
+            elif flapping and share <= spec.low:
+                st.flapping.discard(dv)
+                edge[r], flapping = True, False
+            on[r] = flapping
+        return on, edge
+
+    def _tell(  # noqa: PLR0913, PLR0917 - the facts of one catch-up
+        self,
+        rule: CompiledRule,
+        st: _RuleState,
+        device: Device,
+        params: dict[str, float],
+        c: _Cur,
+        dv: int,
+        tr: float,
+        result: EngineResult,
+        *,
+        held: bool,
+        settled: bool,
+    ) -> None:
+        """`told` is what the dispatch side last heard. Outside flapping every change is
+        sent, so it follows the state; when flapping ends, one event brings the dispatch
+        side to the alert's current state."""
+        if not held:
+            _put(st.told, dv, c.since if c.firing else math.nan)
+            return
+        if not settled:
+            return
+        vals = {"ts": tr, "flapping_ended": True}
+        if c.firing and dv not in st.told:
+            result.events.append(self._ev(rule, device, params, AlertStatus.FIRING, c.since, None, tr, vals))
+            st.told[dv] = c.since
+        elif not c.firing and dv in st.told:
+            since = st.told.pop(dv)
+            result.events.append(self._ev(rule, device, params, AlertStatus.RESOLVED, since, tr, tr, vals))
 
     @staticmethod
     def _write_back(st: _RuleState, d: IntArr, a: BoolArr, curs: dict[int, _Cur]) -> None:
@@ -559,6 +641,65 @@ class Engine:
         last = np.ones(d.shape[0], dtype=bool)
         last[:-1] = d[1:] != d[:-1]
         st.set_active(d[last], a[last])
+
+    def _evaluate_levels(  # noqa: PLR0913, PLR0917 - the facts of one evaluation
+        self,
+        rule: CompiledRule,
+        st: _RuleState,
+        latches: list[_RuleState],
+        fr: FamilyRules,
+        rows: _Rows,
+        result: EngineResult,
+    ) -> None:
+        """Each level latches on its own condition and reset; the alert is at the highest
+        latched level. Every change of level is an event: firing at a new severity, or
+        resolved when no level holds."""
+        relevant = rows.relevant(frozenset({*rule.fields, *(w.field for w in rule.windows)}))
+        whens = [
+            np.broadcast_to(lv.when.fn(rows.env), relevant.shape) & relevant for lv in rule.levels if lv.when
+        ]
+        if not any(w.any() for w in whens) and not (st.since and st.firing[rows.dev].any()):
+            return
+        idx = np.flatnonzero(relevant)
+        result.evaluations += int(idx.shape[0]) * len(rule.levels)
+        d, t = rows.dev[idx], rows.ts[idx]
+        first = _first_of_device(d)
+        last = np.ones(d.shape[0], dtype=bool)
+        last[:-1] = first[1:]
+        level = np.full(d.shape[0], -1, dtype=np.int64)
+        for k, (lv, latch) in enumerate(zip(rule.levels, latches, strict=True)):
+            c = whens[k][idx]
+            clear = np.broadcast_to(lv.clear.fn(rows.env), relevant.shape)[idx] if lv.clear else ~c
+            ev = np.where(c, 1, np.where(clear, 0, -1)).astype(np.int8)
+            seed = first & (ev < 0)
+            ev[seed] = latch.active[d[seed]]
+            a = ev[_fill_forward(ev >= 0)].astype(bool)
+            level = np.where(a, k, level)
+            latch.set_active(d[last], a[last])
+        prev = np.empty(d.shape[0], dtype=np.int64)
+        prev[1:] = level[:-1]
+        prev[first] = np.fromiter((st.level.get(x, -1) for x in d[first].tolist()), dtype=np.int64)
+        devices = self._registry.devices(rule.family)
+        for r in map(int, np.flatnonzero(level != prev)):
+            dv, tr, now, before = int(d[r]), float(t[r]), int(level[r]), int(prev[r])
+            shown = rule.levels[now if now >= 0 else max(before, 0)]
+            params = {p: float(fr.param_arrays[p][dv]) for p in rule.params}
+            vals = readings(shown, fr.specs, rows.env, int(idx[r]), tr)
+            if now < 0:
+                since = st.since.pop(dv, tr)
+                result.events.append(
+                    self._ev(shown, devices[dv], params, AlertStatus.RESOLVED, since, tr, tr, vals)
+                )
+                st.firing[dv] = False
+                st.level.pop(dv, None)
+                continue
+            since = st.since.setdefault(dv, tr)
+            result.events.append(
+                self._ev(shown, devices[dv], params, AlertStatus.FIRING, since, None, tr, vals)
+            )
+            st.firing[dv] = True
+            st.level[dv] = now
+            st.last_notified[dv] = tr
 
     def _no_data_resumes(  # noqa: PLR0913, PLR0917
         self,
@@ -676,12 +817,12 @@ class Engine:
                     self._no_data_silences(rule, st, dur, fr, watermark, result)
                 elif rule.kind == "event":
                     self._expire_events(rule, st, dur, fr, watermark, result)
-                else:
+                elif not rule.levels:
                     self._state_timers(rule, st, dur, fr, devices, watermark, result)
         result.events.sort(key=lambda e: (e.event_time, _ORDER[e.status]))
         return result
 
-    def _state_timers(  # noqa: PLR0913, PLR0917 - the facts of one timer pass
+    def _state_timers(  # noqa: C901, PLR0913, PLR0917 - the facts of one timer pass
         self,
         rule: CompiledRule,
         st: _RuleState,
@@ -693,6 +834,7 @@ class Engine:
     ) -> None:
         if not st.since:
             return
+        flaps = rule.flapping is not None
         for dv, since in list(st.since.items()):
             if not st.active[dv] or st.firing[dv]:
                 continue
@@ -703,24 +845,31 @@ class Engine:
                 continue
             vals = st.start_values.get(dv, {"ts": since})
             params = {p: float(fr.param_arrays[p][dv]) for p in rule.params}
+            st.firing[dv] = True
+            st.last_notified[dv] = at
+            if flaps and dv in st.flapping:
+                continue  # held while flapping; sent when it settles
             result.events.append(
                 self._ev(rule, devices[dv], params, AlertStatus.FIRING, since, None, at, vals)
             )
-            st.firing[dv] = True
-            st.last_notified[dv] = at
+            if flaps:
+                st.told[dv] = since
         for dv, at in list(st.keep_until.items()):
             if at >= watermark:
                 continue
             vals = st.start_values.get(dv, {"ts": at})
             params = {p: float(fr.param_arrays[p][dv]) for p in rule.params}
             since = st.since.pop(dv, at)
-            result.events.append(
-                self._ev(rule, devices[dv], params, AlertStatus.RESOLVED, since, at, at, vals)
-            )
             st.firing[dv], st.resolved_at[dv] = False, at
             del st.keep_until[dv]
             st.acked.discard(dv)
             st.last_notified.pop(dv, None)
+            if flaps and dv in st.flapping:
+                continue
+            result.events.append(
+                self._ev(rule, devices[dv], params, AlertStatus.RESOLVED, since, at, at, vals)
+            )
+            st.told.pop(dv, None)
 
     def _expire_events(  # noqa: PLR0913, PLR0917
         self,
@@ -844,6 +993,9 @@ class Engine:
                     diff.changed.append(key)
                 if prior is not None:
                     self._state[family][i] = prior[1]
+                    if prior[0].definition == rule.definition and rule.levels:
+                        j = old._rules.by_family[family].rules.index(prior[0])
+                        self._latches[family][i] = old._latches[family][j]
                 if (prior is None or prior[0].definition != rule.definition) and rule.when is not None:
                     self._judge(rule, fr, self._state[family][i], diff)
         for (family, name), (rule, st) in sorted(
@@ -904,6 +1056,11 @@ class Engine:
                             since=st.since.get(int(dv), math.nan),
                             fired_at=None,
                             last_notified=st.last_notified.get(int(dv)) if firing else None,
+                            severity=(
+                                rule.levels[st.level.get(int(dv), len(rule.levels) - 1)]
+                                if rule.levels
+                                else rule
+                            ).severity.value,
                         )
                     )
         return out
@@ -949,10 +1106,16 @@ class Engine:
                     "definition": rule.definition,
                     "start_values": {str(k): v for k, v in st.start_values.items()},
                     "acked": sorted(st.acked),
+                    "level": {str(k): v for k, v in st.level.items()},
+                    "flap_hist": {str(k): v for k, v in st.flap_hist.items()},
+                    "flapping": sorted(st.flapping),
+                    "told": {str(k): v for k, v in st.told.items()},
                     **{m: {str(k): v for k, v in getattr(st, m).items()} for m in _RuleState.MAPS},
                 }
                 for a in _RuleState.FLAGS:
                     arrays[f"rule/{key}/{a}"] = getattr(st, a)
+                for k, latch in enumerate(self._latches[family][fr.rules.index(rule)]):
+                    arrays[f"rule/{key}/level{k}"] = latch.active
         buf = io.BytesIO()
         arrays["manifest"] = np.frombuffer(orjson.dumps(manifest), dtype=np.uint8)
         np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds loosely
@@ -988,9 +1151,15 @@ class Engine:
                     for a in _RuleState.FLAGS:
                         setattr(st, a, z[f"rule/{key}/{a}"].copy())
                     st.n_active = int(st.active.sum())
+                    for k, latch in enumerate(self._latches[family][fr.rules.index(rule)]):
+                        latch.set_active(np.arange(latch.active.shape[0]), z[f"rule/{key}/level{k}"])
                     for m in _RuleState.MAPS:
                         setattr(st, m, {int(k): float(v) for k, v in saved[m].items()})
                     st.acked = set(saved["acked"])
+                    st.level = {int(k): int(v) for k, v in saved["level"].items()}
+                    st.flap_hist = {int(k): int(v) for k, v in saved["flap_hist"].items()}
+                    st.flapping = set(saved["flapping"])
+                    st.told = {int(k): float(v) for k, v in saved["told"].items()}
                     st.start_values = {int(k): v for k, v in saved["start_values"].items()}
                     restored += 1
         return restored

@@ -4,8 +4,9 @@ parameter arrays indexed by device (family default, overridden per device by the
 
 from __future__ import annotations
 
+import dataclasses
 import string
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +18,9 @@ from sensord._registry import Registry
 from sensord._types import Family, Severity
 from sensord.decode import FieldSpec, field_specs
 from sensord.rules._expr import Compiled, ExprError, WindowSpec, compile_expr
-from sensord.rules._spec import LoadedFile, RuleSpec, read_rule_file
+from sensord.rules._spec import FlappingSpec, LoadedFile, RuleSpec, read_rule_file
+
+_SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 
 _BUILTIN_PLACEHOLDERS = frozenset({"device_id", "family", "rule", "community", "grid", "building"})
 
@@ -51,6 +54,9 @@ class CompiledRule:
     # Durations as written: seconds, or the name of a parameter (per-device overridable).
     durations: dict[str, float | str] = field(default_factory=dict)
     windows: tuple[WindowSpec, ...] = ()
+    # Multi-level rules: one rule per level (its severity, condition and reset), lowest first.
+    levels: tuple[CompiledRule, ...] = ()
+    flapping: FlappingSpec | None = None
 
     @property
     def no_data(self) -> bool:
@@ -96,6 +102,24 @@ def _template_names(text: str) -> set[str]:
     return names
 
 
+def _compile_levels(
+    spec: RuleSpec, fr: FamilyRules, err: Callable[[str, str], RuleError], compiled: dict[str, Compiled]
+) -> list[tuple[Severity, Compiled, Compiled | None]]:
+    """Each level's condition and reset, lowest severity first (also added to `compiled`)."""
+    parts: list[tuple[Severity, Compiled, Compiled | None]] = []
+    for n, lv in enumerate(sorted(spec.levels or (), key=lambda x: _SEVERITY_RANK[x.severity])):
+        try:
+            lw = compile_expr(lv.when, fr.specs, fr.param_defaults)
+            lc = compile_expr(lv.clear, fr.specs, fr.param_defaults) if lv.clear else None
+        except ExprError as exc:
+            raise err("levels", f"levels ({lv.severity.value}): {exc}") from None
+        parts.append((lv.severity, lw, lc))
+        compiled[f"level{n}.when"] = lw
+        if lc is not None:
+            compiled[f"level{n}.clear"] = lc
+    return parts
+
+
 def _compile_rule(  # noqa: C901 - one check per key of the rule
     loaded: LoadedFile, index: int, spec: RuleSpec, fr: FamilyRules
 ) -> CompiledRule:
@@ -113,6 +137,7 @@ def _compile_rule(  # noqa: C901 - one check per key of the rule
             compiled[key] = compile_expr(text, fr.specs, fr.param_defaults)
         except ExprError as exc:
             raise err(key, f"{key}: {exc}") from None
+    level_parts = _compile_levels(spec, fr, err, compiled)
     used_fields = set().union(*(c.fields for c in compiled.values()))
     used_params = set().union(*(c.params for c in compiled.values()))
     windows = set().union(*(c.windows for c in compiled.values()))
@@ -147,7 +172,7 @@ def _compile_rule(  # noqa: C901 - one check per key of the rule
             raise err(
                 key, f"{key}: unknown placeholder(s) {sorted(unknown)}; use fields, params or device_id"
             )
-    return CompiledRule(
+    base = CompiledRule(
         family=fr.family,
         name=spec.name,
         when=compiled.get("when"),
@@ -169,7 +194,25 @@ def _compile_rule(  # noqa: C901 - one check per key of the rule
         kind=spec.kind,
         durations=durations,
         windows=tuple(sorted(windows)),
+        flapping=spec.flapping,
     )
+    if level_parts:
+        base = dataclasses.replace(base, severity=level_parts[-1][0])
+        base = dataclasses.replace(
+            base,
+            levels=tuple(
+                dataclasses.replace(
+                    base,
+                    when=lw,
+                    clear=lc,
+                    severity=sev,
+                    fields=tuple(sorted(lw.fields | (lc.fields if lc else set()))),
+                    windows=tuple(sorted(lw.windows | (lc.windows if lc else set()))),
+                )
+                for sev, lw, lc in level_parts
+            ),
+        )
+    return base
 
 
 def _add_file(loaded: LoadedFile, ruleset: RuleSet, registry: Registry, errors: list[RuleError]) -> None:

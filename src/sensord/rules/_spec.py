@@ -62,6 +62,36 @@ def _duration_or_param(value: object) -> float | str:
 DurationRef = Annotated[float | str, BeforeValidator(_duration_or_param)]
 
 
+class FlappingSpec(BaseModel):
+    """Flap detection over the last `window` evaluations of one alert: flapping starts
+    when the share of them that changed state reaches `high`, ends at or below `low`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    window: Annotated[int, Field(ge=4, le=64)] = 20
+    high: Annotated[float, Field(gt=0, le=1)] = 0.5
+    low: Annotated[float, Field(ge=0, lt=1)] = 0.25
+
+    @model_validator(mode="after")
+    def _marks(self) -> FlappingSpec:
+        if self.low >= self.high:
+            raise ValueError("flapping: `low` must be below `high`")
+        return self
+
+
+class LevelSpec(BaseModel):
+    """One severity level of a multi-level rule, with its own reset condition."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    severity: Severity
+    when: Annotated[str, Field(min_length=1)]
+    clear: str | None = None
+
+
+_SEVERITY_ORDER = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
+
+
 class RuleSpec(BaseModel):
     """One alert rule as written by an operator."""
 
@@ -79,6 +109,10 @@ class RuleSpec(BaseModel):
     resolve_after: DurationRef = 1800.0
     # No data: fires when the device has sent nothing for this long (no `when`).
     no_data: DurationRef | None = None
+    # Several severities, each with its own condition and reset; the alert moves between them.
+    levels: tuple[LevelSpec, ...] | None = None
+    # Hold notifications while the alert changes state too often (see FlappingSpec).
+    flapping: FlappingSpec | None = None
     severity: Severity = Severity.WARNING
     life_safety: bool = False
     repeat: Duration | None = None
@@ -89,8 +123,23 @@ class RuleSpec(BaseModel):
 
     @model_validator(mode="after")
     def _shape(self) -> RuleSpec:
+        if self.levels is not None:
+            if self.when is not None or self.clear is not None or self.no_data is not None:
+                raise ValueError(
+                    "a rule with `levels:` has its conditions in the levels, not `when:`/`clear:`"
+                )
+            if self.kind != "state" or self.for_s or self.keep_firing_for or self.cooldown or self.flapping:
+                raise ValueError("`levels:` rules take no kind/for/keep_firing_for/cooldown/flapping")
+            order = [_SEVERITY_ORDER[lv.severity] for lv in self.levels]
+            if not order or len(set(order)) != len(order):
+                raise ValueError("`levels:` lists each severity (info, warning, critical) at most once")
+            return self
         if self.no_data is None and self.when is None:
-            raise ValueError("a rule needs `when:` (a condition) or `no_data:` (a silence duration)")
+            raise ValueError(
+                "a rule needs `when:` (a condition), `levels:` or `no_data:` (a silence duration)"
+            )
+        if self.flapping is not None and (self.kind != "state" or self.no_data is not None):
+            raise ValueError("`flapping:` applies to state rules (a condition that comes and goes)")
         if self.no_data is not None and (self.when is not None or self.clear is not None):
             raise ValueError("a `no_data:` rule has no `when:` or `clear:`; it fires on silence alone")
         if self.kind == "event" and self.clear is not None:

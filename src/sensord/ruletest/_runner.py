@@ -108,12 +108,13 @@ def _rule_index(rules: RuleSet) -> dict[str, CompiledRule]:
     return {r.name: r for fr in rules.by_family.values() for r in fr.rules}
 
 
-def _alert_mismatch(expected: ExpectedAlert, rule: CompiledRule | None) -> str | None:
+def _alert_mismatch(expected: ExpectedAlert, rule: CompiledRule | None, severity: str | None) -> str | None:
+    """What differs between an expected alert and the rule (and the alert's current level)."""
     if rule is None:
         return f"{expected.rule}: no such rule"
-    if expected.severity is not None and expected.severity is not rule.severity:
-        sev, want = rule.severity.value, expected.severity.value
-        return f"{expected.rule}/{expected.device}: severity {sev}, expected {want}"
+    sev = severity or rule.severity.value
+    if expected.severity is not None and expected.severity.value != sev:
+        return f"{expected.rule}/{expected.device}: severity {sev}, expected {expected.severity.value}"
     for k, v in expected.labels.items():
         if rule.labels.get(k) != v:
             return f"{expected.rule}/{expected.device}: label {k}={rule.labels.get(k)!r}, expected {v!r}"
@@ -190,9 +191,10 @@ def _compare_state(
     scope: tuple[str, ...] | None,
 ) -> list[str]:
     with_pending = any(e.status == "pending" for e in expected)
+    active = engine.active()
     got = collections.Counter(
         (a.rule, a.device_id, a.status.value)
-        for a in engine.active()
+        for a in active
         if (a.status is AlertStatus.FIRING or with_pending) and (scope is None or a.rule in scope)
     )
     want: collections.Counter[tuple[str, str, str]] = collections.Counter(
@@ -208,8 +210,9 @@ def _compare_state(
         if extra:
             parts.append("unexpected " + ", ".join(f"{s} {r}/{d}" for r, d, s in extra))
         failures.append(f"at {_fmt_s(at)}: " + "; ".join(parts))
+    severities = {(a.rule, a.device_id): a.severity for a in active}
     for e in expected:
-        problem = _alert_mismatch(e, by_name.get(e.rule))
+        problem = _alert_mismatch(e, by_name.get(e.rule), severities.get((e.rule, e.device)))
         if problem:
             failures.append(f"at {_fmt_s(at)}: {problem}")
     return failures
