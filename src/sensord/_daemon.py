@@ -257,6 +257,29 @@ class Daemon:
             ev.snapshot = self.pipeline.engine.snapshot()
             self._last_snapshot = time.monotonic()
 
+    def _rules_stamp(self) -> tuple[tuple[str, int, int], ...]:
+        rules_dir = self.settings.input_path(self.settings.rules_dir)
+        out = []
+        for path in sorted(rules_dir.glob("*.y*ml")):
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            out.append((path.name, st.st_mtime_ns, st.st_size))
+        return tuple(out)
+
+    async def _watch_rules(self) -> None:
+        """Reload when a rule file is added, removed or changed (polled: no inotify
+        dependency, and an editor's save-by-rename is seen the same way)."""
+        stamp = self._rules_stamp()
+        while True:
+            await asyncio.sleep(self.settings.rules_watch_s)
+            now = self._rules_stamp()
+            if now != stamp:
+                stamp = now
+                log.info("rule files changed; reloading")
+                await self.reload_rules()
+
     async def _clock_loop(self) -> None:
         """Move the event-time clock in a quiet stream: once no message has arrived for
         `idle_tick_s`, to the wall clock less `clock_grace_s`. Never while messages flow,
@@ -375,6 +398,8 @@ class Daemon:
                 )
             tg.create_task(self._watchdog(), name="watchdog")
             tg.create_task(self._clock_loop(), name="clock")
+            if self.settings.rules_watch_s > 0:
+                tg.create_task(self._watch_rules(), name="rules-watch")
             for i, coro in enumerate(self.background):
                 tg.create_task(coro, name=f"background:{i}")
 

@@ -220,6 +220,8 @@ class Settings(_Frozen):
     decode: DecodeSettings = DecodeSettings()
     registry: Path = Path("devices.yaml")
     rules_dir: Path = Path("rules")
+    # > 0: also reload the rules when a rule file changes, checked this often (besides SIGHUP).
+    rules_watch_s: Annotated[float, Field(ge=0)] = 0.0
     state_dir: Path = Path("/var/lib/sensord")
     deadletter: DeadLetterSettings = DeadLetterSettings()
     outbox: OutboxSettings = OutboxSettings()

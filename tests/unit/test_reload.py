@@ -40,7 +40,11 @@ async def until(predicate: Callable[[], bool], what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def run(tmp_path: Path, body: Callable[[Daemon, MemorySource, MemorySink, Path], Awaitable[None]]) -> None:
+def run(
+    tmp_path: Path,
+    body: Callable[[Daemon, MemorySource, MemorySink, Path], Awaitable[None]],
+    **extra: Any,
+) -> None:
     """Start a daemon on a private copy of the shipped rules, run `body`, stop it."""
     rules = tmp_path / "rules"
     shutil.copytree(ROOT / "rules", rules, ignore=shutil.ignore_patterns("tests"))
@@ -50,6 +54,7 @@ def run(tmp_path: Path, body: Callable[[Daemon, MemorySource, MemorySink, Path],
             "rules_dir": str(rules),
             "state_dir": str(tmp_path / "state"),
             "http": {"enabled": False},
+            **extra,
         },
         source="test",
         config_dir=tmp_path,
@@ -136,3 +141,16 @@ def test_changed_threshold_reports_would_fire_and_keeps_other_state(
         assert statuses(sink, "wristband_sos") == [("wb-01", AlertStatus.FIRING)]
 
     run(tmp_path, body)
+
+
+def test_rules_watch_reloads_on_file_change(tmp_path: Path) -> None:
+    """With rules_watch_s set, editing a rule file reloads the rules without SIGHUP."""
+
+    async def body(daemon: Daemon, source: MemorySource, sink: MemorySink, rules: Path) -> None:
+        before = daemon.metrics.rule_reloads.labels("ok")._value.get()
+        await asyncio.sleep(0.2)  # the watcher has taken its first look
+        path = rules / "wristband.yaml"
+        path.write_text(path.read_text().replace("hr_high: 120", "hr_high: 111"))
+        await until(lambda: daemon.metrics.rule_reloads.labels("ok")._value.get() == before + 1, "a reload")
+
+    run(tmp_path, body, rules_watch_s=0.05)
