@@ -122,3 +122,33 @@ class TestCli:
             main(["--version"])
         assert exc.value.code == 0
         assert capsys.readouterr().out.strip() == f"sensord {__version__}"
+
+
+class TestRulesCheck:
+    def test_clean_files_exit_zero(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """`sensord rules check rules/` on the shipped rules says ok and exits 0."""
+        assert main(["rules", "check", str(ROOT / "rules")]) == 0
+        assert capsys.readouterr().out.startswith("ok:")
+
+    def test_each_problem_has_file_and_line(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """Two broken rules in one file give two errors, each with file:line, and exit 1."""
+        bad = tmp_path / "bin.yaml"
+        bad.write_text(
+            "family: bin\nrules:\n"
+            "  - name: a\n    when: fill > 1\n    summary: x\n"
+            "  - name: b\n    when: fill_pct > 1\n    for: soon\n    summary: x\n"
+        )
+        assert main(["rules", "check", str(bad)]) == 1
+        err = capsys.readouterr().err
+        assert f"{bad}:4" in err
+        assert "unknown name 'fill'" in err
+        assert f"{bad}:8" in err
+        assert "soon" in err
+
+    def test_override_of_unknown_parameter(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """With -c, a registry override of a parameter no rule defines is an error naming the device."""
+        cfg = write_config(tmp_path)
+        reg = tmp_path / "devices.yaml"
+        reg.write_text(reg.read_text().replace("hr_high: 110.0", "hr_hihg: 110.0"))
+        assert main(["rules", "check", "-c", str(cfg)]) == 1
+        assert "overrides parameter 'hr_hihg'" in capsys.readouterr().err
