@@ -149,12 +149,16 @@ class MqttSource:
         self.connected = asyncio.Event()
         self.progress = 0
         self.session_present = False
+        self._closing = False
 
     # -- connection -------------------------------------------------------------------
     async def run(self) -> None:
         """Connect, subscribe, and reconnect with backoff, until cancelled."""
         attempt = 0
-        while True:
+        # Python 3.11's asyncio.wait_for can swallow a cancellation that arrives as its
+        # inner future completes; `asyncio.timeout` does not, and `_closing` stops the loop
+        # even if a cancellation was lost, so a stop never hangs on reconnecting.
+        while not self._closing:
             try:
                 proto = await self._connect()
                 attempt = 0
@@ -177,9 +181,8 @@ class MqttSource:
         self._generation += 1
         gen = self._generation
         ctx = tls_context(s.tls) if s.tls is not None else None
-        _, proto = await asyncio.wait_for(
-            loop.create_connection(lambda: _Protocol(self, gen), s.host, s.port, ssl=ctx), timeout=10
-        )
+        async with asyncio.timeout(10):
+            _, proto = await loop.create_connection(lambda: _Protocol(self, gen), s.host, s.port, ssl=ctx)
         self._proto = proto
         password = self._password.get_secret_value() if self._password is not None else None
         # clean session off: the broker keeps our subscription and queues QoS 1 messages
@@ -189,7 +192,8 @@ class MqttSource:
                 s.client_id, clean=False, keepalive=s.keepalive_s, username=s.username, password=password
             )
         )
-        present, code = await asyncio.wait_for(proto.connack, timeout=10)
+        async with asyncio.timeout(10):
+            present, code = await proto.connack
         if code:
             proto.close()
             raise ConnectRefused(p.CONNACK_REASONS.get(code, f"CONNACK code {code}"))
@@ -211,7 +215,8 @@ class MqttSource:
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         proto.suback[1] = fut
         proto.write(p.subscribe(1, filters))
-        codes = await asyncio.wait_for(fut, timeout=10)
+        async with asyncio.timeout(10):
+            codes = await fut
         for (filt, _), code in zip(filters, codes, strict=False):
             if code == 0x80:
                 proto.close()
@@ -222,7 +227,8 @@ class MqttSource:
         interval = max(1.0, self._settings.keepalive_s / 2)
         while not proto.closed.done():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(proto.closed), timeout=interval)
+                async with asyncio.timeout(interval):
+                    await asyncio.shield(proto.closed)
             if proto.closed.done():
                 break
             if time.monotonic() - proto.last_pingresp > self._settings.keepalive_s * 1.5:
@@ -274,7 +280,8 @@ class MqttSource:
                         break
                     self._has_data.clear()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._has_data.wait(), left)
+                        async with asyncio.timeout(left):
+                            await self._has_data.wait()
             q = self._queue
             n = min(max_size, len(q))
             out = [q.popleft() for _ in range(n)]
@@ -322,6 +329,7 @@ class MqttSource:
 
     async def aclose(self) -> None:
         """Disconnect cleanly (the session stays on the broker)."""
+        self._closing = True
         proto = self._proto
         if proto is not None and not proto.closed.done():
             proto.write(p.DISCONNECT_PACKET)
