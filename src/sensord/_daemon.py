@@ -150,6 +150,8 @@ class Pipeline:
         return out
 
     def _is_ack(self, m: RawMessage) -> bool:
+        if not m.topic.endswith(ACK_KIND):
+            return False  # the cheap test first: this runs for every message
         parts = self.decoder.topic.parse(m.topic)
         return parts is not None and parts.kind == ACK_KIND
 
