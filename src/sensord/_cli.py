@@ -60,7 +60,31 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--registry", type=Path, help="device registry (overrides the config's)")
     rep.add_argument("--json", action="store_true", help="one JSON object per alert event (webhook body)")
     rep.add_argument("--all", action="store_true", help="include pending events in the timeline")
+    rep.add_argument("--compare", type=Path, metavar="RULES_DIR", help="print how these rules' alerts differ")
+    rep.add_argument("--report", type=Path, metavar="DIR", help="write an HTML report with plots to DIR")
+    rec = sub.add_parser("record", help="record live traffic from a broker to a file")
+    _broker_args(rec)
+    rec.add_argument("--topic", action="append", help="topic filter (repeatable; default sensord/#)")
+    rec.add_argument("--out", type=Path, required=True, help="recording to write (.jsonl or .jsonl.gz)")
+    rec.add_argument("--max-messages", type=int)
+    rec.add_argument("--max-seconds", type=float)
+    rec.add_argument("--max-mb", type=float, help="stop at this many MB (uncompressed)")
+    play = sub.add_parser("play", help="publish a recording to a broker")
+    _broker_args(play)
+    play.add_argument("recording", type=Path)
+    pace = play.add_mutually_exclusive_group()
+    pace.add_argument("--speed", type=float, default=1.0, help="times real time (default 1)")
+    pace.add_argument("--fast", action="store_true", help="as fast as the broker takes it")
+    play.add_argument("--qos", type=int, choices=(0, 1), default=1)
+    play.add_argument("--max-inflight", type=int, default=1000)
     return p
+
+
+def _broker_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=1883)
+    p.add_argument("--username")
+    p.add_argument("--password-file", type=Path, help="file holding the broker password")
 
 
 def _check(config: Path) -> int:
@@ -145,10 +169,17 @@ def _replay(args: argparse.Namespace) -> int:
     return _tools.replay_command(args)
 
 
+def _live(args: argparse.Namespace) -> int:
+    from sensord import _tools  # noqa: PLC0415
+
+    return _tools.record_command(args) if args.command == "record" else _tools.play_command(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     commands = {"check": lambda: _check(args.config), "run": lambda: _run(args.config)}
     commands |= {"rules": lambda: _rules(args), "replay": lambda: _replay(args)}
+    commands |= {"record": lambda: _live(args), "play": lambda: _live(args)}
     return commands.get(args.command, lambda: _simulate(args))()
 
 

@@ -82,6 +82,9 @@ class BrokerSettings(_Frozen):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(gt=0, lt=65536)] = 1883
     client_id: Annotated[str, Field(min_length=1, max_length=64)] = "sensord"
+    # The daemon keeps its session (False) so the broker queues for it while it restarts;
+    # throw-away clients (a recorder) start clean and leave nothing queued behind.
+    clean_session: bool = False
     username: str | None = None
     password: SecretRef | None = None
     tls: TlsSettings | None = None

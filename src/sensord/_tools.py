@@ -4,17 +4,20 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
+from pydantic import SecretStr
 
 from sensord._errors import ConfigError, RecordingError, RuleError
 from sensord._registry import Registry, load_registry, parse_registry
-from sensord._settings import Settings, load_settings
+from sensord._settings import BrokerSettings, SecretRef, Settings, load_settings
 from sensord._types import AlertStatus
-from sensord.replay import read_recording, replay
+from sensord.replay import Limits, ReplayResult, compare, play, read_recording, record, replay
 from sensord.rules import check_rule_files, load_rule_files, rule_files
 from sensord.ruletest import run_test_file
 from sensord.sinks._webhook import webhook_body
@@ -112,7 +115,14 @@ def replay_command(args: argparse.Namespace) -> int:
     except (ConfigError, RuleError, RecordingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    shown = result.events if args.all else result.notifications()
+    if args.compare is not None:
+        return _compare(args, settings, registry, rules_dir, result)
+    if args.report is not None:
+        from sensord.report import write_report  # noqa: PLC0415 - only when asked
+
+        index = write_report(args.report, read_recording(args.recording), result, registry, rules)
+        print(f"report: {index}", file=sys.stderr)
+    shown = sorted(result.events if args.all else result.notifications(), key=lambda e: e.event_time)
     for e in shown:
         if args.json:
             sys.stdout.write(orjson.dumps({"eventId": e.event_id, **webhook_body(e)}).decode() + "\n")
@@ -130,4 +140,91 @@ def replay_command(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["parse_registry", "replay_command", "rules_check", "rules_test"]
+def _compare(
+    args: argparse.Namespace, settings: Settings, registry: Registry, rules_dir: Path, base: ReplayResult
+) -> int:
+    """Replay the same recording under a second rule folder; print what changes. Exit 0
+    when the two agree, 1 when they differ (so a script can gate a deploy on it)."""
+    try:
+        other_rules = load_rule_files(rule_files(args.compare), registry)
+    except RuleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    other = replay(read_recording(args.recording), registry=registry, rules=other_rules, settings=settings)
+    diff = compare(base.events, other.events)
+
+    def span(iv: tuple[float, float | None]) -> str:
+        return f"{_iso(iv[0])} .. {_iso(iv[1]) if iv[1] is not None else 'still firing'}"
+
+    print(f"comparing {rules_dir} (A) with {args.compare} (B) on {args.recording}")
+    for rule, dev, iv in diff.removed:
+        print(f"  - only in A  {rule:<28}{dev:<12}{span(iv)}")
+    for rule, dev, iv in diff.added:
+        print(f"  + only in B  {rule:<28}{dev:<12}{span(iv)}")
+    for rule, dev, a, b in diff.changed:
+        print(f"  ~ timing     {rule:<28}{dev:<12}A {span(a)}  B {span(b)}")
+    print(
+        f"{diff.same} alerts the same, {len(diff.removed)} only in A, {len(diff.added)} only in B, "
+        f"{len(diff.changed)} with other times"
+    )
+    return 1 if diff.differs else 0
+
+
+def _broker(
+    args: argparse.Namespace, client_id: str, subscriptions: tuple[str, ...]
+) -> tuple[BrokerSettings, SecretStr | None]:
+    password = None
+    if args.password_file is not None:
+        password = SecretRef(file=args.password_file).read(Path.cwd())
+    settings = BrokerSettings(
+        host=args.host,
+        port=args.port,
+        client_id=client_id,
+        clean_session=True,
+        username=args.username,
+        subscriptions=subscriptions,
+        qos=1,
+    )
+    return settings, password
+
+
+def record_command(args: argparse.Namespace) -> int:
+    """`sensord record`: live traffic to a recording, until a limit or Ctrl-C."""
+    settings, password = _broker(args, f"sensord-record-{os.getpid()}", tuple(args.topic or ["sensord/#"]))
+    limits = Limits(
+        messages=args.max_messages,
+        seconds=args.max_seconds,
+        bytes=int(args.max_mb * 1e6) if args.max_mb is not None else None,
+    )
+    try:
+        n = asyncio.run(record(settings, args.out, limits, password=password))
+    except KeyboardInterrupt:
+        n = -1
+    print(f"recorded to {args.out}" + (f": {n} messages" if n >= 0 else ""), file=sys.stderr)
+    return 0
+
+
+def play_command(args: argparse.Namespace) -> int:
+    """`sensord play FILE`: publish a recording at --speed or --fast."""
+    settings, password = _broker(args, f"sensord-play-{os.getpid()}", ())
+    try:
+        total = sum(1 for _ in read_recording(args.recording))
+        speed = None if args.fast else args.speed
+        coro = play(
+            read_recording(args.recording),
+            settings,
+            speed=speed,
+            qos=args.qos,
+            max_inflight=args.max_inflight,
+            total=total,
+            password=password,
+        )
+        n = asyncio.run(coro)
+    except RecordingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"published {n} messages from {args.recording}", file=sys.stderr)
+    return 0
+
+
+__all__ = ["parse_registry", "play_command", "record_command", "replay_command", "rules_check", "rules_test"]

@@ -189,7 +189,11 @@ class MqttSource:
         # while we are away (restart, crash), and redelivers what we had not acknowledged.
         proto.write(
             p.connect(
-                s.client_id, clean=False, keepalive=s.keepalive_s, username=s.username, password=password
+                s.client_id,
+                clean=s.clean_session,
+                keepalive=s.keepalive_s,
+                username=s.username,
+                password=password,
             )
         )
         async with asyncio.timeout(10):

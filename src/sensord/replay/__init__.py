@@ -1,6 +1,22 @@
-"""Recordings and offline replay through the rule set."""
+"""Recordings, offline replay through the rule set, live record/play, rule-set comparison."""
 
+from sensord.replay._compare import Comparison, compare, intervals
+from sensord.replay._live import Limits, play, record
 from sensord.replay._offline import ReplayResult, replay
-from sensord.replay._recording import read_recording, write_recording
+from sensord.replay._progress import Progress
+from sensord.replay._recording import RecordingWriter, read_recording, write_recording
 
-__all__ = ["ReplayResult", "read_recording", "replay", "write_recording"]
+__all__ = [
+    "Comparison",
+    "Limits",
+    "Progress",
+    "RecordingWriter",
+    "ReplayResult",
+    "compare",
+    "intervals",
+    "play",
+    "read_recording",
+    "record",
+    "replay",
+    "write_recording",
+]

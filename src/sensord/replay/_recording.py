@@ -11,7 +11,7 @@ import base64
 import gzip
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Self
 
 import orjson
 
@@ -32,15 +32,38 @@ def _encode_payload(payload: bytes) -> Any:
         return {"b64": base64.b64encode(payload).decode()}
 
 
+class RecordingWriter:
+    """Appends messages to a recording as they come (a live recorder), counting bytes."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._file = _open(path, "w")
+        self.messages = 0
+        self.bytes = 0  # uncompressed
+
+    def write(self, received_at: float, topic: str, payload: bytes) -> None:
+        line = orjson.dumps([round(received_at, 6), topic, _encode_payload(payload)]) + b"\n"
+        self._file.write(line)
+        self.messages += 1
+        self.bytes += len(line)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
 def write_recording(path: Path, messages: Iterable[tuple[float, str, bytes]]) -> int:
     """Write (received_at, topic, payload) tuples; returns how many."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    n = 0
-    with _open(path, "w") as f:
+    with RecordingWriter(path) as w:
         for received_at, topic, payload in messages:
-            f.write(orjson.dumps([round(received_at, 6), topic, _encode_payload(payload)]) + b"\n")
-            n += 1
-    return n
+            w.write(received_at, topic, payload)
+        return w.messages
 
 
 def read_recording(path: Path) -> Iterator[RawMessage]:
