@@ -34,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--host", default="127.0.0.1")
     sim.add_argument("--port", type=int, default=1883)
     sim.add_argument("--speed", type=float, default=1.0, help="event time runs this many times wall time")
+    sim.add_argument("--fast", action="store_true", help="publish as fast as the broker takes it")
     sim.add_argument("--seed", type=int, default=1)
     sim.add_argument("--registry-out", type=Path, help="write the scenario's device registry here and exit")
     sim.add_argument(

@@ -245,6 +245,9 @@ class Engine:
         self._comm_last = np.full(len(names), -np.inf)
         self._comm_firing = np.zeros(len(names), dtype=bool)
         self._comm_since = np.full(len(names), np.nan)
+        # When each community was last heard again after a silence: its devices' own
+        # silences count from then, not from before the outage.
+        self._comm_back = np.full(len(names), -np.inf)
         # The event time the stream started at: the baseline for devices never heard from.
         self.origin = math.nan
         for family in Family:
@@ -715,6 +718,7 @@ class Engine:
         so the answer does not depend on where batches were cut."""
         limit = dur["no_data"][rows.dev]
         base = np.where(np.isfinite(rows.prev_ts), rows.prev_ts, self.origin)
+        base = np.maximum(base, self._comm_back[self._comm_of[rule.family][rows.dev]])
         gap = (limit > 0) & (rows.ts - base >= limit)
         back = (_first_of_device(rows.dev) & st.firing[rows.dev]) | (gap & ~rows.muted)
         devices = self._registry.devices(rule.family)
@@ -747,6 +751,7 @@ class Engine:
                 result.events.append(self._community_event(int(ci), AlertStatus.RESOLVED, at))
                 self._comm_firing[ci] = False
                 self._comm_since[ci] = np.nan
+                self._comm_back[ci] = at
 
     def _ev(  # noqa: PLR0913, PLR0917 - the facts of one transition
         self,
@@ -905,10 +910,18 @@ class Engine:
     ) -> None:
         family = rule.family
         seen = self._last_ts[family]
-        base = np.where(np.isfinite(seen), seen, self.origin)
+        comm = self._comm_of[family]
+        base = np.maximum(np.where(np.isfinite(seen), seen, self.origin), self._comm_back[comm])
         limit = dur["no_data"]
-        muted = self._comm_firing[self._comm_of[family]]
+        muted = self._comm_firing[comm]
         due = ~st.firing & ~muted & (limit > 0) & (base + limit <= watermark)
+        if self._settings.community_silence_s > 0:
+            # A device is silent on its own only while its community is heard from: when
+            # the whole community is quiet (gateway down) one community alert stands for
+            # all, so wait for it rather than page once per device first.
+            judged = self._comm_size[comm] >= self._settings.community_min_devices
+            heard = self._comm_last[comm] >= base + limit
+            due &= ~judged | heard
         if not due.any():
             return
         devices = self._registry.devices(family)
@@ -980,6 +993,7 @@ class Engine:
             old._comm_firing,
             old._comm_since,
         )
+        self._comm_back = old._comm_back
         for family, hist in old._windows.items():
             if family in self._windows:
                 self._windows[family].adopt(hist)
@@ -1090,6 +1104,7 @@ class Engine:
             "comm_last": self._comm_last,
             "comm_firing": self._comm_firing,
             "comm_since": self._comm_since,
+            "comm_back": self._comm_back,
         }
         manifest: dict[str, Any] = {"origin": self.origin, "registry": self._registry_digest(), "rules": {}}
         for family in Family:
@@ -1134,6 +1149,7 @@ class Engine:
                 z["comm_firing"],
                 z["comm_since"],
             )
+            self._comm_back = z["comm_back"]
             for family in Family:
                 self._last_ts[family] = z[f"last_ts/{family.value}"]
                 prefix = f"last_vals/{family.value}/"

@@ -5,12 +5,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import time
 
 import yaml
 
-from sensord.replay import write_recording
-from sensord.simulate._generate import Message, SimDevice, devices, generate, publish, registry_for
+from sensord.replay import Progress, RecordingWriter
+from sensord.simulate._generate import (
+    Message,
+    SimDevice,
+    devices,
+    generate,
+    publish,
+    registry_for,
+    start_time,
+)
 from sensord.simulate._scenario import Incident, Scenario, load_scenario
 
 
@@ -21,17 +28,28 @@ def main(args: argparse.Namespace) -> int:
         args.registry_out.write_text(yaml.safe_dump(registry_for(scenario), sort_keys=False))
         return 0
     if args.out is not None:
-        start = args.start if args.start is not None else time.time() - scenario.duration_s
-        stream = (
-            (ts, topic, payload)
-            for ts, topic, payload, _ in generate(scenario, seed=args.seed, start_ts=start)
-        )
-        n = write_recording(args.out, stream)
+        start = start_time(scenario, args.start)
+        show = Progress("generated")
+        n = 0
+        with RecordingWriter(args.out) as out:
+            for ts, topic, payload, _ in generate(scenario, seed=args.seed, start_ts=start):
+                out.write(ts, topic, payload)
+                n += 1
+                if n % 1000 == 0:
+                    show.add(1000)
+        show.done()
         sys.stdout.write(f"wrote {n} messages to {args.out}\n")
         return 0
+    speed = None if args.fast else args.speed
     n = asyncio.run(
         publish(
-            scenario, host=args.host, port=args.port, speed=args.speed, seed=args.seed, start_ts=args.start
+            scenario,
+            host=args.host,
+            port=args.port,
+            speed=speed,
+            seed=args.seed,
+            start_ts=args.start,
+            progress=True,
         )
     )
     sys.stdout.write(f"published {n} messages\n")
@@ -49,4 +67,5 @@ __all__ = [
     "main",
     "publish",
     "registry_for",
+    "start_time",
 ]

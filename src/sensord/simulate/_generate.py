@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import math
 import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 import orjson
@@ -40,9 +42,15 @@ def devices(scenario: Scenario) -> list[SimDevice]:
         for i in range(count):
             community, grid = places[i % len(places)]
             building = str(1 + (i // len(places)) % max(1, community.buildings))
+            width = 2 if count < 100 else len(str(count))
             out.append(
                 SimDevice(
-                    f"{PREFIX[family]}-{i + 1:02d}", family, community.name, grid, building, (i * 0.37) % 1
+                    f"{PREFIX[family]}-{i + 1:0{width}d}",
+                    family,
+                    community.name,
+                    grid,
+                    building,
+                    (i * 0.37) % 1,
                 )
             )
     return out
@@ -80,14 +88,36 @@ def _topic(d: SimDevice, kind: str = "telemetry") -> str:
     return f"sensord/{d.community}/{d.family.value}/{d.device_id}/{kind}"
 
 
-def generate(scenario: Scenario, *, seed: int, start_ts: float) -> Iterator[Message]:
-    """(event_time, topic, payload, qos) in time order; the same seed gives the same stream."""
-    rng = random.Random(seed)  # noqa: S311 - simulation, not crypto
-    devs = devices(scenario)
-    by_id = {d.device_id: d for d in devs}
-    step = scenario.report_interval_s
-    heap: list[tuple[float, int, str]] = [(rng.uniform(0, step), i, d.device_id) for i, d in enumerate(devs)]
-    heapq.heapify(heap)
+def _hour(ts: float) -> float:
+    """Hour of day (UTC) of an epoch time, as a float."""
+    return (ts % 86400) / 3600
+
+
+def _targets(scenario: Scenario, devs: list[SimDevice]) -> dict[str, list[tuple[float, float, str]]]:
+    """Per device: the (start, end, kind) of every incident that touches it."""
+    out: dict[str, list[tuple[float, float, str]]] = {}
+    for inc in scenario.incidents:
+        t0 = scenario.incident_offset(inc)
+        for d in devs:
+            hit = d.device_id == inc.device or (
+                inc.community == d.community and inc.building in (None, d.building)
+            )
+            if hit:
+                out.setdefault(d.device_id, []).append((t0, t0 + inc.duration_s, inc.kind))
+    return out
+
+
+def _dropouts(
+    scenario: Scenario, devs: list[SimDevice], rng: random.Random
+) -> dict[str, tuple[float, float]]:
+    n = round(scenario.noise.dropout_rate * len(devs))
+    chosen = rng.sample(devs, n) if n else []
+    span = max(scenario.duration_s - scenario.noise.dropout_s, 0.0)
+    return {d.device_id: (t0, t0 + scenario.noise.dropout_s) for d in chosen for t0 in [rng.uniform(0, span)]}
+
+
+def _extras(scenario: Scenario, devs: list[SimDevice], start_ts: float) -> list[Message]:
+    """Malformed payloads and messages from unregistered devices, spread over the run."""
     extras: list[Message] = []
     for n in range(scenario.malformed):
         family, body = _MALFORMED[n % len(_MALFORMED)]
@@ -100,37 +130,69 @@ def generate(scenario: Scenario, *, seed: int, start_ts: float) -> Iterator[Mess
         body = orjson.dumps({"fill_pct": 10.0, "ts": start_ts + at})
         extras.append((start_ts + at, f"sensord/unregistered/bin/bin-9{n:03d}/telemetry", body, scenario.qos))
     extras.sort()
-    ei = 0
+    return extras
+
+
+def generate(scenario: Scenario, *, seed: int, start_ts: float) -> Iterator[Message]:
+    """(receive time, topic, payload, qos) in receive-time order; the same seed gives the
+    same stream. The payload's `ts` is the reading's event time: a message delayed by
+    the out-of-order noise arrives after younger ones."""
+    rng = random.Random(seed)  # noqa: S311 - simulation, not crypto
+    devs = devices(scenario)
+    by_id = {d.device_id: d for d in devs}
+    incidents = _targets(scenario, devs)
+    dropouts = _dropouts(scenario, devs, rng)
+    state: dict[str, dict[str, Any]] = {d.device_id: {} for d in devs}
+    heap: list[tuple[float, int, str]] = [
+        (rng.uniform(0, scenario.interval(d.family)), i, d.device_id) for i, d in enumerate(devs)
+    ]
+    heapq.heapify(heap)
+    # Messages waiting to be sent later (extras, delayed): (receive time, seq, message).
+    later: list[tuple[float, int, Message]] = [
+        (m[0], n, m) for n, m in enumerate(_extras(scenario, devs, start_ts))
+    ]
+    heapq.heapify(later)
+    seq = len(later)
+    noise = scenario.noise
     while heap:
         t, i, device_id = heapq.heappop(heap)
         if t > scenario.duration_s:
             continue
-        while ei < len(extras) and extras[ei][0] <= start_ts + t:
-            yield extras[ei]
-            ei += 1
+        while later and later[0][0] <= start_ts + t:
+            yield heapq.heappop(later)[2]
         d = by_id[device_id]
-        active: set[str] = {
-            x.kind
-            for x in scenario.incidents
-            if x.device == device_id and x.at_s <= t < x.at_s + x.duration_s
-        }
-        payload = reading(d.family, rng, t, d.phase, active)
+        heapq.heappush(heap, (t + scenario.interval(d.family) * rng.uniform(0.9, 1.1), i, device_id))
+        active = {k for t0, t1, k in incidents.get(device_id, ()) if t0 <= t < t1}
+        gone = dropouts.get(device_id)
+        if "gateway_silent" in active or (gone is not None and gone[0] <= t < gone[1]):
+            continue
+        payload = reading(d.family, rng, t, _hour(start_ts + t), state[device_id], active)
         payload["ts"] = round(start_ts + t, 3)
-        yield (start_ts + t, _topic(d), orjson.dumps(payload), scenario.qos)
-        heapq.heappush(heap, (t + step * rng.uniform(0.9, 1.1), i, device_id))
-    yield from extras[ei:]
+        qos = scenario.qos_by_family.get(d.family, scenario.qos)
+        msg: Message = (start_ts + t, _topic(d), orjson.dumps(payload), qos)
+        if noise.out_of_order_rate and rng.random() < noise.out_of_order_rate:
+            delay = scenario.interval(d.family) * rng.uniform(1.2, 2.0)
+            heapq.heappush(later, (start_ts + t + delay, seq, (start_ts + t + delay, *msg[1:])))
+            seq += 1
+            continue
+        yield msg
+        if noise.duplicate_rate and rng.random() < noise.duplicate_rate:
+            yield msg
+    while later:
+        yield heapq.heappop(later)[2]
 
 
-async def publish(  # noqa: PLR0913 - a field tester's knobs
+async def publish(  # noqa: C901, PLR0913 - a field tester's knobs
     scenario: Scenario,
     *,
     host: str,
     port: int,
-    speed: float,
+    speed: float | None,
     seed: int,
     max_inflight: int = 1000,
     start_ts: float | None = None,
     on_message: Callable[[Message], None] | None = None,
+    progress: bool = False,
 ) -> int:
     """Publish the scenario, paced so event time runs `speed` times the wall clock.
 
@@ -138,9 +200,16 @@ async def publish(  # noqa: PLR0913 - a field tester's knobs
     At most `max_inflight` QoS 1 messages are unacknowledged at once.
     """
     from sensord.ingest import MqttSource  # noqa: PLC0415 - avoids a cycle at import time
+    from sensord.replay import Progress  # noqa: PLC0415 - avoids a cycle at import time
 
     wall0 = time.time()
-    start = start_ts if start_ts is not None else wall0 - scenario.duration_s + scenario.duration_s / speed
+    show = Progress("published") if progress else None
+    if start_ts is not None:
+        start = start_ts
+    elif scenario.start is not None:
+        start = start_time(scenario)
+    else:  # the stream's event time ends at "now" (at real speed: runs from now on)
+        start = wall0 - scenario.duration_s + scenario.duration_s / (speed or math.inf)
     client_id = f"sensord-sim-{seed}-{int(wall0)}"
     settings = BrokerSettings(host=host, port=port, client_id=client_id, subscriptions=())
     client = MqttSource(settings, None, Metrics(), BatchSettings())
@@ -158,14 +227,17 @@ async def publish(  # noqa: PLR0913 - a field tester's knobs
     try:
         await asyncio.wait_for(client.connected.wait(), 10)
         for msg in generate(scenario, seed=seed, start_ts=start):
-            delay = wall0 + (msg[0] - start) / speed - time.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            if speed:
+                delay = wall0 + (msg[0] - start) / speed - time.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
             await inflight.acquire()
             task = asyncio.create_task(send(msg[1], msg[2], msg[3]))
             pending.add(task)
             task.add_done_callback(pending.discard)
             count += 1
+            if show is not None:
+                show.add()
             if on_message is not None:
                 on_message(msg)
         if pending:
@@ -175,4 +247,15 @@ async def publish(  # noqa: PLR0913 - a field tester's knobs
         runner.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await runner
+        if show is not None:
+            show.done()
     return count
+
+
+def start_time(scenario: Scenario, default: float | None = None) -> float:
+    """Event time of the scenario's start: its `start`, else `default`, else such that
+    the stream ends now."""
+    if scenario.start is not None:
+        start = scenario.start if scenario.start.tzinfo else scenario.start.replace(tzinfo=UTC)
+        return start.timestamp()
+    return default if default is not None else time.time() - scenario.duration_s
