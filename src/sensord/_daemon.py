@@ -126,6 +126,7 @@ class Pipeline:
         self._record_unknown(res.unknown)
         out.rejected = len(res.rejects)
         out.accepted = res.accepted
+        self._absorb(out, self.engine.begin(res.batches.values()), None)
         for family, batch in res.batches.items():
             self._metrics.messages_in.labels(family.value).inc(len(batch))
             self._absorb(out, self.engine.process(batch), family)

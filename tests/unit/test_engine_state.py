@@ -117,6 +117,7 @@ def run(engine: Engine, rows: list[tuple[int, float, dict[str, float]]], cuts: l
         if a == b:
             continue
         part = batch(rows[a:b])
+        events += engine.begin([part]).events
         events += engine.process(part).events
         watermark = max(watermark, float(part.ts.max()))
         events += engine.advance(watermark).events
@@ -140,6 +141,29 @@ class TestBatchIndependence:
             assert (rule, AlertStatus.FIRING) in kinds, (
                 f"the stream never fired {rule}; the test proves little"
             )
+
+    @pytest.mark.parametrize("seed", [4, 5])
+    def test_community_silence_whatever_the_cuts(self, tmp_path: Path, seed: int) -> None:
+        """A community silent for 200 s is one community alert and no device alert, whether
+        the silence falls inside one batch or across many."""
+        reg = registry(12)
+        rows = [r for r in stream(12, 900, seed) if not (r[0] % 2 == 1 and 300 <= r[1] < 500)]
+        whole = run(make_engine(tmp_path, reg, community_silence_s=100), rows, [])
+        rng = random.Random(seed)
+        cuts = sorted(rng.sample(range(1, len(rows)), 60))
+        split = run(make_engine(tmp_path, reg, community_silence_s=100), rows, cuts)
+        assert sorted(e.event_id for e in split) == sorted(e.event_id for e in whole)
+        silent = [e for e in whole if e.rule == "community_silent" and e.status is AlertStatus.FIRING]
+        assert [e.community for e in silent] == ["c1"]
+        inside = [
+            e
+            for e in whole
+            if e.rule == "silent"
+            and e.community == "c1"
+            and e.status is AlertStatus.FIRING
+            and 400 < e.event_time - T0 < 500
+        ]
+        assert not inside, "a device of the silent community paged during the outage"
 
 
 class TestWindows:
