@@ -8,7 +8,7 @@ import heapq
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
@@ -18,7 +18,7 @@ import orjson
 from sensord._metrics import Metrics
 from sensord._settings import BatchSettings, BrokerSettings
 from sensord._types import Family
-from sensord.simulate._devices import PREFIX, reading
+from sensord.simulate._devices import MODELS, PREFIX, Model, State
 from sensord.simulate._scenario import Scenario
 
 
@@ -139,13 +139,25 @@ def generate(scenario: Scenario, *, seed: int, start_ts: float) -> Iterator[Mess
     the out-of-order noise arrives after younger ones."""
     rng = random.Random(seed)  # noqa: S311 - simulation, not crypto
     devs = devices(scenario)
-    by_id = {d.device_id: d for d in devs}
     incidents = _targets(scenario, devs)
     dropouts = _dropouts(scenario, devs, rng)
-    state: dict[str, dict[str, Any]] = {d.device_id: {} for d in devs}
-    heap: list[tuple[float, int, str]] = [
-        (rng.uniform(0, scenario.interval(d.family)), i, d.device_id) for i, d in enumerate(devs)
+    # Everything per device that does not change, looked up once (this loop runs millions of times).
+    fixed: list[
+        tuple[float, str, int, Model, Sequence[tuple[float, float, str]], tuple[float, float] | None, State]
     ]
+    fixed = [
+        (
+            scenario.interval(d.family),
+            _topic(d),
+            scenario.qos_by_family.get(d.family, scenario.qos),
+            MODELS[d.family],
+            incidents.get(d.device_id, ()),
+            dropouts.get(d.device_id),
+            {},
+        )
+        for d in devs
+    ]
+    heap: list[tuple[float, int]] = [(rng.uniform(0, f[0]), i) for i, f in enumerate(fixed)]
     heapq.heapify(heap)
     # Messages waiting to be sent later (extras, delayed): (receive time, seq, message).
     later: list[tuple[float, int, Message]] = [
@@ -154,29 +166,30 @@ def generate(scenario: Scenario, *, seed: int, start_ts: float) -> Iterator[Mess
     heapq.heapify(later)
     seq = len(later)
     noise = scenario.noise
+    duration = scenario.duration_s
+    uniform, random_ = rng.uniform, rng.random
     while heap:
-        t, i, device_id = heapq.heappop(heap)
-        if t > scenario.duration_s:
+        t, i = heapq.heappop(heap)
+        if t > duration:
             continue
-        while later and later[0][0] <= start_ts + t:
+        now = start_ts + t
+        while later and later[0][0] <= now:
             yield heapq.heappop(later)[2]
-        d = by_id[device_id]
-        heapq.heappush(heap, (t + scenario.interval(d.family) * rng.uniform(0.9, 1.1), i, device_id))
-        active = {k for t0, t1, k in incidents.get(device_id, ()) if t0 <= t < t1}
-        gone = dropouts.get(device_id)
+        step, topic, qos, model, touching, gone, st = fixed[i]
+        heapq.heappush(heap, (t + step * uniform(0.9, 1.1), i))
+        active = {k for t0, t1, k in touching if t0 <= t < t1} if touching else set()
         if "gateway_silent" in active or (gone is not None and gone[0] <= t < gone[1]):
             continue
-        payload = reading(d.family, rng, t, _hour(start_ts + t), state[device_id], active)
-        payload["ts"] = round(start_ts + t, 3)
-        qos = scenario.qos_by_family.get(d.family, scenario.qos)
-        msg: Message = (start_ts + t, _topic(d), orjson.dumps(payload), qos)
-        if noise.out_of_order_rate and rng.random() < noise.out_of_order_rate:
-            delay = scenario.interval(d.family) * rng.uniform(1.2, 2.0)
-            heapq.heappush(later, (start_ts + t + delay, seq, (start_ts + t + delay, *msg[1:])))
+        payload = model(rng, t, (now % 86400) / 3600, st, active)
+        payload["ts"] = round(now, 3)
+        msg: Message = (now, topic, orjson.dumps(payload), qos)
+        if noise.out_of_order_rate and random_() < noise.out_of_order_rate:
+            delay = step * uniform(1.2, 2.0)
+            heapq.heappush(later, (now + delay, seq, (now + delay, *msg[1:])))
             seq += 1
             continue
         yield msg
-        if noise.duplicate_rate and rng.random() < noise.duplicate_rate:
+        if noise.duplicate_rate and random_() < noise.duplicate_rate:
             yield msg
     while later:
         yield heapq.heappop(later)[2]
