@@ -17,7 +17,7 @@ from sensord._errors import ConfigError, RecordingError, RuleError
 from sensord._registry import Registry, load_registry, parse_registry
 from sensord._settings import BrokerSettings, SecretRef, Settings, load_settings
 from sensord._types import AlertStatus
-from sensord.replay import Limits, ReplayResult, compare, play, read_recording, record, replay
+from sensord.replay import Limits, Progress, ReplayResult, compare, play, read_recording, record, replay
 from sensord.rules import check_rule_files, load_rule_files, rule_files
 from sensord.ruletest import run_test_file
 from sensord.sinks._webhook import webhook_body
@@ -111,7 +111,15 @@ def replay_command(args: argparse.Namespace) -> int:
     try:
         settings, registry, rules_dir = _replay_inputs(args)
         rules = load_rule_files(rule_files(rules_dir), registry)
-        result = replay(read_recording(args.recording), registry=registry, rules=rules, settings=settings)
+        show = Progress("replayed")
+        result = replay(
+            read_recording(args.recording),
+            registry=registry,
+            rules=rules,
+            settings=settings,
+            on_batch=show.add,
+        )
+        show.done()
     except (ConfigError, RuleError, RecordingError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

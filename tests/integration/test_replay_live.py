@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import signal
 import subprocess
 import time
@@ -64,6 +65,13 @@ def test_live_daemon_matches_offline_replay(
         wait_for(lambda: offline_ids <= live_ids(), 30, "every offline event at the webhook")
         time.sleep(1.0)  # anything extra the daemon would send has arrived by now
         assert live_ids() == offline_ids
+        # ... and they are exactly the scenario's expected incidents, once each.
+        fired = collections.Counter(
+            (r.body["rule"], r.body["device"])
+            for r in webhook_receiver.delivered()
+            if r.body["status"] == "firing" and not r.body["repeat"]
+        )
+        assert fired == collections.Counter((rule, inc.device) for inc in sc.incidents for rule in inc.expect)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import collections
 import itertools
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,13 +37,14 @@ class ReplayResult:
         return [e for e in self.events if e.status is not AlertStatus.PENDING]
 
 
-def replay(
+def replay(  # noqa: PLR0913 - the inputs of a replay are these
     messages: Iterable[RawMessage],
     *,
     registry: Registry,
     rules: RuleSet,
     settings: Settings,
     deadletter: Path | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> ReplayResult:
     """Run messages through the pipeline in batches of `settings.batch.max_size`."""
     result = ReplayResult()
@@ -65,6 +66,8 @@ def replay(
             result.events.extend(ev.events)
             result.messages += len(batch)
             result.accepted += ev.accepted
+            if on_batch is not None:
+                on_batch(len(batch))
     finally:
         dead.close()
     return result
