@@ -84,7 +84,11 @@ async def wait_drained(metrics_url: str, timeout: float) -> dict[str, float]:
 
 
 def summary(
-    hook: WebhookReceiver, influx: Any, counters: dict[str, float], expected: dict[str, str], deadletter: Path
+    hook: WebhookReceiver,
+    influx: Any,
+    counters: dict[str, float],
+    expected: list[tuple[str, str]],
+    deadletter: Path,
 ) -> bool:
     print(f"\n{BOLD}Where the alerts landed{OFF}")
     got = hook.delivered()
@@ -94,7 +98,9 @@ def summary(
         f" signatures valid, {len(ids)} distinct webhook ids"
     )
     rows = influx.rows('SELECT count("fingerprint") FROM "sensord_alert" GROUP BY "rule", "status"')
-    print(f"  InfluxDB (SELECT count(fingerprint) FROM sensord_alert GROUP BY rule, status): {len(rows)} series")
+    print(
+        f"  InfluxDB (SELECT count(fingerprint) FROM sensord_alert GROUP BY rule, status): {len(rows)} series"
+    )
     for r in sorted(rows, key=lambda r: (r["rule"], r["status"])):
         print(f"    {r['rule']:<28}{r['status']:<10}{r['count']}")
     tele = influx.rows('SELECT count("fill_pct") FROM "sensord_telemetry"')
@@ -105,13 +111,15 @@ def summary(
         reason = k.split("reason=")[1].strip('"}')
         print(f"    {reason:<20}{v:.0f}")
     lines = deadletter.read_text().splitlines() if deadletter.exists() else []
-    print(f"    {len(lines)} records in {deadletter.name}, e.g. {orjson.loads(lines[0])['detail'] if lines else '-'}")
+    print(
+        f"    {len(lines)} records in {deadletter.name}, e.g. {orjson.loads(lines[0])['detail'] if lines else '-'}"
+    )
     unknown = sum(v for k, v in counters.items() if k.startswith("sensord_unknown_device_messages_total"))
     print(f"  messages from unregistered devices (counted, logged): {unknown:.0f}")
     fired = {(r.body["rule"], r.body["device"]) for r in got if r.body["status"] == "firing"}
     print(f"\n{BOLD}Injected incidents{OFF}")
     ok = True
-    for device, rule in expected.items():
+    for device, rule in expected:
         hit = (rule, device) in fired
         ok &= hit
         print(f"  {GREEN + 'alerted ' if hit else RED + 'MISSED  '}{OFF}{rule:<28}{device}")
@@ -121,7 +129,7 @@ def summary(
 
 async def main(args: argparse.Namespace) -> int:
     scenario = load_scenario(ROOT / "simulators" / "neighbourhood.yaml")
-    expected = {i.device: rule for i in scenario.incidents for rule in i.expect}
+    expected = [(i.device or i.community or "", rule) for i in scenario.incidents for rule in i.expect]
     with tempfile.TemporaryDirectory(prefix="sensord-demo-") as d:
         tmp = Path(d)
         print(f"{BOLD}sensord neighbourhood demo{OFF}  {DIM}(work dir {tmp}){OFF}")
@@ -150,7 +158,9 @@ async def main(args: argparse.Namespace) -> int:
                 f"simulating {devices} devices, {scenario.duration_s / args.speed:.0f} s at x{args.speed:g}\n"
             )
             print(f"{BOLD}  {'status':<9}{'severity':<9}{'rule':<26}{'device':<10}{'summary':<60}{OFF}")
-            sent = await publish(scenario, host="127.0.0.1", port=broker.port, speed=args.speed, seed=args.seed)
+            sent = await publish(
+                scenario, host="127.0.0.1", port=broker.port, speed=args.speed, seed=args.seed
+            )
             counters = await wait_drained(f"http://127.0.0.1:{http_port}/metrics", 30)
             print(f"\n  published {sent} messages")
         finally:
