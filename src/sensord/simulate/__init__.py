@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import sys
 
 import yaml
@@ -31,12 +32,14 @@ def main(args: argparse.Namespace) -> int:
         start = start_time(scenario, args.start)
         show = Progress("generated")
         n = 0
+        stream = generate(scenario, seed=args.seed, start_ts=start)
         with RecordingWriter(args.out) as out:
-            for ts, topic, payload, _ in generate(scenario, seed=args.seed, start_ts=start):
-                out.write(ts, topic, payload)
-                n += 1
-                if n % 1000 == 0:
-                    show.add(1000)
+            while chunk := [
+                (ts, topic, payload) for ts, topic, payload, _ in itertools.islice(stream, 10_000)
+            ]:
+                out.write_many(chunk)
+                n += len(chunk)
+                show.add(len(chunk))
         show.done()
         sys.stdout.write(f"wrote {n} messages to {args.out}\n")
         return 0

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import math
-import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import orjson
 
 from sensord._metrics import Metrics
 from sensord._settings import BatchSettings, BrokerSettings
 from sensord._types import Family
-from sensord.simulate._devices import MODELS, PREFIX, Model, State
+from sensord.simulate._devices import DAY, HOUR, MODELS, PREFIX, Rows
 from sensord.simulate._scenario import Scenario
 
 
@@ -73,6 +73,10 @@ def registry_for(scenario: Scenario) -> dict[str, Any]:
 
 
 Message = tuple[float, str, bytes, int]
+FloatArr = npt.NDArray[np.float64]
+IntArr = npt.NDArray[np.int64]
+BoolArr = npt.NDArray[np.bool_]
+_CHUNK = 65536  # messages serialised at a time
 
 _MALFORMED: list[tuple[Family, bytes]] = [
     (Family.WRISTBAND, b'{"heart_rate": 900}'),
@@ -86,11 +90,6 @@ _MALFORMED: list[tuple[Family, bytes]] = [
 
 def _topic(d: SimDevice, kind: str = "telemetry") -> str:
     return f"sensord/{d.community}/{d.family.value}/{d.device_id}/{kind}"
-
-
-def _hour(ts: float) -> float:
-    """Hour of day (UTC) of an epoch time, as a float."""
-    return (ts % 86400) / 3600
 
 
 def _targets(scenario: Scenario, devs: list[SimDevice]) -> dict[str, list[tuple[float, float, str]]]:
@@ -108,12 +107,86 @@ def _targets(scenario: Scenario, devs: list[SimDevice]) -> dict[str, list[tuple[
 
 
 def _dropouts(
-    scenario: Scenario, devs: list[SimDevice], rng: random.Random
+    scenario: Scenario, devs: list[SimDevice], g: np.random.Generator
 ) -> dict[str, tuple[float, float]]:
     n = round(scenario.noise.dropout_rate * len(devs))
-    chosen = rng.sample(devs, n) if n else []
     span = max(scenario.duration_s - scenario.noise.dropout_s, 0.0)
-    return {d.device_id: (t0, t0 + scenario.noise.dropout_s) for d in chosen for t0 in [rng.uniform(0, span)]}
+    chosen = g.choice(len(devs), n, replace=False) if n else np.empty(0, dtype=np.int64)
+    starts = g.uniform(0, span, n)
+    return {
+        devs[int(k)].device_id: (float(t0), float(t0) + scenario.noise.dropout_s)
+        for k, t0 in zip(chosen, starts, strict=True)
+    }
+
+
+@dataclass
+class _Family:
+    """One family's generated rows: receive times, payload columns, topics, QoS."""
+
+    recv: FloatArr
+    ts: FloatArr
+    dev: IntArr
+    columns: dict[str, npt.NDArray[Any]]
+    topics: list[str]
+    qos: int
+
+
+def _family_rows(  # noqa: PLR0913, PLR0917 - the facts of one family's generation
+    scenario: Scenario,
+    family: Family,
+    devs: list[SimDevice],
+    incidents: dict[str, list[tuple[float, float, str]]],
+    dropouts: dict[str, tuple[float, float]],
+    g: np.random.Generator,
+    start_ts: float,
+) -> _Family:
+    m, step, duration = len(devs), scenario.interval(family), scenario.duration_s
+    k = int(duration / (step * 0.9)) + 2
+    # Each device reports every step ± 10 %, from its own phase.
+    gaps = g.uniform(0.9, 1.1, (m, k)) * step
+    gaps[:, 0] = g.uniform(0, step, m)
+    times = np.cumsum(gaps, axis=1)
+    keep = times <= duration
+    dev = np.repeat(np.arange(m, dtype=np.int64), keep.sum(axis=1))
+    t = times[keep]
+    offsets = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
+    masks: dict[str, BoolArr] = {}
+    silent = np.zeros(t.shape[0], dtype=bool)
+    for d, sd in enumerate(devs):
+        lo, hi = int(offsets[d]), int(offsets[d + 1])
+        windows = [*incidents.get(sd.device_id, ())]
+        if sd.device_id in dropouts:
+            windows.append((*dropouts[sd.device_id], "gateway_silent"))
+        for t0, t1, kind in windows:
+            a = lo + int(np.searchsorted(t[lo:hi], t0, "left"))
+            b = lo + int(np.searchsorted(t[lo:hi], t1, "left"))
+            target = (
+                silent
+                if kind == "gateway_silent"
+                else masks.setdefault(kind, np.zeros(t.shape[0], dtype=bool))
+            )
+            target[a:b] = True
+    if silent.any():
+        dev, t = dev[~silent], t[~silent]
+        masks = {kind: mask[~silent] for kind, mask in masks.items()}
+    abs_t = start_ts + t
+    rows = Rows(dev, t, abs_t, (abs_t % DAY) / HOUR, masks, m)
+    columns = {
+        name: np.asarray(col, dtype=object) if isinstance(col, list) else col
+        for name, col in MODELS[family](rows, g).items()
+    }
+    recv = abs_t.copy()
+    if scenario.noise.out_of_order_rate:
+        late = np.asarray(g.random(recv.shape[0]) < scenario.noise.out_of_order_rate, dtype=bool)
+        recv[late] += step * g.uniform(1.2, 2.0, int(late.sum()))
+    return _Family(
+        recv,
+        np.round(abs_t, 3),
+        dev,
+        columns,
+        [_topic(d) for d in devs],
+        scenario.qos_by_family.get(family, scenario.qos),
+    )
 
 
 def _extras(scenario: Scenario, devs: list[SimDevice], start_ts: float) -> list[Message]:
@@ -136,63 +209,55 @@ def _extras(scenario: Scenario, devs: list[SimDevice], start_ts: float) -> list[
 def generate(scenario: Scenario, *, seed: int, start_ts: float) -> Iterator[Message]:
     """(receive time, topic, payload, qos) in receive-time order; the same seed gives the
     same stream. The payload's `ts` is the reading's event time: a message delayed by
-    the out-of-order noise arrives after younger ones."""
-    rng = random.Random(seed)  # noqa: S311 - simulation, not crypto
+    the out-of-order noise arrives after younger ones.
+
+    Each family's readings are computed as numpy columns for the whole run; payloads are
+    serialised in chunks as the stream is consumed, so memory stays bounded."""
+    g = np.random.default_rng(seed)
     devs = devices(scenario)
     incidents = _targets(scenario, devs)
-    dropouts = _dropouts(scenario, devs, rng)
-    # Everything per device that does not change, looked up once (this loop runs millions of times).
-    fixed: list[
-        tuple[float, str, int, Model, Sequence[tuple[float, float, str]], tuple[float, float] | None, State]
-    ]
-    fixed = [
-        (
-            scenario.interval(d.family),
-            _topic(d),
-            scenario.qos_by_family.get(d.family, scenario.qos),
-            MODELS[d.family],
-            incidents.get(d.device_id, ()),
-            dropouts.get(d.device_id),
-            {},
-        )
-        for d in devs
-    ]
-    heap: list[tuple[float, int]] = [(rng.uniform(0, f[0]), i) for i, f in enumerate(fixed)]
-    heapq.heapify(heap)
-    # Messages waiting to be sent later (extras, delayed): (receive time, seq, message).
-    later: list[tuple[float, int, Message]] = [
-        (m[0], n, m) for n, m in enumerate(_extras(scenario, devs, start_ts))
-    ]
-    heapq.heapify(later)
-    seq = len(later)
-    noise = scenario.noise
-    duration = scenario.duration_s
-    uniform, random_ = rng.uniform, rng.random
-    while heap:
-        t, i = heapq.heappop(heap)
-        if t > duration:
-            continue
-        now = start_ts + t
-        while later and later[0][0] <= now:
-            yield heapq.heappop(later)[2]
-        step, topic, qos, model, touching, gone, st = fixed[i]
-        heapq.heappush(heap, (t + step * uniform(0.9, 1.1), i))
-        active = {k for t0, t1, k in touching if t0 <= t < t1} if touching else set()
-        if "gateway_silent" in active or (gone is not None and gone[0] <= t < gone[1]):
-            continue
-        payload = model(rng, t, (now % 86400) / 3600, st, active)
-        payload["ts"] = round(now, 3)
-        msg: Message = (now, topic, orjson.dumps(payload), qos)
-        if noise.out_of_order_rate and random_() < noise.out_of_order_rate:
-            delay = step * uniform(1.2, 2.0)
-            heapq.heappush(later, (now + delay, seq, (now + delay, *msg[1:])))
-            seq += 1
-            continue
-        yield msg
-        if noise.duplicate_rate and random_() < noise.duplicate_rate:
+    dropouts = _dropouts(scenario, devs, g)
+    fams: list[_Family] = []
+    for family in Family:
+        members = [d for d in devs if d.family is family]
+        if members:
+            fams.append(_family_rows(scenario, family, members, incidents, dropouts, g, start_ts))
+    extras = _extras(scenario, devs, start_ts)
+    recv = np.concatenate([f.recv for f in fams] + [np.array([e[0] for e in extras], dtype=np.float64)])
+    which = np.concatenate(
+        [np.full(f.recv.shape[0], i, dtype=np.int64) for i, f in enumerate(fams)]
+        + [np.full(len(extras), -1, dtype=np.int64)]
+    )
+    row = np.concatenate(
+        [np.arange(f.recv.shape[0], dtype=np.int64) for f in fams] + [np.arange(len(extras), dtype=np.int64)]
+    )
+    order = np.argsort(recv, kind="stable")
+    dup_rate = scenario.noise.duplicate_rate
+    dups = np.asarray(g.random(order.shape[0]) < dup_rate, dtype=bool)
+    for lo in range(0, order.shape[0], _CHUNK):
+        part = order[lo : lo + _CHUNK]
+        out: list[Message | None] = [None] * part.shape[0]
+        for i, f in enumerate(fams):
+            pos = np.flatnonzero(which[part] == i)
+            if pos.shape[0] == 0:
+                continue
+            rows = row[part[pos]]
+            names = list(f.columns)
+            values = [f.columns[n][rows].tolist() for n in names]
+            ts = f.ts[rows].tolist()
+            devices_ = f.dev[rows].tolist()
+            received = f.recv[rows].tolist()
+            for j, (p, *vals) in enumerate(zip(pos.tolist(), *values, strict=True)):
+                body = dict(zip(names, vals, strict=True))
+                body["ts"] = ts[j]
+                out[p] = (received[j], f.topics[devices_[j]], orjson.dumps(body), f.qos)
+        for p in np.flatnonzero(which[part] < 0).tolist():
+            out[p] = extras[int(row[part[p]])]
+        for p, msg in enumerate(out):
+            assert msg is not None
             yield msg
-    while later:
-        yield heapq.heappop(later)[2]
+            if dups[lo + p]:
+                yield msg
 
 
 async def publish(  # noqa: C901, PLR0913 - a field tester's knobs
