@@ -219,6 +219,22 @@ class TestCommunitySilence:
         assert [(e.rule, e.status) for e in back] == [("community_silent", AlertStatus.RESOLVED)]
 
 
+class TestCommunityLateReadings:
+    def test_late_reading_is_no_silence(self, tmp_path: Path) -> None:
+        """A reading delivered late (older than the community's newest) does not open a gap:
+        no community alert while the community kept reporting."""
+        reg = registry(8, communities=1)
+        eng = make_engine(tmp_path, reg, community_silence_s=60)
+        steady = [(dv, float(t), {"heart_rate": 80.0}) for t in range(0, 300, 10) for dv in range(8)]
+        first = batch(steady)
+        events = eng.begin([first]).events + eng.process(first).events
+        late = batch(
+            [(3, 20.0, {"heart_rate": 80.0}), *[(dv, 300.0, {"heart_rate": 80.0}) for dv in range(8)]]
+        )
+        events += eng.begin([late]).events + eng.process(late).events
+        assert [e for e in events if e.rule == "community_silent"] == []
+
+
 class TestAcknowledgement:
     def test_ack_message_resolves_event_alert(self, tmp_path: Path) -> None:
         """A `<device>/ack` message naming the rule resolves an open event alert at its ts."""

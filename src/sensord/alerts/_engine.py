@@ -305,6 +305,9 @@ class Engine:
         order = np.lexsort((ts, comm))
         comm, ts = comm[order], ts[order]
         before = np.where(np.isfinite(self._comm_last), self._comm_last, self.origin)
+        # A late reading (older than the community's newest) says nothing about a silence.
+        current = ts >= before[comm]
+        comm, ts = comm[current], ts[current]
         self._heard = (comm, ts, before.copy())
         prev = np.empty(ts.shape[0])
         prev[1:] = ts[:-1]
