@@ -102,8 +102,11 @@ def _fire(r: Rows, g: np.random.Generator) -> Columns:
     return {
         "smoke_alarm": smoke,
         "smoke_db_m": np.round(np.where(smoke, 0.5, np.abs(g.normal(0.01, 0.005, n))), 3),
-        "temp_c": np.round(np.where(smoke, 48.0, 20 + 2 * daylight(r.hour) + g.normal(0, 0.2, n)), 1),
-        "co_ppm": np.round(np.where(fire, 60.0, np.abs(g.normal(2, 1, n))), 1),
+        # A smouldering source smokes at 48 °C; a fire in the room is hotter and fills it with CO.
+        "temp_c": np.round(
+            np.where(fire, 65.0, np.where(smoke, 48.0, 20 + 2 * daylight(r.hour) + g.normal(0, 0.2, n))), 1
+        ),
+        "co_ppm": np.round(np.where(fire, 160.0, np.abs(g.normal(2, 1, n))), 1),
         "pressure_mpa": np.round(0.3 + g.normal(0, 0.005, n), 3),
         "fault": np.zeros(n, dtype=bool),
         "tamper": np.zeros(n, dtype=bool),
