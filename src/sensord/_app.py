@@ -16,7 +16,7 @@ from sensord.decode import Decoder, FamilyBatch
 from sensord.ingest import MqttSource
 from sensord.outbox import Outbox
 from sensord.rules import load_rules
-from sensord.sinks import DeadLetter, InfluxSink, Sink, WebhookSink, telemetry_lines
+from sensord.sinks import DeadLetter, DeadLetterForwarder, InfluxSink, Sink, WebhookSink, telemetry_lines
 
 log = logging.getLogger("sensord")
 
@@ -87,7 +87,12 @@ async def build_daemon(
     outbox = Outbox(
         settings.data_path(settings.outbox.path), [s.name for s in sink_list], settings.outbox, metrics
     )
-    deadletter = DeadLetter(settings.data_path(settings.deadletter.file))
+    forwarder = None
+    if settings.deadletter.mqtt_topic:
+        forwarder = DeadLetterForwarder(settings.deadletter.mqtt_topic, metrics)
+    deadletter = DeadLetter(
+        settings.data_path(settings.deadletter.file), on_record=forwarder.offer if forwarder else None
+    )
     telemetry = None
     influx = next((s for s in sink_list if isinstance(s, InfluxSink)), None)
     writer: TelemetryWriter | None = None
@@ -117,6 +122,9 @@ async def build_daemon(
         metrics=metrics,
     )
     daemon.background = [writer.run()] if writer is not None else []
+    if forwarder is not None:
+        # Published over the daemon's own broker connection.
+        daemon.background.append(forwarder.run(source))
     http: HttpServer | None = None
     if settings.http.enabled:
         http = HttpServer(settings.http.host, settings.http.port, metrics, daemon.health)

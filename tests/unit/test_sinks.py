@@ -294,3 +294,31 @@ class TestDeadLetter:
         dl.close()
         rec = orjson.loads((tmp_path / "dl.jsonl").read_text())
         assert (rec["reason"], rec["topic"], rec["payload_b64"]) == ("invalid_json", "t/1", "//4=")
+
+
+class TestDeadLetterForwarder:
+    def test_bounded_queue_drops_oldest_and_counts(self) -> None:
+        """With the broker away, the queue keeps the newest records; drops are counted."""
+        from sensord._metrics import Metrics  # noqa: PLC0415
+        from sensord.sinks import DeadLetterForwarder  # noqa: PLC0415
+
+        metrics = Metrics()
+        fwd = DeadLetterForwarder("ops/dl", metrics, max_queued=2)
+        for n in range(3):
+            fwd.offer({"reason": "invalid_json", "n": n})
+        sent: list[bytes] = []
+
+        class Client:
+            async def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
+                assert topic == "ops/dl"
+                assert qos == 1
+                sent.append(payload)
+
+        async def go() -> None:
+            task = asyncio.create_task(fwd.run(Client()))
+            await asyncio.sleep(0.05)
+            task.cancel()
+
+        asyncio.run(go())
+        assert [orjson.loads(b)["n"] for b in sent] == [1, 2]
+        assert metrics.delivery_failures.labels("deadletter-mqtt", "dropped")._value.get() == 1

@@ -2,6 +2,7 @@
 
 from sensord.sinks._base import Sink
 from sensord.sinks._deadletter import DeadLetter
+from sensord.sinks._deadletter_mqtt import DeadLetterForwarder
 from sensord.sinks._delivery import backoff, deliver_forever
 from sensord.sinks._http import retry_after
 from sensord.sinks._influx import InfluxSink, alert_line, line, telemetry_lines
@@ -10,6 +11,7 @@ from sensord.sinks._webhook import WebhookSink, sign, verify, webhook_body
 
 __all__ = [
     "DeadLetter",
+    "DeadLetterForwarder",
     "InfluxSink",
     "MemorySink",
     "Sink",
