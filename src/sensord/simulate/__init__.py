@@ -1,15 +1,6 @@
 """Simulated device traffic for demos and field tests."""
 
-from __future__ import annotations
-
-import argparse
-import asyncio
-import itertools
-import sys
-
-import yaml
-
-from sensord.replay import Progress, RecordingWriter
+from sensord.simulate._command import main
 from sensord.simulate._generate import (
     Message,
     SimDevice,
@@ -20,44 +11,6 @@ from sensord.simulate._generate import (
     start_time,
 )
 from sensord.simulate._scenario import Incident, Scenario, load_scenario
-
-
-def main(args: argparse.Namespace) -> int:
-    """`sensord simulate`: publish a scenario, or write its device registry."""
-    scenario = load_scenario(args.scenario)
-    if args.registry_out is not None:
-        args.registry_out.write_text(yaml.safe_dump(registry_for(scenario), sort_keys=False))
-        return 0
-    if args.out is not None:
-        start = start_time(scenario, args.start)
-        show = Progress("generated")
-        n = 0
-        stream = generate(scenario, seed=args.seed, start_ts=start)
-        with RecordingWriter(args.out) as out:
-            while chunk := [
-                (ts, topic, payload) for ts, topic, payload, _ in itertools.islice(stream, 10_000)
-            ]:
-                out.write_many(chunk)
-                n += len(chunk)
-                show.add(len(chunk))
-        show.done()
-        sys.stdout.write(f"wrote {n} messages to {args.out}\n")
-        return 0
-    speed = None if args.fast else args.speed
-    n = asyncio.run(
-        publish(
-            scenario,
-            host=args.host,
-            port=args.port,
-            speed=speed,
-            seed=args.seed,
-            start_ts=args.start,
-            progress=True,
-        )
-    )
-    sys.stdout.write(f"published {n} messages\n")
-    return 0
-
 
 __all__ = [
     "Incident",
