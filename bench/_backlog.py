@@ -37,8 +37,9 @@ def scenario(devices_per_family: int = 2000) -> Scenario:
         ("charger_ground_fault", "ev"),
         ("water_tds_high", "water"),
     ]
+    width = len(str(devices_per_family))  # device ids are zero-padded to the fleet size
     incidents = [
-        {"at_s": 5 + 7 * i, "kind": k, "device": f"{prefix}-{10 + i:02d}", "duration_s": 60}
+        {"at_s": 5 + 7 * i, "kind": k, "device": f"{prefix}-{10 + i:0{width}d}", "duration_s": 60}
         for i, (k, prefix) in enumerate(kinds * 4)
     ]
     return Scenario.model_validate(

@@ -25,9 +25,10 @@ from sensord.decode._topic import TopicTemplate
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from sensord._registry import Registry
+    from sensord._registry import Device, Registry
     from sensord._settings import DecodeSettings
 
+_MAX_ROUTES = 1_000_000  # bounded: a flood of made-up topics must not grow memory forever
 _FAMILIES = {f.value: f for f in Family}
 _NUMBER_TYPES: frozenset[type] = frozenset({int, float, type(None)})
 _BOOL_TYPES: frozenset[type] = frozenset({bool, type(None)})
@@ -78,6 +79,9 @@ class Decoder:
         self._topic = TopicTemplate(topic_template)
         self.topic = self._topic
         self._specs = {f: field_specs(f) for f in Family}
+        # Topic -> (family, registered device): a fleet sends the same topics all day, so
+        # parsing and looking up each topic once saves work on every message.
+        self._routes: dict[str, tuple[Family, Device]] = {}
 
     def __call__(self, messages: Sequence[RawMessage]) -> DecodeResult:
         result = DecodeResult()
@@ -103,20 +107,26 @@ class Decoder:
         limit = self._settings.max_payload_bytes
         if len(msg.payload) > limit:
             return "oversized", f"payload is {len(msg.payload)} bytes, limit {limit}"
-        parts = self._topic.parse(msg.topic)
-        if parts is None:
-            return "bad_topic", f"topic does not match {self._topic.template!r}"
-        family = _FAMILIES.get(parts.family)
-        if family is None:
-            return "unknown_family", f"family {parts.family!r} is not one of {sorted(_FAMILIES)}"
-        device = self._registry.get(parts.device_id)
-        if device is None:
-            result.unknown.setdefault(family, []).append(parts.device_id)
-            return None
-        if device.family is not family:
-            return "family_mismatch", (
-                f"device {parts.device_id} is registered as {device.family}, topic says {family}"
-            )
+        route = self._routes.get(msg.topic)
+        if route is None:
+            parts = self._topic.parse(msg.topic)
+            if parts is None:
+                return "bad_topic", f"topic does not match {self._topic.template!r}"
+            family = _FAMILIES.get(parts.family)
+            if family is None:
+                return "unknown_family", f"family {parts.family!r} is not one of {sorted(_FAMILIES)}"
+            known = self._registry.get(parts.device_id)
+            if known is None:
+                result.unknown.setdefault(family, []).append(parts.device_id)
+                return None
+            if known.family is not family:
+                return "family_mismatch", (
+                    f"device {parts.device_id} is registered as {known.family}, topic says {family}"
+                )
+            if len(self._routes) >= _MAX_ROUTES:
+                self._routes.clear()
+            route = self._routes[msg.topic] = (family, known)
+        family, device = route
         try:
             obj = orjson.loads(msg.payload)
         except orjson.JSONDecodeError as exc:
