@@ -18,7 +18,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import orjson
@@ -83,7 +83,8 @@ def active_from_event(event: AlertEvent) -> ActiveAlert:
 
 
 def encode_active(active: ActiveAlert) -> bytes:
-    return orjson.dumps(asdict(active))
+    # orjson writes dataclasses and enums itself, several times faster than asdict().
+    return orjson.dumps(active)
 
 
 def decode_active(body: bytes) -> ActiveAlert:

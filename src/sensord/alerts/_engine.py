@@ -437,8 +437,9 @@ class Engine:
     ) -> tuple[npt.NDArray[np.intp], BoolArr, BoolArr, BoolArr, FloatArr] | None:
         """Rows this rule looks at, and per row: latched state, run start, run end, run since."""
         assert rule.when is not None
-        relevant = rows.relevant(frozenset({*rule.fields, *(w.field for w in rule.windows)}))
-        when = np.broadcast_to(rule.when.fn(rows.env), relevant.shape) & relevant
+        relevant = rows.relevant(rule.watched)
+        raw = rule.when.fn(rows.env)
+        when = (raw if raw.shape == relevant.shape else np.broadcast_to(raw, relevant.shape)) & relevant
         if not when.any() and (not st.n_active or not (st.active[rows.dev] & relevant).any()):
             return None  # the common case: nothing is or becomes active
         idx = np.flatnonzero(relevant)
@@ -724,7 +725,7 @@ class Engine:
         """Each level latches on its own condition and reset; the alert is at the highest
         latched level. Every change of level is an event: firing at a new severity, or
         resolved when no level holds."""
-        relevant = rows.relevant(frozenset({*rule.fields, *(w.field for w in rule.windows)}))
+        relevant = rows.relevant(rule.watched)
         whens = [
             np.broadcast_to(lv.when.fn(rows.env), relevant.shape) & relevant for lv in rule.levels if lv.when
         ]

@@ -5,6 +5,7 @@ parameter arrays indexed by device (family default, overridden per device by the
 from __future__ import annotations
 
 import dataclasses
+import functools
 import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +58,11 @@ class CompiledRule:
     # Multi-level rules: one rule per level (its severity, condition and reset), lowest first.
     levels: tuple[CompiledRule, ...] = ()
     flapping: FlappingSpec | None = None
+
+    @functools.cached_property
+    def watched(self) -> frozenset[str]:
+        """The fields whose presence makes a reading relevant to this rule."""
+        return frozenset({*self.fields, *(w.field for w in self.windows)})
 
     @property
     def no_data(self) -> bool:
