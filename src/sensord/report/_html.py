@@ -75,6 +75,16 @@ class _Scale:
         return PLOT_H - 20 - (v - self.lo) / (self.hi - self.lo) * (PLOT_H - 40)
 
 
+def _value_params(rule: CompiledRule) -> set[str]:
+    """Parameters compared with readings (not durations such as `for: trapped_for_s`)."""
+    out: set[str] = set()
+    for part in (rule, *rule.levels):
+        for expr in (part.when, part.clear):
+            if expr is not None:
+                out |= expr.params
+    return out
+
+
 def _axis(sc: _Scale) -> str:
     return (
         f'<line x1="{PAD}" y1="{PLOT_H - 20}" x2="{WIDTH - PAD}" y2="{PLOT_H - 20}" stroke="#999"/>'
@@ -99,7 +109,8 @@ def _device_plot(  # noqa: PLR0913, PLR0917 - the facts of one plot
     if not values:
         values = [0.0, 1.0]
     sc = _Scale(t_range[0], t_range[1], min(values), max(values))
-    parts = [f'<svg class="plot" width="{WIDTH}" height="{PLOT_H}" xmlns="http://www.w3.org/2000/svg">']
+    # Room on the right for the threshold labels.
+    parts = [f'<svg class="plot" width="{WIDTH + 90}" height="{PLOT_H}" xmlns="http://www.w3.org/2000/svg">']
     for rule, (start, stop) in alerts:
         x0, x1 = sc.x(start), sc.x(stop if stop is not None else end)
         colour = COLOURS[rule.severity]
@@ -140,10 +151,14 @@ def _timeline(
     for i, (fam, (rule, dev, sev, (start, stop))) in enumerate(rows):
         y = 10 + 14 * i
         x0, x1 = sc.x(start), sc.x(stop if stop is not None else end)
+        label = html.escape(f"{rule} {dev}")
+        # The label beside its bar: after it, or before it when the bar reaches the right edge.
+        tx, anchor = (x1 + 4, "start") if x1 < WIDTH - 220 else (x0 - 4, "end")
         parts.append(
             f'<rect x="{x0:.1f}" y="{y}" width="{max(x1 - x0, 2):.1f}" height="10" fill="{COLOURS[sev]}">'
             f"<title>{html.escape(f'{fam} {rule} {dev}')}</title></rect>"
             f'<text x="2" y="{y + 9}" font-size="9">{html.escape(fam)}</text>'
+            f'<text x="{tx:.1f}" y="{y + 9}" font-size="9" text-anchor="{anchor}">{label}</text>'
         )
     parts.append(
         f'<text x="{PAD}" y="{height - 4}" font-size="10">{_iso(sc.t0)}</text>'
@@ -197,7 +212,7 @@ def write_report(  # noqa: PLR0913 - what a report is made of
         thresholds: dict[str, float] = {}
         if device is not None and fr is not None:
             for rule, _ in per_device.get(dev, []):
-                for p in rule.params:
+                for p in _value_params(rule):
                     if p in fr.param_arrays:
                         thresholds[p] = float(fr.param_arrays[p][device.index])
         if per_device.get(dev):
