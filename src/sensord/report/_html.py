@@ -221,7 +221,7 @@ def write_report(  # noqa: PLR0913 - what a report is made of
     rejects = ", ".join(f"{k}: {v}" for k, v in sorted(result.rejects.items())) or "none"
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>sensord replay report</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:{WIDTH + 60}px}}
+<style>body{{font-family:sans-serif;margin:2em;max-width:{WIDTH + 150}px}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:left}}
 svg{{display:block;margin:0.5em 0;background:#fafafa}}</style></head><body>
 <h1>sensord replay report</h1>
