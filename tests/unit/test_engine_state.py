@@ -56,6 +56,9 @@ rules:
     when: heart_rate > 120
     flapping: {window: 6, high: 0.5, low: 0.2}
     summary: flappy
+  - name: spo2_stuck
+    when: unchanged_for(spo2) >= 15
+    summary: stuck
 """
 
 
@@ -137,7 +140,7 @@ class TestBatchIndependence:
         split = run(make_engine(tmp_path, reg, community_silence_s=0), rows, cuts)
         assert sorted(e.event_id for e in split) == sorted(e.event_id for e in whole)
         kinds = {(e.rule, e.status) for e in whole}
-        for rule in ("hr_high", "spo2_avg", "sos", "silent", "hr_levels", "hr_flappy"):
+        for rule in ("hr_high", "spo2_avg", "sos", "silent", "hr_levels", "hr_flappy", "spo2_stuck"):
             assert (rule, AlertStatus.FIRING) in kinds, (
                 f"the stream never fired {rule}; the test proves little"
             )
@@ -178,7 +181,7 @@ class TestWindows:
         ts = np.concatenate([np.sort(rng.uniform(0, 300, int((dev == d).sum()))) for d in range(5)])
         val = rng.normal(50, 10, n)
         spec = WindowSpec(func, "x", 45.0)
-        hist = WindowHistory([spec])
+        hist = WindowHistory([spec], 5)
         last_ts = np.full(5, -np.inf)
         got = np.full(n, np.nan)
         order = np.argsort(ts, kind="stable")  # feed in time order, in 8 batches
@@ -280,7 +283,7 @@ class TestSnapshot:
         run(first, rows[:half], [])
         blob = first.snapshot()
         second = make_engine(tmp_path, reg, community_silence_s=0)
-        assert second.load_snapshot(blob) == 6
+        assert second.load_snapshot(blob) == 7
         got = run(second, rows[half:], [])
         assert [e.event_id for e in got] == [e.event_id for e in want]
         assert want, "nothing happened after the restart; the test proves little"

@@ -246,3 +246,22 @@ def test_flapping_holds_notifications_until_it_settles(tmp_path: Path) -> None:
     - {rule: hr_high, device: wb-1, status: firing, at: 90s}
 """
     assert check(tmp_path, rules, tests) == []
+
+
+def test_unchanged_for_counts_from_the_last_change(tmp_path: Path) -> None:
+    """unchanged_for(field): seconds since the device's value of the field last changed;
+    a new value restarts the count."""
+    rules = """\
+- name: stuck
+  when: unchanged_for(steps) >= 30
+  summary: stuck
+"""
+    tests = """\
+- name: steps stop at 10 s, the alert fires 30 s later, and clears when they move again
+  input:
+    wb-1: {steps: "5 10 10 10 10 10 12 12"}
+  events:
+    - {rule: stuck, device: wb-1, status: firing, at: 40s}
+    - {rule: stuck, device: wb-1, status: resolved, at: 60s}
+"""
+    assert check(tmp_path, rules, tests) == []

@@ -271,7 +271,7 @@ class Engine:
             self._dur[family] = [self._durations(rule, fr, n) for rule in fr.rules]
             specs = {w for r in fr.rules for w in r.windows}
             if specs:
-                self._windows[family] = WindowHistory(specs)
+                self._windows[family] = WindowHistory(specs, n)
 
     @staticmethod
     def _durations(rule: CompiledRule, fr: FamilyRules, n: int) -> dict[str, FloatArr]:

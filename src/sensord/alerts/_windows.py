@@ -43,11 +43,18 @@ def _range_extreme(
 class WindowHistory:
     """Recent readings of the windowed fields of one family, and the window values."""
 
-    def __init__(self, specs: Iterable[WindowSpec]) -> None:
-        self.specs = sorted(set(specs))
+    def __init__(self, specs: Iterable[WindowSpec], n_devices: int) -> None:
+        every = sorted(set(specs))
+        self.specs = [s for s in every if s.func != "unchanged_for"]
         self._span: dict[str, float] = {}
         for s in self.specs:
             self._span[s.field] = max(self._span.get(s.field, 0.0), s.seconds)
+        # unchanged_for(field): each device's last value of the field and when it changed.
+        self._unchanged = {
+            s.field: (np.full(n_devices, np.nan), np.full(n_devices, np.nan))
+            for s in every
+            if s.func == "unchanged_for"
+        }
         empty_i, empty_f = np.empty(0, dtype=np.int64), np.empty(0)
         self._hist: dict[str, tuple[IntArr, FloatArr, FloatArr]] = dict.fromkeys(
             self._span, (empty_i, empty_f, empty_f)
@@ -65,6 +72,10 @@ class WindowHistory:
         the window has too few readings); the history then keeps what later windows need."""
         out: dict[str, FloatArr] = {}
         n = dev.shape[0]
+        for fname, (last, since) in self._unchanged.items():
+            out[f"unchanged_for({fname},0s)"] = self._unchanged_for(
+                dev, ts, raw[fname], present[fname], last, since
+            )
         for fname, span in self._span.items():
             specs = [s for s in self.specs if s.field == fname]
             mask = present.get(fname, np.zeros(n, dtype=bool))
@@ -93,6 +104,33 @@ class WindowHistory:
         return out
 
     @staticmethod
+    def _unchanged_for(  # noqa: PLR0913, PLR0917 - the columns and the state they update
+        dev: IntArr, ts: FloatArr, values: FloatArr, present: BoolArr, last: FloatArr, since: FloatArr
+    ) -> FloatArr:
+        """Seconds since each row's field value changed (rows sorted by device, then time)."""
+        out = np.full(dev.shape[0], np.nan)
+        rows = np.flatnonzero(present)
+        if rows.shape[0] == 0:
+            return out
+        d, t, v = dev[rows], ts[rows], values[rows]
+        first = np.ones(d.shape[0], dtype=bool)
+        first[1:] = d[1:] != d[:-1]
+        prev = np.empty(d.shape[0])
+        prev[1:] = v[:-1]
+        prev[first] = last[d[first]]
+        changed = v != prev  # NaN prev (never seen) counts as a change: the clock starts then
+        stamp = np.where(changed, t, np.nan)
+        stamp[first & ~changed] = since[d[first & ~changed]]
+        pos = np.maximum.accumulate(np.where(changed | first, np.arange(d.shape[0]), 0))
+        at = stamp[pos]
+        out[rows] = t - at
+        final = np.ones(d.shape[0], dtype=bool)
+        final[:-1] = first[1:]
+        last[d[final]] = v[final]
+        since[d[final]] = at[final]
+        return out
+
+    @staticmethod
     def _answer(
         func: str, cts: FloatArr, cval: FloatArr, lo: npt.NDArray[np.intp], hi: npt.NDArray[np.intp]
     ) -> FloatArr:
@@ -116,14 +154,22 @@ class WindowHistory:
         """Take over the history of fields both windows sets track (after a rule reload)."""
         for fname in self._span.keys() & other._hist.keys():
             self._hist[fname] = other._hist[fname]
+        for fname in self._unchanged.keys() & other._unchanged.keys():
+            self._unchanged[fname] = other._unchanged[fname]
 
     def arrays(self) -> dict[str, npt.NDArray[np.float64] | IntArr]:
         out: dict[str, npt.NDArray[np.float64] | IntArr] = {}
+        for fname, (last, since) in self._unchanged.items():
+            out[f"{fname}/unchanged_last"], out[f"{fname}/unchanged_since"] = last, since
         for fname, (d, t, v) in self._hist.items():
             out[f"{fname}/dev"], out[f"{fname}/ts"], out[f"{fname}/val"] = d, t, v
         return out
 
     def load(self, arrays: dict[str, npt.NDArray[np.float64] | IntArr]) -> None:
+        for fname, (last, since) in self._unchanged.items():
+            if f"{fname}/unchanged_last" in arrays:
+                last[:] = arrays[f"{fname}/unchanged_last"]
+                since[:] = arrays[f"{fname}/unchanged_since"]
         for fname in self._hist:
             if f"{fname}/dev" in arrays:
                 self._hist[fname] = (

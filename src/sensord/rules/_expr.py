@@ -43,8 +43,11 @@ _BIN: dict[type[ast.operator], Callable[[Array, Array], Array]] = {
     ast.Pow: operator.pow,
 }
 _FUNCS: dict[str, Callable[..., Array]] = {"abs": np.abs, "min": np.minimum, "max": np.maximum}
-# Per-device functions over a trailing event-time window (t - w, t] of one field.
+# Per-device functions over a trailing event-time window (t - w, t] of one field, and
+# `unchanged_for(field)`: seconds since the field last changed value (a step counter that
+# stopped, a tank level that no longer moves).
 WINDOW_FUNCS = ("avg_over", "min_over", "max_over", "sum_over", "count_over", "delta", "rate")
+UNCHANGED = "unchanged_for"
 # A bare duration such as 1m or 30s inside an expression is written as text for ast.
 _DURATION_LITERAL = re.compile(r"(?<![\w.\"'])((?:\d+(?:\.\d+)?[dhms])+)\b")
 
@@ -246,9 +249,18 @@ class _Compiler:
         fname = node.func.id if isinstance(node.func, ast.Name) else ""
         if fname in WINDOW_FUNCS:
             return self._window(node, fname)
+        if fname == UNCHANGED:
+            target = node.args[0] if len(node.args) == 1 and not node.keywords else None
+            if not isinstance(target, ast.Name) or target.id not in self._fields:
+                raise self.fail(node, "use unchanged_for(field), e.g. unchanged_for(steps) >= 12h")
+            spec = WindowSpec(UNCHANGED, target.id, 0.0)
+            self.used_windows.add(spec)
+            col = spec.column
+            return lambda env: env[col]
         func = _FUNCS.get(fname)
         if func is None or node.keywords or not node.args:
-            raise self.fail(node, f"only {', '.join(sorted([*_FUNCS, *WINDOW_FUNCS]))} may be called")
+            names = ", ".join(sorted([*_FUNCS, *WINDOW_FUNCS, UNCHANGED]))
+            raise self.fail(node, f"only {names} may be called")
         if fname == "abs" and len(node.args) != 1:
             raise self.fail(node, "abs takes one value")
         args = [self.compile(a) for a in node.args]
