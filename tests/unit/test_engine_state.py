@@ -111,6 +111,11 @@ def stream(n_devices: int, seconds: int, seed: int) -> list[tuple[int, float, di
     return out
 
 
+def feed(engine: Engine, part: FamilyBatch) -> list[AlertEvent]:
+    """One batch as the pipeline hands it over: community view first, then the rules."""
+    return engine.begin([part]).events + engine.process(part).events
+
+
 def run(engine: Engine, rows: list[tuple[int, float, dict[str, float]]], cuts: list[int]) -> list[AlertEvent]:
     """Process rows in batches cut at `cuts`, advancing the clock after each, as the daemon does."""
     events: list[AlertEvent] = []
@@ -120,8 +125,7 @@ def run(engine: Engine, rows: list[tuple[int, float, dict[str, float]]], cuts: l
         if a == b:
             continue
         part = batch(rows[a:b])
-        events += engine.begin([part]).events
-        events += engine.process(part).events
+        events += feed(engine, part)
         watermark = max(watermark, float(part.ts.max()))
         events += engine.advance(watermark).events
     return events
@@ -212,13 +216,13 @@ class TestCommunitySilence:
         reg = registry(40)
         eng = make_engine(tmp_path, reg, community_silence_s=60)
         both = [(dv, float(t), {"heart_rate": 80.0}) for t in range(0, 30, 10) for dv in range(40)]
-        eng.process(batch(both))
+        feed(eng, batch(both))
         only_c0 = [(dv, float(t), {"heart_rate": 80.0}) for t in range(30, 200, 10) for dv in range(0, 40, 2)]
-        events = eng.process(batch(only_c0)).events + eng.advance(T0 + 190).events
+        events = feed(eng, batch(only_c0)) + eng.advance(T0 + 190).events
         fired = [(e.rule, e.community) for e in events if e.status is AlertStatus.FIRING]
         assert fired == [("community_silent", "c1")]
         assert events[0].event_time == T0 + 20 + 60
-        back = eng.process(batch([(1, 200.0, {"heart_rate": 80.0})])).events
+        back = feed(eng, batch([(1, 200.0, {"heart_rate": 80.0})]))
         assert [(e.rule, e.status) for e in back] == [("community_silent", AlertStatus.RESOLVED)]
 
 
@@ -230,11 +234,11 @@ class TestCommunityLateReadings:
         eng = make_engine(tmp_path, reg, community_silence_s=60)
         steady = [(dv, float(t), {"heart_rate": 80.0}) for t in range(0, 300, 10) for dv in range(8)]
         first = batch(steady)
-        events = eng.begin([first]).events + eng.process(first).events
+        events = feed(eng, first)
         late = batch(
             [(3, 20.0, {"heart_rate": 80.0}), *[(dv, 300.0, {"heart_rate": 80.0}) for dv in range(8)]]
         )
-        events += eng.begin([late]).events + eng.process(late).events
+        events += feed(eng, late)
         assert [e for e in events if e.rule == "community_silent"] == []
 
 

@@ -215,6 +215,17 @@ def _first_of_device(dev: IntArr) -> BoolArr:
     return first
 
 
+def _last_of_device(dev: IntArr) -> BoolArr:
+    last = np.ones(dev.shape[0], dtype=bool)
+    last[:-1] = dev[1:] != dev[:-1]
+    return last
+
+
+def _params(rule: CompiledRule, fr: FamilyRules, dv: int) -> dict[str, float]:
+    """The device's values of the parameters a rule reads (for the event's text)."""
+    return {p: float(fr.param_arrays[p][dv]) for p in rule.params}
+
+
 def _community_fingerprint(community: str) -> str:
     return hashlib.sha256(f"community\x1f{COMMUNITY_RULE}\x1f{community}".encode()).hexdigest()[:16]
 
@@ -346,7 +357,7 @@ class Engine:
         return bool(j < hi and ts[j] < t1)
 
     def process(self, batch: FamilyBatch) -> EngineResult:
-        """Evaluate every rule of the batch's family over the batch."""
+        """Evaluate every rule of the batch's family over the batch (after `begin`)."""
         result = EngineResult()
         if len(batch) == 0:
             return result
@@ -354,7 +365,6 @@ class Engine:
         rows = self._sorted_rows(batch, fr, result)
         if rows is None:
             return result
-        self._community_resumes(batch.family, rows, result)
         if fr is None:
             return result
         for i, rule in enumerate(fr.rules):
@@ -406,7 +416,7 @@ class Engine:
             prev = store.get(name)
             fallback = prev[dev] if prev is not None else np.full(dev.shape[0], np.nan)
             env[name] = np.where(defined[pos] & (pos >= seg), col[pos], fallback)
-        self._remember(family, dev, first, env)
+        self._remember(family, dev, env)
         if family in self._windows:
             env.update(self._windows[family].update(dev, ts, raw, present, last_ts))
         if fr is not None:
@@ -416,10 +426,9 @@ class Engine:
             env = _Env(env, fr.param_arrays, dev)
         return _Rows(dev, ts, env, present, prev_ts, self._comm_firing[self._comm_of[family][dev]])
 
-    def _remember(self, family: Family, dev: IntArr, first: BoolArr, env: dict[str, FloatArr]) -> None:
+    def _remember(self, family: Family, dev: IntArr, env: dict[str, FloatArr]) -> None:
         store = self._last_vals[family]
-        last = np.ones(dev.shape[0], dtype=bool)
-        last[:-1] = first[1:]
+        last = _last_of_device(dev)
         ld = dev[last]
         n = self._registry.count(family)
         for name, col in env.items():
@@ -525,7 +534,7 @@ class Engine:
             if c is None:
                 c = curs[dv] = self._cur(st, dv)
             device = devices[dv]
-            params = {p: float(fr.param_arrays[p][dv]) for p in rule.params}
+            params = _params(rule, fr, dv)
             # While an alert flaps its notifications are held; the state still moves.
             hold = flap_on is not None and flap_edge is not None and bool(flap_on[r] or flap_edge[r])
             out = _Held() if hold else result.events
@@ -654,8 +663,7 @@ class Engine:
 
     @staticmethod
     def _write_back(st: _RuleState, d: IntArr, a: BoolArr, curs: dict[int, _Cur]) -> None:
-        last = np.ones(d.shape[0], dtype=bool)
-        last[:-1] = d[1:] != d[:-1]
+        last = _last_of_device(d)
         st.set_active(d[last], a[last])
         # Every change of since/firing happened at a start or end row, all of them walked.
         for dv, c in curs.items():
@@ -693,7 +701,7 @@ class Engine:
         for r in map(int, np.flatnonzero(start)):
             dv, tr = int(d[r]), float(t[r])
             device = devices[dv]
-            params = {p: float(fr.param_arrays[p][dv]) for p in rule.params}
+            params = _params(rule, fr, dv)
             vals = readings(rule, fr.specs, rows.env, int(idx[r]), tr)
             if st.firing[dv] and tr >= st.since[dv] + resolve[dv]:
                 opened = st.since.pop(dv)
@@ -709,8 +717,7 @@ class Engine:
             st.firing[dv] = True
             st.since[dv], st.last_notified[dv] = tr, tr
             st.start_values[dv] = vals
-        last = np.ones(d.shape[0], dtype=bool)
-        last[:-1] = d[1:] != d[:-1]
+        last = _last_of_device(d)
         st.set_active(d[last], a[last])
 
     def _evaluate_levels(  # noqa: PLR0913, PLR0917 - the facts of one evaluation
@@ -735,8 +742,7 @@ class Engine:
         result.evaluations += int(idx.shape[0]) * len(rule.levels)
         d, t = rows.dev[idx], rows.ts[idx]
         first = _first_of_device(d)
-        last = np.ones(d.shape[0], dtype=bool)
-        last[:-1] = first[1:]
+        last = _last_of_device(d)
         level = np.full(d.shape[0], -1, dtype=np.int64)
         for k, (lv, latch) in enumerate(zip(rule.levels, latches, strict=True)):
             c = whens[k][idx]
@@ -754,7 +760,7 @@ class Engine:
         for r in map(int, np.flatnonzero(level != prev)):
             dv, tr, now, before = int(d[r]), float(t[r]), int(level[r]), int(prev[r])
             shown = rule.levels[now if now >= 0 else max(before, 0)]
-            params = {p: float(fr.param_arrays[p][dv]) for p in rule.params}
+            params = _params(rule, fr, dv)
             vals = readings(shown, fr.specs, rows.env, int(idx[r]), tr)
             if now < 0:
                 since = st.since.pop(dv, tr)
@@ -794,7 +800,7 @@ class Engine:
         devices = self._registry.devices(rule.family)
         for r in map(int, np.flatnonzero(back)):
             dv, tr = int(rows.dev[r]), float(rows.ts[r])
-            params = {p: float(fr.param_arrays[p][dv]) for p in rule.params}
+            params = _params(rule, fr, dv)
             if not st.firing[dv]:
                 start = self._own_silence(int(comm[dv]), float(base[r]), float(limit[r]), tr)
                 if start is None:
@@ -837,19 +843,6 @@ class Engine:
         back = max(b for _, b in outages if b <= t)
         again = back + limit
         return again if again <= t and self._community_heard(ci, again, t) else None
-
-    def _community_resumes(self, family: Family, rows: _Rows, result: EngineResult) -> None:
-        if not self._comm_firing.any():
-            return
-        comm = self._comm_of[family][rows.dev]
-        for ci in np.flatnonzero(self._comm_firing):
-            hit = comm == ci
-            if hit.any():
-                at = float(rows.ts[hit].min())
-                result.events.append(self._community_event(int(ci), AlertStatus.RESOLVED, at))
-                self._comm_firing[ci] = False
-                self._comm_since[ci] = np.nan
-                self._comm_back[ci] = at
 
     def _ev(  # noqa: PLR0913, PLR0917 - the facts of one transition
         self,
@@ -947,7 +940,7 @@ class Engine:
             if at > watermark:
                 continue
             vals = st.start_values.get(dv, {"ts": since})
-            params = {p: float(fr.param_arrays[p][dv]) for p in rule.params}
+            params = _params(rule, fr, dv)
             st.firing[dv] = True
             st.last_notified[dv] = at
             if flaps and dv in st.flapping:
@@ -961,7 +954,7 @@ class Engine:
             if at >= watermark:
                 continue
             vals = st.start_values.get(dv, {"ts": at})
-            params = {p: float(fr.param_arrays[p][dv]) for p in rule.params}
+            params = _params(rule, fr, dv)
             since = st.since.pop(dv, at)
             st.firing[dv], st.resolved_at[dv] = False, at
             del st.keep_until[dv]
@@ -988,7 +981,7 @@ class Engine:
             at = since + float(dur["resolve_after"][dv])
             if not st.firing[dv] or at > watermark:
                 continue
-            params = {p: float(fr.param_arrays[p][dv]) for p in rule.params}
+            params = _params(rule, fr, dv)
             vals = st.start_values.pop(dv, {"ts": at})
             result.events.append(
                 self._ev(rule, devices[dv], params, AlertStatus.RESOLVED, since, at, at, vals)
@@ -1025,7 +1018,7 @@ class Engine:
         devices = self._registry.devices(family)
         for dv in map(int, np.flatnonzero(due)):
             at = float(base[dv] + limit[dv])
-            params = {p: float(fr.param_arrays[p][dv]) for p in rule.params}
+            params = _params(rule, fr, dv)
             vals = {"ts": at, "last_seen": float(seen[dv]) if np.isfinite(seen[dv]) else None}
             result.events.append(self._ev(rule, devices[dv], params, AlertStatus.FIRING, at, None, at, vals))
             st.firing[dv] = True
@@ -1061,7 +1054,7 @@ class Engine:
                 since = st.since.pop(dv)
                 at = max(ts, since)
                 vals = {**st.start_values.pop(dv, {}), "ts": at, "acknowledged_by": by}
-                params = {p: float(fr.param_arrays[p][dv]) for p in rule.params}
+                params = _params(rule, fr, dv)
                 result.events.append(
                     self._ev(rule, device, params, AlertStatus.RESOLVED, since, at, at, vals)
                 )
@@ -1121,7 +1114,7 @@ class Engine:
                 if not st.firing[dv]:
                     diff.cancelled.append(fingerprint(rule, device))
                     continue
-                params = {p: float(ofr.param_arrays[p][dv]) for p in rule.params}
+                params = _params(rule, ofr, int(dv))
                 since = st.since.get(int(dv), now)
                 vals = st.start_values.get(int(dv), {"ts": since})
                 diff.events.append(
