@@ -5,7 +5,6 @@ from __future__ import annotations
 import collections
 import os
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from tests.integration._helpers import (
     publish,
     ready,
     start_daemon,
+    stop_daemon,
     topic,
     wait_for,
     wristbands,
@@ -39,16 +39,6 @@ rules:
     life_safety: true
     summary: "button on {device_id}"
 """
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 class TestEndToEnd:
@@ -99,7 +89,7 @@ class TestEndToEnd:
             assert row["fingerprint"] == sos.body["fingerprint"]
             assert row["life_safety"] == "true"
         finally:
-            _stop(proc)
+            stop_daemon(proc)
 
     def test_sigkill_mid_stream_loses_nothing(
         self,
@@ -164,7 +154,7 @@ class TestEndToEnd:
             )
             assert set(per_device) == {f"wb-{i:03d}" for i in range(n)}
         finally:
-            _stop(proc)
+            stop_daemon(proc)
 
     def test_mixed_good_and_malformed_batch(
         self,
@@ -223,4 +213,4 @@ class TestEndToEnd:
             assert m['sensord_unknown_device_messages_total{family="bin"}'] == 1.0
             assert m['sensord_messages_in_total{family="wristband"}'] == 5.0
         finally:
-            _stop(proc)
+            stop_daemon(proc)

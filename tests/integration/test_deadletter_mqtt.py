@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -16,7 +14,16 @@ from sensord._metrics import Metrics
 from sensord._settings import BatchSettings, BrokerSettings
 from sensord.ingest import MqttSource
 from sensord.testing import MosquittoServer
-from tests.integration._helpers import publish, ready, start_daemon, topic, wait_for, wristbands, write_config
+from tests.integration._helpers import (
+    publish,
+    ready,
+    start_daemon,
+    stop_daemon,
+    topic,
+    wait_for,
+    wristbands,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -63,9 +70,4 @@ def test_rejects_reach_the_deadletter_topic(tmp_path: Path, mosquitto: Mosquitto
         lines = (tmp_path / "state" / "deadletter.jsonl").read_text().splitlines()
         assert len(lines) == 2
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_daemon(proc)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import collections
-import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -17,7 +15,7 @@ from sensord.replay import read_recording, replay, write_recording
 from sensord.rules import load_rules
 from sensord.simulate import generate, load_scenario, registry_for
 from sensord.testing import MosquittoServer, WebhookReceiver
-from tests.integration._helpers import publish, ready, start_daemon, wait_for, write_config
+from tests.integration._helpers import publish, ready, start_daemon, stop_daemon, wait_for, write_config
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,9 +71,4 @@ def test_live_daemon_matches_offline_replay(
         )
         assert fired == collections.Counter((rule, inc.device) for inc in sc.incidents for rule in inc.expect)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_daemon(proc)

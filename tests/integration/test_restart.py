@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -11,7 +9,16 @@ import pytest
 import yaml
 
 from sensord.testing import MosquittoServer, WebhookReceiver
-from tests.integration._helpers import publish, ready, start_daemon, topic, wait_for, wristbands, write_config
+from tests.integration._helpers import (
+    publish,
+    ready,
+    start_daemon,
+    stop_daemon,
+    topic,
+    wait_for,
+    wristbands,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -28,15 +35,6 @@ rules:
     when: sos
     summary: SOS
 """
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def test_timers_and_firing_alerts_survive_restart(
@@ -74,7 +72,7 @@ def test_timers_and_firing_alerts_survive_restart(
         )
         wait_for(lambda: len(webhook_receiver.delivered()) >= 1, 20, "the SOS delivery")
     finally:
-        _stop(proc)
+        stop_daemon(proc)
     assert [r.body["rule"] for r in webhook_receiver.delivered()] == ["sos"]
     proc = start_daemon(config, log)
     try:
@@ -94,4 +92,4 @@ def test_timers_and_firing_alerts_survive_restart(
         assert got[1][2].startswith(starts), "the timer restarted instead of continuing"
         assert "engine state restored" in log.read_text()
     finally:
-        _stop(proc)
+        stop_daemon(proc)

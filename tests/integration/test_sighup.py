@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from sensord.testing import MosquittoServer
-from tests.integration._helpers import metrics, ready, start_daemon, wait_for, wristbands, write_config
+from tests.integration._helpers import (
+    metrics,
+    ready,
+    start_daemon,
+    stop_daemon,
+    wait_for,
+    wristbands,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -51,9 +58,4 @@ def test_sighup_reloads_rules_and_survives_a_broken_file(tmp_path: Path, mosquit
         wait_for(lambda: metrics(mport).get('sensord_rule_reloads_total{result="ok"}') == 1.0, 10, "a reload")
         assert '"changed":["wristband/hr_high"]' in log.read_text()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_daemon(proc)
