@@ -199,6 +199,16 @@ def _error_line(loc: tuple[Any, ...], top: dict[str, int], rules: list[tuple[int
     return top.get(str(loc[0]), 1) if loc else 1
 
 
+def yaml_error(path: Path, exc: yaml.YAMLError) -> RuleError:
+    """A YAML syntax error as a RuleError with the file and the line it points at."""
+    mark = getattr(exc, "problem_mark", None)
+    return RuleError(
+        f"not valid YAML: {getattr(exc, 'problem', exc)}",
+        file=str(path),
+        line=mark.line + 1 if mark is not None else 0,
+    )
+
+
 def read_rule_file(path: Path) -> LoadedFile:
     """Parse and validate one rule file; RuleError names file, line and reason."""
     try:
@@ -209,12 +219,7 @@ def read_rule_file(path: Path) -> LoadedFile:
         data = yaml.safe_load(text)
         top, rules = _lines(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise RuleError(
-            f"not valid YAML: {getattr(exc, 'problem', exc)}",
-            file=str(path),
-            line=mark.line + 1 if mark is not None else 0,
-        ) from None
+        raise yaml_error(path, exc) from None
     if not isinstance(data, dict):
         raise RuleError("a rule file is a mapping with family, params and rules", file=str(path), line=1)
     try:

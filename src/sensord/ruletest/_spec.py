@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sensord._errors import RuleError
 from sensord._types import Severity
-from sensord.rules._spec import Duration
+from sensord.rules._spec import Duration, yaml_error
 
 _TOKEN = re.compile(r"^(?P<value>.+?)(?:(?P<sign>[+-])(?P<step>\d+(?:\.\d+)?))?(?:x(?P<n>\d+))?$")
 
@@ -149,12 +149,7 @@ def read_test_file(path: Path) -> TestFile:
     except OSError as exc:
         raise RuleError(f"cannot read: {exc.strerror}", file=str(path)) from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise RuleError(
-            f"not valid YAML: {getattr(exc, 'problem', exc)}",
-            file=str(path),
-            line=mark.line + 1 if mark is not None else 0,
-        ) from None
+        raise yaml_error(path, exc) from None
     try:
         return TestFile.model_validate(data)
     except ValidationError as exc:
