@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +73,70 @@ async def record(
     return writer.messages
 
 
+# (receive or event time, topic, payload, QoS): one message to publish.
+Outgoing = tuple[float, str, bytes, int]
+
+
+async def publish_stream(  # noqa: PLR0913 - a field tester's knobs
+    stream: Iterable[Outgoing],
+    settings: BrokerSettings,
+    *,
+    speed: float | None,
+    origin: float | None = None,
+    max_inflight: int = 1000,
+    total: int | None = None,
+    progress: bool = True,
+    password: SecretStr | None = None,
+    on_message: Callable[[Outgoing], None] | None = None,
+) -> int:
+    """Publish messages in order, paced by their times at `speed` times real time from
+    `origin` (default: the first message's time; None speed: as fast as the broker takes
+    them). At most `max_inflight` QoS 1 messages are unacknowledged at once (packet ids
+    are 16-bit; see DOMAIN.md)."""
+    client = MqttSource(settings, password, Metrics(), BatchSettings())
+    runner = asyncio.create_task(client.run(), name="publish-mqtt")
+    inflight = asyncio.Semaphore(max_inflight)
+    pending: set[asyncio.Task[None]] = set()
+    show = Progress("published", total) if progress else None
+
+    async def send(topic: str, payload: bytes, qos: int) -> None:
+        try:
+            await client.publish(topic, payload, qos)
+        finally:
+            inflight.release()
+
+    count = 0
+    wall0 = time.monotonic()
+    try:
+        async with asyncio.timeout(10):
+            await client.connected.wait()
+        for msg in stream:
+            if speed:
+                origin = msg[0] if origin is None else origin
+                delay = wall0 + (msg[0] - origin) / speed - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await inflight.acquire()
+            task = asyncio.create_task(send(msg[1], msg[2], msg[3]))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            count += 1
+            if show is not None:
+                show.add()
+            if on_message is not None:
+                on_message(msg)
+        if pending:
+            await asyncio.gather(*pending)
+    finally:
+        await client.aclose()
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+        if show is not None:
+            show.done()
+    return count
+
+
 async def play(  # noqa: PLR0913 - a field tester's knobs
     messages: Iterable[RawMessage],
     settings: BrokerSettings,
@@ -85,46 +149,13 @@ async def play(  # noqa: PLR0913 - a field tester's knobs
     password: SecretStr | None = None,
 ) -> int:
     """Publish recorded messages in file order (so in order per device), paced by their
-    receive times at `speed` times real time (None: as fast as the broker takes them). At most
-    `max_inflight` QoS 1 messages are unacknowledged at once."""
-    client = MqttSource(settings, password, Metrics(), BatchSettings())
-    runner = asyncio.create_task(client.run(), name="play-mqtt")
-    inflight = asyncio.Semaphore(max_inflight)
-    pending: set[asyncio.Task[None]] = set()
-    show = Progress("published", total) if progress else None
-
-    async def send(m: RawMessage) -> None:
-        try:
-            await client.publish(m.topic, m.payload, qos)
-        finally:
-            inflight.release()
-
-    count = 0
-    wall0 = time.monotonic()
-    first: float | None = None
-    try:
-        async with asyncio.timeout(10):
-            await client.connected.wait()
-        for m in messages:
-            if speed is not None:
-                first = m.received_at if first is None else first
-                delay = wall0 + (m.received_at - first) / speed - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            await inflight.acquire()
-            task = asyncio.create_task(send(m))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-            count += 1
-            if show is not None:
-                show.add()
-        if pending:
-            await asyncio.gather(*pending)
-    finally:
-        await client.aclose()
-        runner.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await runner
-        if show is not None:
-            show.done()
-    return count
+    receive times at `speed` times real time (None: as fast as the broker takes them)."""
+    return await publish_stream(
+        ((m.received_at, m.topic, m.payload, qos) for m in messages),
+        settings,
+        speed=speed,
+        max_inflight=max_inflight,
+        total=total,
+        progress=progress,
+        password=password,
+    )

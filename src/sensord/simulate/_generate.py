@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -15,8 +13,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from sensord._metrics import Metrics
-from sensord._settings import BatchSettings, BrokerSettings
+from sensord._settings import BrokerSettings
 from sensord._types import Family
 from sensord.simulate._devices import DAY, HOUR, MODELS, PREFIX, Rows
 from sensord.simulate._scenario import Scenario
@@ -260,7 +257,7 @@ def generate(scenario: Scenario, *, seed: int, start_ts: float) -> Iterator[Mess
                 yield msg
 
 
-async def publish(  # noqa: C901, PLR0913 - a field tester's knobs
+async def publish(  # noqa: PLR0913 - a field tester's knobs
     scenario: Scenario,
     *,
     host: str,
@@ -277,57 +274,27 @@ async def publish(  # noqa: C901, PLR0913 - a field tester's knobs
     By default the stream's event time ends at "now", so no reading is from the future.
     At most `max_inflight` QoS 1 messages are unacknowledged at once.
     """
-    from sensord.ingest import MqttSource  # noqa: PLC0415 - avoids a cycle at import time
-    from sensord.replay import Progress  # noqa: PLC0415 - avoids a cycle at import time
+    from sensord.replay import publish_stream  # noqa: PLC0415 - avoids a cycle at import time
 
     wall0 = time.time()
-    show = Progress("published") if progress else None
     if start_ts is not None:
         start = start_ts
     elif scenario.start is not None:
         start = start_time(scenario)
     else:  # the stream's event time ends at "now" (at real speed: runs from now on)
         start = wall0 - scenario.duration_s + scenario.duration_s / (speed or math.inf)
-    client_id = f"sensord-sim-{seed}-{int(wall0)}"
-    settings = BrokerSettings(host=host, port=port, client_id=client_id, subscriptions=())
-    client = MqttSource(settings, None, Metrics(), BatchSettings())
-    runner = asyncio.create_task(client.run(), name="sim-mqtt")
-    inflight = asyncio.Semaphore(max_inflight)
-    pending: set[asyncio.Task[None]] = set()
-
-    async def send(topic: str, payload: bytes, qos: int) -> None:
-        try:
-            await client.publish(topic, payload, qos)
-        finally:
-            inflight.release()
-
-    count = 0
-    try:
-        await asyncio.wait_for(client.connected.wait(), 10)
-        for msg in generate(scenario, seed=seed, start_ts=start):
-            if speed:
-                delay = wall0 + (msg[0] - start) / speed - time.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            await inflight.acquire()
-            task = asyncio.create_task(send(msg[1], msg[2], msg[3]))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-            count += 1
-            if show is not None:
-                show.add()
-            if on_message is not None:
-                on_message(msg)
-        if pending:
-            await asyncio.gather(*pending)
-    finally:
-        await client.aclose()
-        runner.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await runner
-        if show is not None:
-            show.done()
-    return count
+    settings = BrokerSettings(
+        host=host, port=port, client_id=f"sensord-sim-{seed}-{int(wall0)}", subscriptions=()
+    )
+    return await publish_stream(
+        generate(scenario, seed=seed, start_ts=start),
+        settings,
+        speed=speed,
+        origin=start,
+        max_inflight=max_inflight,
+        progress=progress,
+        on_message=on_message,
+    )
 
 
 def start_time(scenario: Scenario, default: float | None = None) -> float:
