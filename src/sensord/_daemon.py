@@ -30,7 +30,7 @@ from sensord._registry import Registry
 from sensord._settings import Settings
 from sensord._systemd import Notifier
 from sensord._types import AlertEvent, AlertStatus, Family, RawMessage, Reject
-from sensord.alerts import ActiveAlert, Engine
+from sensord.alerts import ActiveAlert, Engine, EngineResult
 from sensord.decode import Decoder, FamilyBatch
 from sensord.outbox import Outbox
 from sensord.rules import load_rules
@@ -72,13 +72,15 @@ def active_from_event(event: AlertEvent) -> ActiveAlert:
     firing = event.status is AlertStatus.FIRING
     return ActiveAlert(
         fingerprint=event.fingerprint,
-        family=Family(event.family),
+        family=Family(event.family) if event.family in _FAMILIES else None,
         rule=event.rule,
         device_id=event.device_id,
         status=event.status,
         since=event.starts_at,
         fired_at=event.event_time if firing else None,
         last_notified=event.event_time if firing else None,
+        severity=event.severity.value,
+        community=event.community,
     )
 
 
@@ -89,7 +91,7 @@ def encode_active(active: ActiveAlert) -> bytes:
 
 def decode_active(body: bytes) -> ActiveAlert:
     d = orjson.loads(body)
-    d["family"] = Family(d["family"])
+    d["family"] = Family(d["family"]) if d["family"] is not None else None
     d["status"] = AlertStatus(d["status"])
     return ActiveAlert(**d)
 
@@ -177,23 +179,25 @@ class Pipeline:
         self._absorb(out, self.engine.acknowledge(parts.device_id, rule, ts, by), None)
         out.accepted += 1
 
-    def _absorb(self, out: Evaluated, result: object, family: Family | None) -> None:
-        events: list[AlertEvent] = result.events  # type: ignore[attr-defined]
+    def _absorb(self, out: Evaluated, result: EngineResult, family: Family | None) -> None:
+        events = result.events
         out.events.extend(events)
-        out.delete.extend(result.cancelled)  # type: ignore[attr-defined]
+        out.delete.extend(result.cancelled)
         if family is not None:
-            late = int(result.late)  # type: ignore[attr-defined]
-            if late:
-                self._metrics.late_readings.labels(family.value).inc(late)
-            self._metrics.rule_evaluations.labels(family.value).inc(
-                int(result.evaluations)  # type: ignore[attr-defined]
-            )
+            if result.late:
+                self._metrics.late_readings.labels(family.value).inc(result.late)
+            self._metrics.rule_evaluations.labels(family.value).inc(result.evaluations)
         for ev in events:
             self._metrics.transitions.labels(ev.rule, ev.status.value).inc()
+        # The checkpoint follows every transition, sent or held (a flapping alert), and
+        # the rows that change without one (an acknowledged state alert).
+        for ev in [*events, *result.held]:
             if ev.status is AlertStatus.RESOLVED:
                 out.delete.append(ev.fingerprint)
-            elif ev.family in _FAMILIES:  # a community alert lives in the engine snapshot only
+            else:
                 out.upsert.append((ev.fingerprint, encode_active(active_from_event(ev))))
+        for row in result.checkpoint:
+            out.upsert.append((row.fingerprint, encode_active(row)))
 
     def _record_rejects(self, rejects: Sequence[Reject]) -> None:
         for r in rejects:

@@ -55,10 +55,14 @@ COMMUNITY_RULE = "community_silent"
 
 @dataclass(frozen=True)
 class ActiveAlert:
-    """A pending or firing alert, as checkpointed beside the outbox with every batch."""
+    """A pending or firing alert, as checkpointed beside the outbox with every batch.
+
+    The checkpoint is the authority on which alerts are open after a crash: a restore
+    switches off whatever an older engine snapshot has open and the checkpoint does not.
+    """
 
     fingerprint: str
-    family: Family
+    family: Family | None  # None: a community silence (no device)
     rule: str
     device_id: str
     status: AlertStatus
@@ -66,6 +70,8 @@ class ActiveAlert:
     fired_at: float | None
     last_notified: float | None
     severity: str | None = None  # a multi-level alert's current level
+    community: str = ""
+    acked: bool = False  # a state alert the dispatch side acknowledged: no repeats
 
 
 @dataclass
@@ -76,6 +82,11 @@ class EngineResult:
     cancelled: list[str] = field(default_factory=list)
     late: int = 0
     evaluations: int = 0
+    # Transitions of a flapping alert: the state moved, nobody is told; the checkpoint
+    # still has to follow them.
+    held: list[AlertEvent] = field(default_factory=list)
+    # Checkpoint rows that change with no event (an acknowledged state alert).
+    checkpoint: list[ActiveAlert] = field(default_factory=list)
 
 
 @dataclass
@@ -183,10 +194,6 @@ class _Cur:
     resumed: float | None = None
 
 
-class _Held(list[AlertEvent]):
-    """Where the events of a flapping alert go: nowhere (the state still moves)."""
-
-
 class _Env(dict[str, FloatArr]):
     """Batch columns; per-device parameter columns are gathered on first use."""
 
@@ -224,6 +231,11 @@ def _last_of_device(dev: IntArr) -> BoolArr:
 def _params(rule: CompiledRule, fr: FamilyRules, dv: int) -> dict[str, float]:
     """The device's values of the parameters a rule reads (for the event's text)."""
     return {p: float(fr.param_arrays[p][dv]) for p in rule.params}
+
+
+def _latched(rule: CompiledRule) -> bool:
+    """Rules whose open alert means "the condition is latched on" (`active`)."""
+    return rule.kind == "state" and not rule.no_data and not rule.levels
 
 
 def _community_fingerprint(community: str) -> str:
@@ -537,7 +549,7 @@ class Engine:
             params = _params(rule, fr, dv)
             # While an alert flaps its notifications are held; the state still moves.
             hold = flap_on is not None and flap_edge is not None and bool(flap_on[r] or flap_edge[r])
-            out = _Held() if hold else result.events
+            out = result.held if hold else result.events
 
             def values(r: int = r, tr: float = tr) -> dict[str, Any]:
                 return readings(rule, fr.specs, rows.env, int(idx[r]), tr)
@@ -943,11 +955,11 @@ class Engine:
             params = _params(rule, fr, dv)
             st.firing[dv] = True
             st.last_notified[dv] = at
+            fired = self._ev(rule, devices[dv], params, AlertStatus.FIRING, since, None, at, vals)
             if flaps and dv in st.flapping:
-                continue  # held while flapping; sent when it settles
-            result.events.append(
-                self._ev(rule, devices[dv], params, AlertStatus.FIRING, since, None, at, vals)
-            )
+                result.held.append(fired)  # held while flapping; sent when it settles
+                continue
+            result.events.append(fired)
             if flaps:
                 st.told[dv] = since
         for dv, at in list(st.keep_until.items()):
@@ -960,11 +972,11 @@ class Engine:
             del st.keep_until[dv]
             st.acked.discard(dv)
             st.last_notified.pop(dv, None)
+            resolved = self._ev(rule, devices[dv], params, AlertStatus.RESOLVED, since, at, at, vals)
             if flaps and dv in st.flapping:
+                result.held.append(resolved)
                 continue
-            result.events.append(
-                self._ev(rule, devices[dv], params, AlertStatus.RESOLVED, since, at, at, vals)
-            )
+            result.events.append(resolved)
             st.told.pop(dv, None)
 
     def _expire_events(  # noqa: PLR0913, PLR0917
@@ -1062,7 +1074,26 @@ class Engine:
                 st.last_notified.pop(dv, None)
             else:
                 st.acked.add(dv)
+                result.checkpoint.append(self._checkpoint_row(rule, device, st, dv))
         return result
+
+    @staticmethod
+    def _checkpoint_row(rule: CompiledRule, device: Device, st: _RuleState, dv: int) -> ActiveAlert:
+        firing = bool(st.firing[dv])
+        shown = rule.levels[st.level.get(dv, len(rule.levels) - 1)] if rule.levels else rule
+        return ActiveAlert(
+            fingerprint=fingerprint(rule, device),
+            family=rule.family,
+            rule=rule.name,
+            device_id=device.device_id,
+            status=AlertStatus.FIRING if firing else AlertStatus.PENDING,
+            since=st.since.get(dv, math.nan),
+            fired_at=None,
+            last_notified=st.last_notified.get(dv) if firing else None,
+            severity=shown.severity.value,
+            community=device.entry.community,
+            acked=dv in st.acked,
+        )
 
     # -- reload -----------------------------------------------------------------------
     def take_over(self, old: Engine, now: float) -> ReloadDiff:  # noqa: C901 - one pass per rule
@@ -1148,46 +1179,96 @@ class Engine:
         for family, fr in self._rules.by_family.items():
             devices = self._registry.devices(family)
             for rule, st in zip(fr.rules, self._state[family], strict=True):
-                shown = st.firing if rule.kind == "event" or rule.no_data else st.active | st.firing
-                for dv in np.flatnonzero(shown):
-                    firing = bool(st.firing[dv])
-                    out.append(
-                        ActiveAlert(
-                            fingerprint=fingerprint(rule, devices[dv]),
-                            family=family,
-                            rule=rule.name,
-                            device_id=devices[dv].device_id,
-                            status=AlertStatus.FIRING if firing else AlertStatus.PENDING,
-                            since=st.since.get(int(dv), math.nan),
-                            fired_at=None,
-                            last_notified=st.last_notified.get(int(dv)) if firing else None,
-                            severity=(
-                                rule.levels[st.level.get(int(dv), len(rule.levels) - 1)]
-                                if rule.levels
-                                else rule
-                            ).severity.value,
-                        )
-                    )
+                shown = map(int, np.flatnonzero(st.active | st.firing if _latched(rule) else st.firing))
+                out.extend(self._checkpoint_row(rule, devices[dv], st, dv) for dv in shown)
         return out
 
     def restore(self, active: Iterable[ActiveAlert]) -> int:
-        """Load checkpointed alerts; unknown rules or devices are skipped. Returns how many."""
+        """Make the checkpointed alerts the open ones, both ways: an alert the (older)
+        snapshot has open and the checkpoint lacks is switched off; a checkpointed one is
+        switched on with its start, level and acknowledgement. Unknown rules or devices
+        are skipped. Returns how many rows were applied."""
         index = {(f, r.name): i for f, fr in self._rules.by_family.items() for i, r in enumerate(fr.rules)}
-        n = 0
+        rows: dict[tuple[Family, int, int], ActiveAlert] = {}
+        communities: dict[str, ActiveAlert] = {}
         for al in active:
+            if al.family is None:
+                communities[al.community] = al
+                continue
             i = index.get((al.family, al.rule))
             device = self._registry.get(al.device_id)
-            if i is None or device is None or device.family is not al.family:
-                continue
-            rule = self._rules.by_family[al.family].rules[i]
-            st = self._state[al.family][i]
-            dv = device.index
-            st.set_active(np.array([dv]), np.array([rule.kind == "state" and not rule.no_data]))
-            st.since[dv] = al.since
-            st.firing[dv] = al.status is AlertStatus.FIRING
-            _put(st.last_notified, dv, al.last_notified if al.last_notified is not None else math.nan)
-            n += 1
-        return n
+            if i is not None and device is not None and device.family is al.family:
+                rows[(al.family, i, device.index)] = al
+        for family, fr in self._rules.by_family.items():
+            for i, (rule, st) in enumerate(zip(fr.rules, self._state[family], strict=True)):
+                open_now = st.active | st.firing if _latched(rule) else st.firing
+                for dv in map(int, np.flatnonzero(open_now)):
+                    if (family, i, dv) in rows:
+                        continue
+                    if rule.no_data and dv in st.since:  # heard again after it fired (as above)
+                        self._last_ts[family][dv] = max(float(self._last_ts[family][dv]), st.since[dv])
+                    self._switch_off(rule, st, self._latches[family][i], dv)
+        for (family, i, dv), al in rows.items():
+            rule = self._rules.by_family[family].rules[i]
+            self._switch_on(rule, self._state[family][i], self._latches[family][i], dv, al)
+        self._restore_communities(communities)
+        return len(rows) + sum(1 for c in communities if c in self._communities)
+
+    @staticmethod
+    def _switch_off(rule: CompiledRule, st: _RuleState, latches: list[_RuleState], dv: int) -> None:
+        """An alert the checkpoint says is closed: nothing of it stays open."""
+        if _latched(rule):
+            st.set_active(np.array([dv]), np.array([False]))
+        st.firing[dv] = False
+        for m in _RuleState.MAPS:
+            if m != "resolved_at":
+                getattr(st, m).pop(dv, None)
+        st.acked.discard(dv)
+        st.start_values.pop(dv, None)
+        st.level.pop(dv, None)
+        st.told.pop(dv, None)
+        for latch in latches:
+            latch.set_active(np.array([dv]), np.array([False]))
+
+    @staticmethod
+    def _switch_on(
+        rule: CompiledRule, st: _RuleState, latches: list[_RuleState], dv: int, al: ActiveAlert
+    ) -> None:
+        firing = al.status is AlertStatus.FIRING
+        if _latched(rule):
+            st.set_active(np.array([dv]), np.array([True]))
+        if not firing:
+            st.keep_until.pop(dv, None)  # a pending run has nothing kept
+        st.since[dv] = al.since
+        st.firing[dv] = firing
+        _put(st.last_notified, dv, al.last_notified if al.last_notified is not None else math.nan)
+        if al.acked:
+            st.acked.add(dv)
+        else:
+            st.acked.discard(dv)
+        if rule.levels and firing:
+            level = next(
+                (k for k, lv in enumerate(rule.levels) if lv.severity.value == al.severity),
+                len(rule.levels) - 1,
+            )
+            st.level[dv] = level
+            for k, latch in enumerate(latches):
+                latch.set_active(np.array([dv]), np.array([k == level]))
+
+    def _restore_communities(self, rows: dict[str, ActiveAlert]) -> None:
+        for ci, name in enumerate(self._communities):
+            al = rows.get(name)
+            if al is None:
+                if self._comm_firing[ci]:
+                    # Closed after the snapshot, so heard again at some point after it
+                    # fired: without that, the stale last-heard time would make the next
+                    # reading look like a new silence.
+                    heard = float(self._comm_since[ci])
+                    self._comm_last[ci] = max(float(self._comm_last[ci]), heard)
+                    self._comm_back[ci] = max(float(self._comm_back[ci]), heard)
+                self._comm_firing[ci], self._comm_since[ci] = False, np.nan
+            else:
+                self._comm_firing[ci], self._comm_since[ci] = True, al.since
 
     def snapshot(self) -> bytes:
         """The whole state (timers, cooldowns, windows, latest values, communities) as bytes."""
