@@ -30,7 +30,7 @@ from sensord._registry import Registry
 from sensord._settings import Settings
 from sensord._systemd import Notifier
 from sensord._types import AlertEvent, AlertStatus, Family, RawMessage, Reject
-from sensord.alerts import ActiveAlert, Engine, EngineResult
+from sensord.alerts import TEMPLATE_ERROR, ActiveAlert, Engine, EngineResult
 from sensord.decode import Decoder, FamilyBatch
 from sensord.outbox import Outbox
 from sensord.rules import load_rules
@@ -116,6 +116,7 @@ class Pipeline:
         self._telemetry = telemetry
         self._clock = clock
         self._unknown_log = RateLimited(log)
+        self._template_log = RateLimited(log)
         self.watermark = -math.inf
 
     def evaluate(self, messages: Sequence[RawMessage]) -> Evaluated:
@@ -189,6 +190,14 @@ class Pipeline:
             self._metrics.rule_evaluations.labels(family.value).inc(result.evaluations)
         for ev in events:
             self._metrics.transitions.labels(ev.rule, ev.status.value).inc()
+            if TEMPLATE_ERROR in ev.extra:
+                self._metrics.template_errors.labels(ev.rule).inc()
+                self._template_log.warning(
+                    ev.rule,
+                    "alert text template could not be filled; sent a plain text instead (fix the rule)",
+                    {"rule": ev.rule, "error": ev.extra[TEMPLATE_ERROR]},
+                    self._clock(),
+                )
         # The checkpoint follows every transition, sent or held (a flapping alert), and
         # the rows that change without one (an acknowledged state alert).
         for ev in [*events, *result.held]:

@@ -62,3 +62,9 @@ class Metrics:
         )
         self.connected = Gauge("sensord_broker_connected", "1 while connected", registry=r)
         self.rule_reloads = Counter("sensord_rule_reloads", "Rule reloads, by result", ["result"], registry=r)
+        self.template_errors = Counter(
+            "sensord_template_errors",
+            "Alert events whose summary/description template could not be filled (sent with a plain text)",
+            ["rule"],
+            registry=r,
+        )

@@ -72,12 +72,25 @@ class _Unknown:
         return "?"
 
 
-def render(template: str, values: dict[str, Any]) -> str:
-    """Fill a summary template; a value of the wrong kind leaves the template text, never fails."""
+# Set in an event's `extra` when a template could not be filled: the pipeline counts it.
+TEMPLATE_ERROR = "template_error"
+
+
+def render(template: str, values: dict[str, Any]) -> tuple[str, str | None]:
+    """Fill a summary template: (text, None), or (the template text, why) when it cannot be
+    filled. Never raises: the state change behind the event has already happened, and an
+    operator's template typo must not be what loses a fire alert."""
+    filled = _Safe({k: _Unknown() if v is None else v for k, v in values.items()})
     try:
-        return template.format_map(_Safe({k: _Unknown() if v is None else v for k, v in values.items()}))
-    except (ValueError, TypeError, KeyError, IndexError):
-        return template
+        return template.format_map(filled), None
+    except Exception as exc:  # noqa: BLE001 - any failure of a user template, by design
+        return template, f"{type(exc).__name__}: {exc}"[:200]
+
+
+def _fallback(rule: CompiledRule, device: Device, status: AlertStatus, values: dict[str, Any]) -> str:
+    """A plain text that needs no template: rule, device, status and the readings."""
+    shown = ", ".join(f"{k}={v}" for k, v in values.items() if k != "ts")
+    return f"{rule.name} {status.value} on {device.device_id} ({shown})"
 
 
 def make_event(  # noqa: PLR0913 - one event has this many facts
@@ -104,6 +117,13 @@ def make_event(  # noqa: PLR0913 - one event has this many facts
         "grid": device.entry.grid,
         "building": device.entry.building or "",
     }
+    summary, bad_summary = render(rule.summary, ctx)
+    description, bad_description = render(rule.description, ctx)
+    extra: dict[str, Any] = {}
+    if bad_summary or bad_description:
+        extra[TEMPLATE_ERROR] = bad_summary or bad_description
+        if bad_summary:
+            summary = _fallback(rule, device, status, values)
     return AlertEvent(
         event_id=event_id(fp, status, starts_at, event_time, repeat=repeat),
         fingerprint=fp,
@@ -117,12 +137,13 @@ def make_event(  # noqa: PLR0913 - one event has this many facts
         grid=device.entry.grid,
         location=device.place(),
         labels={**device.entry.labels, **rule.labels},
-        summary=render(rule.summary, ctx),
-        description=render(rule.description, ctx),
+        summary=summary,
+        description=description,
         readings=values,
         dispatch=rule.dispatch,
         starts_at=starts_at,
         ends_at=ends_at,
         event_time=event_time,
         repeat=repeat,
+        extra=extra,
     )
