@@ -115,7 +115,7 @@ def summary(
         f"    {len(lines)} records in {deadletter.name}, e.g. {orjson.loads(lines[0])['detail'] if lines else '-'}"
     )
     unknown = sum(v for k, v in counters.items() if k.startswith("sensord_unknown_device_messages_total"))
-    print(f"  messages from unregistered devices (counted, logged): {unknown:.0f}")
+    print(f"  messages from unregistered devices (counted, logged, kept in dead-letter): {unknown:.0f}")
     fired = {(r.body["rule"], r.body["device"]) for r in got if r.body["status"] == "firing"}
     print(f"\n{BOLD}Injected incidents{OFF}")
     ok = True

@@ -19,11 +19,11 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import orjson
 
-from sensord._errors import OutboxError, RuleError
+from sensord._errors import DecodeError, OutboxError, RuleError
 from sensord._logging import RateLimited
 from sensord._metrics import Metrics
 from sensord._registry import Registry
@@ -31,7 +31,7 @@ from sensord._settings import Settings
 from sensord._systemd import Notifier
 from sensord._types import AlertEvent, AlertStatus, Family, RawMessage, Reject
 from sensord.alerts import TEMPLATE_ERROR, ActiveAlert, Engine, EngineResult
-from sensord.decode import Decoder, FamilyBatch
+from sensord.decode import Decoder, DecodeResult, FamilyBatch, shown
 from sensord.outbox import Outbox
 from sensord.rules import load_rules
 from sensord.sinks import DeadLetter, Sink, deliver_forever
@@ -65,6 +65,16 @@ class Evaluated:
     accepted: int = 0
     rejected: int = 0
     snapshot: bytes | None = None
+
+
+class ParsedAck(NamedTuple):
+    """An acknowledgement, checked before the engine runs."""
+
+    device_id: str
+    rule: str
+    ts: float
+    by: str
+    message: RawMessage
 
 
 def active_from_event(event: AlertEvent) -> ActiveAlert:
@@ -120,32 +130,93 @@ class Pipeline:
         self.watermark = -math.inf
 
     def evaluate(self, messages: Sequence[RawMessage]) -> Evaluated:
-        """Run one batch through decode and rules. Rejects are dead-lettered here."""
+        """Run one batch through decode and rules. Rejects are dead-lettered here.
+
+        Two phases. Decode and ack parsing change no state: an unexpected failure there is
+        retried message by message, so only the message that fails is dead-lettered. Then
+        the engine changes state: what it returned is kept whatever happens after, so the
+        state change and its events are committed together; if the engine itself fails,
+        the messages it had not applied yet are dead-lettered (replayable), never dropped.
+        """
         out = Evaluated(tokens=[m.token for m in messages if m.token is not None])
-        acks = [m for m in messages if self._is_ack(m)]
-        if acks:
-            messages = [m for m in messages if not self._is_ack(m)]
-        res = self.decoder(messages)
-        self._record_rejects(res.rejects)
+        readings = [m for m in messages if not self._is_ack(m)]
+        acks: list[ParsedAck | Reject] = []
+        if len(readings) < len(messages):
+            acks = self._parse_acks([m for m in messages if self._is_ack(m)])
+        res = self._decode(readings)
         self._record_unknown(res.unknown)
-        out.rejected = len(res.rejects)
+        self._record_rejects(res.rejects)
+        out.rejected = len(res.rejects) + sum(1 for a in acks if isinstance(a, Reject))
         out.accepted = res.accepted
-        self._absorb(out, self.engine.begin(res.batches.values()), None)
-        for family, batch in res.batches.items():
-            self._metrics.messages_in.labels(family.value).inc(len(batch))
-            self._absorb(out, self.engine.process(batch), family)
-            self.watermark = max(self.watermark, float(batch.ts.max()))
-            newest = float(batch.ts.max())
-            self._metrics.ingest_lag.set(max(0.0, float(batch.received_at.max()) - newest))
-            if self._telemetry is not None:
-                self._telemetry(batch)
-        for m in acks:
-            self._acknowledge(m, out)
-        if self.watermark > -math.inf:
-            self._absorb(out, self.engine.advance(self.watermark), None)
+        valid_acks = [a for a in acks if not isinstance(a, Reject)]
+        self._record_rejects([a for a in acks if isinstance(a, Reject)])
+        applied: set[Family] = set()
+        try:
+            self._absorb(out, self.engine.begin(res.batches.values()), None)
+            for family, batch in res.batches.items():
+                self._absorb(out, self.engine.process(batch), family)
+                applied.add(family)
+                self._after_family(batch)
+            while valid_acks:
+                a = valid_acks[0]
+                self._absorb(out, self.engine.acknowledge(a.device_id, a.rule, a.ts, a.by), None)
+                out.accepted += 1
+                valid_acks.pop(0)
+            if self.watermark > -math.inf:
+                self._absorb(out, self.engine.advance(self.watermark), None)
+        except Exception:
+            log.exception("rule engine failed on a batch; what it applied is kept, the rest dead-lettered")
+            unapplied = [a.message for a in valid_acks]
+            self._dead_letter_unapplied(readings, set(res.batches) - applied, unapplied, out)
         self._metrics.batches.inc()
         self._metrics.batch_size.observe(len(messages))
         return out
+
+    def _after_family(self, batch: FamilyBatch) -> None:
+        """Clock, metrics and the best-effort telemetry hand-off for one applied family."""
+        newest = float(batch.ts.max())
+        self.watermark = max(self.watermark, newest)
+        self._metrics.messages_in.labels(batch.family.value).inc(len(batch))
+        self._metrics.ingest_lag.set(max(0.0, float(batch.received_at.max()) - newest))
+        if self._telemetry is not None:
+            try:
+                self._telemetry(batch)
+            except Exception:  # telemetry is history, never a reason to lose alerts
+                log.exception("telemetry hand-off failed; alerts are unaffected")
+                self._metrics.delivery_failures.labels("influx-telemetry", "error").inc()
+
+    def _decode(self, messages: list[RawMessage]) -> DecodeResult:
+        try:
+            return self.decoder(messages)
+        except Exception:
+            log.exception("decode failed on a batch; decoding its messages one by one")
+        bad: list[Reject] = []
+        good: list[RawMessage] = []
+        for m in messages:
+            try:
+                self.decoder([m])
+            except Exception as exc:  # noqa: BLE001 - a defect; the message is kept in dead-letter
+                detail = f"decode failed ({type(exc).__name__}); see the log and report it"
+                bad.append(Reject(m.topic, m.payload, m.received_at, "internal_error", detail))
+            else:
+                good.append(m)
+        res = self.decoder(good)
+        res.rejects.extend(bad)
+        return res
+
+    def _dead_letter_unapplied(
+        self,
+        readings: list[RawMessage],
+        families: set[Family],
+        acks: list[RawMessage],
+        out: Evaluated,
+    ) -> None:
+        names = {f.value for f in families}
+        left = [m for m in readings if (p := self.decoder.topic.parse(m.topic)) and p.family in names]
+        detail = "the rule engine failed before applying this message; see the log, then replay it"
+        rejects = [Reject(m.topic, m.payload, m.received_at, "internal_error", detail) for m in left + acks]
+        self._record_rejects(rejects)
+        out.rejected += len(rejects)
 
     def tick(self, watermark: float) -> Evaluated:
         """Advance the event-time clock without readings (a quiet stream)."""
@@ -160,25 +231,40 @@ class Pipeline:
         parts = self.decoder.topic.parse(m.topic)
         return parts is not None and parts.kind == ACK_KIND
 
-    def _acknowledge(self, m: RawMessage, out: Evaluated) -> None:
+    def _parse_acks(self, messages: list[RawMessage]) -> list[ParsedAck | Reject]:
+        out: list[ParsedAck | Reject] = []
+        for m in messages:
+            try:
+                out.append(self._parse_ack(m))
+            except DecodeError as exc:
+                out.append(Reject(m.topic, m.payload, m.received_at, exc.reason, exc.detail))
+        return out
+
+    def _parse_ack(self, m: RawMessage) -> ParsedAck:
         """`<prefix>/<community>/<family>/<device>/ack` with {"rule": ..., "by": ..., "ts": ...}:
         the dispatch side acknowledged an alert. It travels in the stream, so a recording
-        replays acknowledgements too."""
+        replays acknowledgements too. Raises DecodeError with the reason to reject it."""
         parts = self.decoder.topic.parse(m.topic)
         assert parts is not None
+        device = self.decoder.device(parts.device_id)
+        if device is None:
+            raise DecodeError("unknown_device", f"ack for {shown(parts.device_id)}, not in the registry")
+        shape = 'an ack is a JSON object {"rule": "<rule name>", "by": "<who>", "ts": <epoch seconds>}'
         try:
             body = orjson.loads(m.payload)
-            rule, by = str(body["rule"]), str(body.get("by", ""))
-            ts = float(body.get("ts", m.received_at))
-            if not math.isfinite(ts):
-                raise ValueError("ts is not a number")  # noqa: TRY301 - one reject path
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-            reason = f'an ack is a JSON object {{"rule": ..., "by": ..., "ts": ...}}; {exc}'
-            self._record_rejects([Reject(m.topic, m.payload, m.received_at, "invalid_ack", reason)])
-            out.rejected += 1
-            return
-        self._absorb(out, self.engine.acknowledge(parts.device_id, rule, ts, by), None)
-        out.accepted += 1
+        except orjson.JSONDecodeError as exc:
+            raise DecodeError("invalid_ack", f"{shape}; not JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise DecodeError("invalid_ack", f"{shape}; got {shown(body)}")
+        rule, by, ts = body.get("rule"), body.get("by", ""), body.get("ts", m.received_at)
+        if not isinstance(rule, str) or not isinstance(by, str):
+            got = f"{shown(rule)}, {shown(by)}"
+            raise DecodeError("invalid_ack", f"{shape}; rule and by must be text, got {got}")
+        if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+            raise DecodeError("invalid_ack", f"{shape}; ts must be a number, got {shown(ts)}")
+        if not self.engine.has_rule(device.family, rule):
+            raise DecodeError("invalid_ack", f"no rule {shown(rule)} for {device.family.value} devices")
+        return ParsedAck(parts.device_id, rule, float(ts), by, m)
 
     def _absorb(self, out: Evaluated, result: EngineResult, family: Family | None) -> None:
         events = result.events

@@ -121,6 +121,13 @@ class DecodeSettings(_Frozen):
     # device with a wrong clock must not drag the event-time clock into the future.
     # 0 turns the check off (replay of recordings made elsewhere).
     max_clock_skew_s: Annotated[float, Field(ge=0)] = 300.0
+    # Payloads are flat objects; nesting beyond this is hostile or broken (`too_deep`).
+    max_depth: Annotated[int, Field(ge=1, le=64)] = 8
+    # Longer topics or topic levels are `bad_topic`: they would only bloat the route cache.
+    max_topic_chars: Annotated[int, Field(ge=16)] = 256
+    max_topic_level_chars: Annotated[int, Field(ge=8)] = 96
+    # Memory for the topic → device cache (topics are cached once parsed).
+    max_route_cache_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
 
 
 class DeadLetterSettings(_Frozen):

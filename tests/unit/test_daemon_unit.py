@@ -82,7 +82,9 @@ class TestProcessLoop:
         assert [(e.rule, e.status) for e in sink.events] == [("wristband_sos", AlertStatus.FIRING)]
 
     def test_bad_message_does_not_block_batch(self, tmp_path: Path) -> None:
-        """Malformed JSON and an unknown device are acknowledged; the good SOS still alerts."""
+        """Malformed JSON and an unknown device are acknowledged, both kept in dead-letter with
+        their reasons (the unknown device's message can be replayed once it is registered);
+        the good SOS still alerts."""
         now = time.time()
         batch = [
             RawMessage("sensord/maple-court/wristband/wb-01/telemetry", b"{not json", now, 1),
@@ -101,4 +103,4 @@ class TestProcessLoop:
         assert source.acked == [1, 2, 3]
         assert [e.device_id for e in sink.events] == ["wb-02"]
         dead = (tmp_path / "state" / "deadletter.jsonl").read_text().splitlines()
-        assert [orjson.loads(d)["reason"] for d in dead] == ["invalid_json"]
+        assert [orjson.loads(d)["reason"] for d in dead] == ["invalid_json", "unknown_device"]

@@ -126,10 +126,12 @@ class TestDecoder:
         assert res.batches[Family.BIN].columns["fill_pct"].tolist() == [50.0, 90.0]
         assert res.accepted == 2
 
-    def test_unknown_device_is_reported_not_rejected(self, decoder: Decoder) -> None:
-        """A device id missing from the registry is listed for the operator, not dead-lettered."""
+    def test_unknown_device_is_listed_and_kept(self, decoder: Decoder) -> None:
+        """A device id missing from the registry is listed for the operator and rejected as
+        `unknown_device`, so its message goes to dead-letter and can be replayed later."""
         res = decoder([msg("bin", "bin-99", {"fill_pct": 50})])
-        assert res.rejects == []
+        assert [r.reason for r in res.rejects] == ["unknown_device"]
+        assert "register it" in res.rejects[0].detail
         assert res.unknown == {Family.BIN: ["bin-99"]}
 
     def test_rfc3339_timestamp(self, decoder: Decoder) -> None:

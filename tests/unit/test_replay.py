@@ -49,7 +49,7 @@ class TestReplay:
         for inc in sc.incidents:
             for rule in inc.expect:
                 assert (rule, inc.device) in fired, f"{inc.kind} on {inc.device} did not fire {rule}"
-        assert sum(result.rejects.values()) == sc.malformed
+        assert sum(result.rejects.values()) == sc.malformed + sc.unknown_devices
 
     def test_same_events_whatever_the_batch_size(self) -> None:
         """Replaying in batches of 7 or of 5000 gives the same event ids in the same order."""

@@ -1050,6 +1050,11 @@ class Engine:
             self._comm_since[ci] = at
 
     # -- acknowledgement --------------------------------------------------------------
+    def has_rule(self, family: Family, name: str) -> bool:
+        """Is there a rule of this name for this family (an acknowledgement may name it)?"""
+        fr = self._rules.by_family.get(family)
+        return fr is not None and any(r.name == name for r in fr.rules)
+
     def acknowledge(self, device_id: str, rule_name: str, ts: float, by: str = "") -> EngineResult:
         """The dispatch side acknowledged an alert: an open event alert resolves; a state
         alert stops repeating until it resolves. Unknown device or rule: nothing."""

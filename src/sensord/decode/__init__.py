@@ -1,7 +1,7 @@
 """Decode stage: raw MQTT messages → validated numpy columns per family."""
 
 from sensord.decode._batch import FamilyBatch
-from sensord.decode._decoder import Decoder, DecodeResult
+from sensord.decode._decoder import Decoder, DecodeResult, shown
 from sensord.decode._schemas import SCHEMAS, FieldSpec, field_specs
 from sensord.decode._topic import TopicParts, TopicTemplate
 
@@ -14,4 +14,5 @@ __all__ = [
     "TopicParts",
     "TopicTemplate",
     "field_specs",
+    "shown",
 ]

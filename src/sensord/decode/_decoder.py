@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from sensord._errors import DecodeError
 from sensord._types import Family, RawMessage, Reject
 from sensord.decode._batch import FamilyBatch
 from sensord.decode._schemas import FieldSpec, field_specs
@@ -28,7 +29,8 @@ if TYPE_CHECKING:
     from sensord._registry import Device, Registry
     from sensord._settings import DecodeSettings
 
-_MAX_ROUTES = 1_000_000  # bounded: a flood of made-up topics must not grow memory forever
+# What one cached route costs beside its topic text: the dict slot, the tuple, the str header.
+_ROUTE_OVERHEAD_BYTES = 200
 _FAMILIES = {f.value: f for f in Family}
 _NUMBER_TYPES: frozenset[type] = frozenset({int, float, type(None)})
 _BOOL_TYPES: frozenset[type] = frozenset({bool, type(None)})
@@ -55,6 +57,29 @@ class _Rows:
     msgs: list[RawMessage] = field(default_factory=list)
 
 
+def shown(value: object, limit: int = 40) -> str:
+    """A value for a reject reason: never recursive (a payload may nest 1,000 levels deep)
+    and never long."""
+    if value is None or isinstance(value, bool | int | float | str):
+        text = repr(value)
+        return text if len(text) <= limit else text[: limit - 1] + "…"
+    return f"a JSON {'object' if isinstance(value, dict) else 'array'}"
+
+
+def depth_over(obj: object, limit: int) -> bool:
+    """Does `obj` nest deeper than `limit` containers? Iterative: no recursion to exhaust."""
+    stack: list[tuple[object, int]] = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth + 1 > limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
+
+
 def _timestamp(value: object, received_at: float) -> float:
     """Reading time in epoch seconds; raises ValueError with the reason."""
     if value is None:
@@ -66,7 +91,7 @@ def _timestamp(value: object, received_at: float) -> float:
     else:
         raise ValueError(f"ts must be epoch seconds or RFC 3339 text, got {type(value).__name__}")
     if not math.isfinite(ts) or ts <= 0:
-        raise ValueError(f"ts {value!r} is not a valid time")
+        raise ValueError(f"ts {shown(value)} is not a valid time")
     return ts
 
 
@@ -82,6 +107,11 @@ class Decoder:
         # Topic -> (family, registered device): a fleet sends the same topics all day, so
         # parsing and looking up each topic once saves work on every message.
         self._routes: dict[str, tuple[Family, Device]] = {}
+        self._route_bytes = 0
+
+    def device(self, device_id: str) -> Device | None:
+        """The registered device with this id, if any."""
+        return self._registry.get(device_id)
 
     def __call__(self, messages: Sequence[RawMessage]) -> DecodeResult:
         result = DecodeResult()
@@ -109,32 +139,26 @@ class Decoder:
             return "oversized", f"payload is {len(msg.payload)} bytes, limit {limit}"
         route = self._routes.get(msg.topic)
         if route is None:
-            parts = self._topic.parse(msg.topic)
-            if parts is None:
-                return "bad_topic", f"topic does not match {self._topic.template!r}"
-            family = _FAMILIES.get(parts.family)
-            if family is None:
-                return "unknown_family", f"family {parts.family!r} is not one of {sorted(_FAMILIES)}"
-            known = self._registry.get(parts.device_id)
-            if known is None:
-                result.unknown.setdefault(family, []).append(parts.device_id)
-                return None
-            if known.family is not family:
-                return "family_mismatch", (
-                    f"device {parts.device_id} is registered as {known.family}, topic says {family}"
-                )
-            if len(self._routes) >= _MAX_ROUTES:
-                self._routes.clear()
-            route = self._routes[msg.topic] = (family, known)
+            try:
+                route = self._route(msg.topic, result)
+            except DecodeError as exc:
+                return exc.reason, exc.detail
         family, device = route
         try:
             obj = orjson.loads(msg.payload)
         except orjson.JSONDecodeError as exc:
             if b"NaN" in msg.payload or b"Infinity" in msg.payload or "infinity" in str(exc):
                 return "non_finite", f"NaN or infinite number in payload: {exc}"
+            if "depth limit" in str(exc) or "recursion" in str(exc):
+                return "too_deep", f"payload nests deeper than the JSON parser allows: {exc}"
             return "invalid_json", f"payload is not valid JSON: {exc}"
         if not isinstance(obj, dict):
             return "not_object", f"payload must be a JSON object, got {type(obj).__name__}"
+        max_depth = self._settings.max_depth
+        # Counting brackets is C-fast and bounds the depth; only a payload with more of
+        # them than the limit (rare: flat objects have one) is walked.
+        if msg.payload.count(b"{") + msg.payload.count(b"[") > max_depth and depth_over(obj, max_depth):
+            return "too_deep", f"payload nests more than {max_depth} objects/arrays deep; send a flat object"
         try:
             ts = _timestamp(obj.get("ts"), msg.received_at)
         except ValueError as exc:
@@ -152,6 +176,50 @@ class Decoder:
         r.received.append(msg.received_at)
         r.msgs.append(msg)
         return None
+
+    def _route(self, topic: str, result: DecodeResult) -> tuple[Family, Device]:
+        """Parse and look up a topic not cached yet. Raises DecodeError to reject it; a
+        device missing from the registry is also recorded in `result.unknown`."""
+        limits = self._settings
+        if len(topic) > limits.max_topic_chars:
+            raise DecodeError("bad_topic", f"topic of {len(topic)} chars, limit {limits.max_topic_chars}")
+        parts = self._topic.parse(topic)
+        if parts is None:
+            raise DecodeError("bad_topic", f"topic does not match {self._topic.template!r}")
+        longest = max(len(parts.community), len(parts.family), len(parts.device_id), len(parts.kind))
+        if longest > limits.max_topic_level_chars:
+            raise DecodeError(
+                "bad_topic", f"a topic level is {longest} characters, limit {limits.max_topic_level_chars}"
+            )
+        family = _FAMILIES.get(parts.family)
+        if family is None:
+            families = sorted(_FAMILIES)
+            raise DecodeError("unknown_family", f"family {shown(parts.family)} is not one of {families}")
+        known = self._registry.get(parts.device_id)
+        if known is None:
+            result.unknown.setdefault(family, []).append(parts.device_id)
+            raise DecodeError(
+                "unknown_device",
+                f"device {shown(parts.device_id)} is not in the registry; register it, reload, and "
+                "replay its dead letters (README: messages from unregistered devices)",
+            )
+        if known.family is not family:
+            raise DecodeError(
+                "family_mismatch",
+                f"device {parts.device_id} is registered as {known.family}, topic says {family}",
+            )
+        cost = len(topic) + _ROUTE_OVERHEAD_BYTES
+        if self._route_bytes + cost > limits.max_route_cache_bytes:
+            self._routes.clear()  # a flood of made-up topics: start the cache again
+            self._route_bytes = 0
+        self._route_bytes += cost
+        route = self._routes[topic] = (family, known)
+        return route
+
+    @property
+    def route_cache_bytes(self) -> int:
+        """The route cache's estimated size (topic text plus per-entry overhead)."""
+        return self._route_bytes
 
     def _columns(self, family: Family, r: _Rows, rejects: list[Reject]) -> FamilyBatch:
         n = len(r.objs)
@@ -205,7 +273,7 @@ def _slow_column(
         if type(v) in allowed:
             col[i] = np.nan if v is None else float(v)
         else:
-            bad.setdefault(i, ("wrong_type", f"{spec.name} must be {want}, got {v!r:.40}"))
+            bad.setdefault(i, ("wrong_type", f"{spec.name} must be {want}, got {shown(v)}"))
     return col
 
 
@@ -221,7 +289,7 @@ def _enum_column(
         if code is None:
             bad.setdefault(
                 i,
-                ("invalid_value", f"{spec.name} must be one of {list(spec.choices)}, got {v!r:.40}"),
+                ("invalid_value", f"{spec.name} must be one of {list(spec.choices)}, got {shown(v)}"),
             )
         else:
             col[i] = code
