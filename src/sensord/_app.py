@@ -84,15 +84,24 @@ async def build_daemon(
     rules = load_rules(settings.input_path(settings.rules_dir), registry)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     sink_list = list(sinks) if sinks is not None else build_sinks(settings)
-    outbox = Outbox(
-        settings.data_path(settings.outbox.path), [s.name for s in sink_list], settings.outbox, metrics
-    )
     forwarder = None
     if settings.deadletter.mqtt_topic:
         forwarder = DeadLetterForwarder(settings.deadletter.mqtt_topic, metrics)
     deadletter = DeadLetter(
         settings.data_path(settings.deadletter.file), on_record=forwarder.offer if forwarder else None
     )
+    outbox = Outbox(
+        settings.data_path(settings.outbox.path),
+        [s.name for s in sink_list],
+        settings.outbox,
+        metrics,
+        on_shed=deadletter.undeliverable,
+    )
+    for sink, waiting in sorted(outbox.orphaned.items()):
+        log.warning(
+            "the outbox holds deliveries for a sink no longer configured; kept until purged",
+            extra={"fields": {"sink": sink, "waiting": waiting, "how": "sensord outbox purge --sink NAME"}},
+        )
     telemetry = None
     influx = next((s for s in sink_list if isinstance(s, InfluxSink)), None)
     writer: TelemetryWriter | None = None

@@ -78,7 +78,19 @@ def _parser() -> argparse.ArgumentParser:
     pace.add_argument("--fast", action="store_true", help="as fast as the broker takes it")
     play.add_argument("--qos", type=int, choices=(0, 1), default=1)
     play.add_argument("--max-inflight", type=int, default=1000)
+    _outbox_args(sub)
     return p
+
+
+def _outbox_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`sensord outbox status|purge` on the command line."""
+    outbox = sub.add_parser("outbox", help="inspect the outbox, purge a removed sink's queue")
+    outbox_sub = outbox.add_subparsers(dest="outbox_command", required=True)
+    status = outbox_sub.add_parser("status", help="events waiting per sink (life-safety, oldest)")
+    status.add_argument("-c", "--config", type=Path, required=True, help="config file (YAML)")
+    purge = outbox_sub.add_parser("purge", help="drop every waiting delivery of a sink")
+    purge.add_argument("-c", "--config", type=Path, required=True, help="config file (YAML)")
+    purge.add_argument("--sink", required=True, help="the sink's name (see `sensord outbox status`)")
 
 
 def _broker_args(p: argparse.ArgumentParser) -> None:
@@ -176,11 +188,18 @@ def _live(args: argparse.Namespace) -> int:
     return _tools.record_command(args) if args.command == "record" else _tools.play_command(args)
 
 
+def _outbox(args: argparse.Namespace) -> int:
+    from sensord import _ops  # noqa: PLC0415 - opens SQLite and metrics; only when needed
+
+    return _ops.outbox_command(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     commands = {"check": lambda: _check(args.config), "run": lambda: _run(args.config)}
     commands |= {"rules": lambda: _rules(args), "replay": lambda: _replay(args)}
     commands |= {"record": lambda: _live(args), "play": lambda: _live(args)}
+    commands |= {"outbox": lambda: _outbox(args)}
     return commands.get(args.command, lambda: _simulate(args))()
 
 

@@ -544,9 +544,9 @@ class Daemon:
             try:
                 commit(self.outbox, ev)
             except OutboxError as exc:
-                # Backpressure, not loss: the batch stays unacknowledged at the broker
-                # until the outbox takes it (life-safety events are always taken).
-                log.error("outbox refused a batch; retrying", extra={"fields": {"error": str(exc)}})  # noqa: TRY400
+                # The disk failed (a full outbox never refuses: it sheds per sink). The
+                # batch stays unacknowledged at the broker until the write goes through.
+                log.error("outbox write failed; retrying", extra={"fields": {"error": str(exc)}})  # noqa: TRY400
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
             else:

@@ -55,6 +55,10 @@ def configure_logging(settings: LogSettings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.level)
+    # httpx and httpcore log every request at INFO: a line per webhook POST would bury
+    # what matters (delivery failures are logged by sensord itself, per sink).
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
 
 
 class RateLimited:

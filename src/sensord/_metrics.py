@@ -62,6 +62,12 @@ class Metrics:
         )
         self.connected = Gauge("sensord_broker_connected", "1 while connected", registry=r)
         self.rule_reloads = Counter("sensord_rule_reloads", "Rule reloads, by result", ["result"], registry=r)
+        self.outbox_shed = Counter(
+            "sensord_outbox_shed",
+            "Ordinary deliveries dropped (to dead-letter) because a sink's queue was over its bound",
+            ["sink"],
+            registry=r,
+        )
         self.template_errors = Counter(
             "sensord_template_errors",
             "Alert events whose summary/description template could not be filled (sent with a plain text)",

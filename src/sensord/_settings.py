@@ -141,7 +141,9 @@ class OutboxSettings(_Frozen):
     """The SQLite outbox between alerts and sinks."""
 
     path: Path = Path("outbox.sqlite3")
-    max_events: Annotated[int, Field(ge=100)] = 1_000_000
+    # Per sink: past it the sink's oldest ordinary deliveries go to dead-letter (never a
+    # life-safety one), so a dead InfluxDB cannot fill the disk or stop anything else.
+    max_events: Annotated[int, Field(ge=1)] = 1_000_000
 
 
 class DeliverySettings(_Frozen):

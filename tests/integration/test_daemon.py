@@ -180,6 +180,7 @@ class TestEndToEnd:
             (topic("bin", "bin-2"), {"temp_c": 20, "ts": T0}, "missing_field"),
             ("sensord/maple/toaster/t-1/telemetry", {"x": 1}, "unknown_family"),
             (topic("wristband", "wb-002"), b"[1, 2, 3]", "not_object"),
+            (topic("bin", "bin-404"), {"fill_pct": 99.0, "ts": T0}, "unknown_device"),
         ]
         good: list[tuple[str, dict[str, object] | bytes]] = [
             (topic("wristband", f"wb-00{i}"), {"sos": True, "ts": T0 + i}) for i in range(5)
@@ -190,7 +191,6 @@ class TestEndToEnd:
             if i < len(bad):
                 stream.append(bad[i][:2])
         stream += [b[:2] for b in bad[len(good) :]]
-        stream.append((topic("bin", "bin-404"), {"fill_pct": 99.0, "ts": T0}))  # unknown device
         try:
             wait_for(lambda: ready(mport), 20, "daemon ready")
             publish(

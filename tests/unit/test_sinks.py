@@ -12,7 +12,7 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
-from sensord._errors import OutboxError, PermanentSinkError, RetryableSinkError
+from sensord._errors import PermanentSinkError, RetryableSinkError
 from sensord._metrics import Metrics
 from sensord._settings import DeliverySettings, InfluxSettings, OutboxSettings, SecretRef, WebhookSettings
 from sensord._types import AlertEvent, AlertStatus, Reject, Severity
@@ -68,7 +68,7 @@ class TestOutbox:
         ob.commit([event(1), event(2)])
         ob.close()
         again = outbox(tmp_path)
-        assert [e.event_id for _, e, _ in again.due("a", 10, now=1e12)] == ["id-1", "id-2"]
+        assert [e.event_id for _, e in again.due("a", 10)] == ["id-1", "id-2"]
 
     def test_same_event_id_is_stored_once(self, tmp_path: Path) -> None:
         """Re-committing an event id (a batch re-processed after a crash) adds nothing."""
@@ -81,34 +81,46 @@ class TestOutbox:
         """due() hands out life-safety events before older ordinary ones."""
         ob = outbox(tmp_path)
         ob.commit([event(1), event(2), event(3, life_safety=True)])
-        assert [e.event_id for _, e, _ in ob.due("a", 10, now=1e12)] == ["id-3", "id-1", "id-2"]
+        assert [e.event_id for _, e in ob.due("a", 10)] == ["id-3", "id-1", "id-2"]
 
     def test_sinks_are_independent(self, tmp_path: Path) -> None:
         """An event acknowledged by one sink stays queued for the other until it takes it too."""
         ob = outbox(tmp_path)
         ob.commit([event(1)])
-        seq = ob.due("a", 10, now=1e12)[0][0]
+        seq = ob.due("a", 10)[0][0]
         ob.ack("a", [seq])
         assert (ob.depth("a"), ob.depth("b")) == (0, 1)
         ob.ack("b", [seq])
-        assert ob.due("b", 10, now=1e12) == []
+        assert ob.due("b", 10) == []
 
-    def test_bounded_but_life_safety_always_taken(self, tmp_path: Path) -> None:
-        """Past max_events ordinary batches are refused; a batch with a life-safety event is not."""
-        ob = outbox(tmp_path, max_events=100)
-        ob.commit([event(i) for i in range(100)])
-        with pytest.raises(OutboxError, match="outbox full"):
-            ob.commit([event(200)])
-        assert ob.commit([event(201), event(202, life_safety=True)]) == 2
+    def test_bound_sheds_oldest_ordinary_per_sink(self, tmp_path: Path) -> None:
+        """Past max_events a commit still succeeds: the sink's oldest ordinary deliveries
+        are shed (handed over for dead-letter, counted), never a life-safety one."""
+        shed: list[tuple[str, str, str]] = []
+        metrics = Metrics()
+        ob = Outbox(
+            tmp_path / "o.sqlite3",
+            ("a",),
+            OutboxSettings(max_events=3),
+            metrics,
+            on_shed=lambda e, sink, why: shed.append((e.event_id, sink, why)),
+        )
+        ob.commit([event(1, life_safety=True), event(2), event(3)])
+        assert ob.commit([event(4), event(5, life_safety=True)]) == 2
+        assert [e.event_id for _, e in ob.due("a", 10)] == ["id-1", "id-5", "id-4"]
+        assert [(i, s) for i, s, _ in shed] == [("id-2", "a"), ("id-3", "a")]
+        assert "more than 3 events waiting" in shed[0][2]
+        assert ob.depth("a") == 3
+        assert metrics.outbox_shed.labels("a")._value.get() == 2
 
-    def test_retry_later_hides_until_due(self, tmp_path: Path) -> None:
-        """An event held for retry is not due before its time and counts the attempt."""
-        ob = outbox(tmp_path)
-        ob.commit([event(1)])
-        seq = ob.due("a", 10, now=1e12)[0][0]
-        ob.retry_later("a", [seq], at=500.0)
-        assert ob.due("a", 10, now=499.0) == []
-        assert ob.due("a", 10, now=500.0)[0][2] == 1
+    def test_bound_is_per_sink(self, tmp_path: Path) -> None:
+        """A sink that keeps up is not shed because another (dead) sink is full."""
+        ob = outbox(tmp_path, sinks=("dead", "live"), max_events=2)
+        for n in range(5):
+            ob.commit([event(n)])
+            ob.ack("live", [seq for seq, _ in ob.due("live", 10)])
+        assert (ob.depth("dead"), ob.depth("live")) == (2, 0)
+        assert [e.event_id for _, e in ob.due("dead", 10)] == ["id-3", "id-4"]
 
     def test_checkpoint_rows_commit_with_events(self, tmp_path: Path) -> None:
         """Active-alert rows are upserted and deleted in the commit transaction."""
@@ -117,14 +129,20 @@ class TestOutbox:
         ob.commit([], upsert_active=[("fp-1", b"z")], delete_active=["fp-2"])
         assert ob.active_rows() == [b"z"]
 
-    def test_removed_sink_no_longer_holds_events(self, tmp_path: Path) -> None:
-        """Reopening without a sink drops its queue, so it does not hold events forever."""
+    def test_removed_sink_keeps_its_queue_until_purged(self, tmp_path: Path) -> None:
+        """Reopening without a sink keeps its deliveries (reported in `orphaned`); purging
+        them drops them and the events nobody else waits for."""
         ob = outbox(tmp_path)
-        ob.commit([event(1)])
+        ob.commit([event(1), event(2)])
         ob.close()
         only_a = outbox(tmp_path, sinks=("a",))
-        only_a.ack("a", [only_a.due("a", 1, now=1e12)[0][0]])
-        assert only_a.due("a", 1, now=1e12) == []
+        assert only_a.orphaned == {"b": 2}
+        only_a.ack("a", [seq for seq, _ in only_a.due("a", 10)])
+        queues = [(q.sink, q.waiting, q.configured) for q in only_a.queues()]
+        assert queues == [("a", 0, True), ("b", 2, False)]
+        assert only_a.purge("b") == 2
+        assert [(q.sink, q.waiting) for q in only_a.queues()] == [("a", 0)]
+        assert only_a._scalar("SELECT COUNT(*) FROM events") == 0
 
 
 class TestWebhookSigning:
@@ -237,12 +255,15 @@ class TestLineProtocol:
 
 class TestDelivery:
     def test_backoff_is_capped_and_jittered(self) -> None:
-        """Backoff never exceeds the cap, grows with attempts and varies."""
+        """After n failures the wait is in [cap/2, cap], cap = min(max, initial * 2^(n-1))."""
         s = DeliverySettings(initial_backoff_s=0.5, max_backoff_s=10)
         rng = random.Random(1)
-        values = [backoff(a, s, rng) for a in range(20)]
-        assert max(values) <= 10
-        assert len(set(values)) == len(values)
+        for n in range(1, 20):
+            cap = min(10.0, 0.5 * 2 ** (n - 1))
+            values = [backoff(n, s, rng) for _ in range(50)]
+            assert cap / 2 <= min(values)
+            assert max(values) <= cap
+            assert len(set(values)) == 50
 
     def _run(self, tmp_path: Path, sink: MemorySink, until: Callable[[Outbox], bool]) -> Outbox:
         ob = outbox(tmp_path, sinks=(sink.name,))

@@ -4,15 +4,20 @@ An alert event is in the outbox before the MQTT message that caused it is acknow
 each configured sink has its own queue over the same events, and an event is deleted
 only when every sink has it. The same database holds the rule engine's checkpoint of
 pending and firing alerts, written in the same transaction as the events it explains.
+
+Each sink's queue is bounded on its own (`max_events`): past the bound the oldest
+ordinary deliveries of that sink are shed (handed to `on_shed`, for dead-letter), never a
+life-safety one, and never by refusing a commit: a dead InfluxDB must not stop the rules
+or the webhook. A sink removed from the config keeps its queue until an operator purges it.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +59,21 @@ CREATE TABLE IF NOT EXISTS engine_snapshot (
 """
 
 
+# Called with (event, sink, reason) for each delivery shed at a sink's bound.
+OnShed = Callable[[AlertEvent, str, str], object]
+
+
+@dataclass(frozen=True)
+class SinkQueue:
+    """One sink's waiting deliveries, for `sensord outbox status`."""
+
+    sink: str
+    waiting: int
+    life_safety: int
+    oldest: float | None  # when the oldest waiting event was committed
+    configured: bool
+
+
 def encode_event(event: AlertEvent) -> bytes:
     return orjson.dumps(asdict(event))
 
@@ -69,10 +89,22 @@ def decode_event(body: bytes) -> AlertEvent:
 class Outbox:
     """Alert events waiting for their sinks, on disk."""
 
-    def __init__(self, path: Path, sinks: Sequence[str], settings: OutboxSettings, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        path: Path,
+        sinks: Sequence[str],
+        settings: OutboxSettings,
+        metrics: Metrics,
+        *,
+        on_shed: OnShed | None = None,
+    ) -> None:
         self._sinks = tuple(sinks)
         self._max = settings.max_events
         self._metrics = metrics
+        self._on_shed = on_shed
+        # Bumped by every commit that stores a life-safety event: a delivery worker in the
+        # middle of a page checks it between attempts, so a new SOS goes next.
+        self.life_safety_epoch = 0
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -80,21 +112,21 @@ class Outbox:
             # FULL: the WAL is fsynced at every commit, so a committed batch survives power loss.
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
-            self._forget_removed_sinks()
         except sqlite3.Error as exc:
             raise OutboxError(f"cannot open outbox {path}: {exc}") from None
-        self._count = self._scalar("SELECT COUNT(*) FROM events")
+        self._depth = {
+            s: self._scalar("SELECT COUNT(*) FROM deliveries WHERE sink = ?", s) for s in self._sinks
+        }
+        # Deliveries of sinks no longer configured are kept until purged, not deleted.
+        self.orphaned = {
+            str(sink): int(n)
+            for sink, n in self._db.execute("SELECT sink, COUNT(*) FROM deliveries GROUP BY sink")
+            if sink not in self._sinks
+        }
 
     def _scalar(self, sql: str, *args: object) -> int:
         row = self._db.execute(sql, args).fetchone()
         return int(row[0]) if row and row[0] is not None else 0
-
-    def _forget_removed_sinks(self) -> None:
-        """A sink removed from the config no longer holds events back."""
-        marks = ",".join("?" * len(self._sinks)) or "''"
-        with self._tx():
-            self._db.execute(f"DELETE FROM deliveries WHERE sink NOT IN ({marks})", self._sinks)  # noqa: S608 - placeholders only
-            self._db.execute("DELETE FROM events WHERE seq NOT IN (SELECT seq FROM deliveries)")
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
@@ -120,16 +152,13 @@ class Outbox:
         """Store events for every sink and update the checkpoint, in one durable transaction.
 
         Events already present (same event_id: a batch re-processed after a crash) are
-        ignored. Returns the number of new events.
+        ignored. A sink's queue past its bound sheds its oldest ordinary deliveries in the
+        same transaction. Returns the number of new events.
         """
-        ordinary = sum(1 for e in events if not e.life_safety)
-        full = ordinary and self._count + ordinary > self._max
-        if full and not any(e.life_safety for e in events):
-            raise OutboxError(f"outbox full: {self._count} events ≥ max_events {self._max}; sinks are behind")
-        # A batch holding a life-safety event is always taken whole, past the bound: a full
-        # outbox must never delay a fire or SOS alert, nor drop what came with it.
         new = 0
+        life_safety = False
         now = time.time()
+        shed: list[tuple[str, AlertEvent]] = []
         with self._tx():
             for e in events:
                 cur = self._db.execute(
@@ -138,11 +167,14 @@ class Outbox:
                 )
                 if cur.rowcount:
                     new += 1
+                    life_safety |= e.life_safety
                     seq = cur.lastrowid
                     self._db.executemany(
                         "INSERT INTO deliveries (sink, seq, life_safety) VALUES (?, ?, ?)",
                         [(s, seq, int(e.life_safety)) for s in self._sinks],
                     )
+            if new:
+                shed = self._shed_over_bound(new)
             if delete_active:
                 self._db.executemany(
                     "DELETE FROM active_alerts WHERE fingerprint = ?", [(f,) for f in delete_active]
@@ -151,8 +183,46 @@ class Outbox:
                 self._db.executemany("INSERT OR REPLACE INTO active_alerts VALUES (?, ?)", upsert_active)
             if snapshot is not None:
                 self._db.execute("INSERT OR REPLACE INTO engine_snapshot VALUES (1, ?, ?)", (now, snapshot))
-        self._count += new
+        for sink in self._sinks:
+            self._depth[sink] += new
+        for sink, _ in shed:
+            self._depth[sink] -= 1
+        if life_safety:
+            self.life_safety_epoch += 1
+        self._report_shed(shed)
         return new
+
+    def _shed_over_bound(self, new: int) -> list[tuple[str, AlertEvent]]:
+        """Inside the commit: drop each over-full sink's oldest ordinary deliveries."""
+        shed: list[tuple[str, AlertEvent]] = []
+        for sink in self._sinks:
+            over = self._depth[sink] + new - self._max
+            if over <= 0:
+                continue
+            rows = self._db.execute(
+                "SELECT d.seq, e.body FROM deliveries d JOIN events e ON e.seq = d.seq "
+                "WHERE d.sink = ? AND d.life_safety = 0 ORDER BY d.seq LIMIT ?",
+                (sink, over),
+            ).fetchall()
+            seqs = [int(seq) for seq, _ in rows]
+            drop = [(sink, q) for q in seqs]
+            self._db.executemany("DELETE FROM deliveries WHERE sink = ? AND seq = ?", drop)
+            self._forget_unneeded(seqs)
+            shed.extend((sink, decode_event(bytes(body))) for _, body in rows)
+        return shed
+
+    def _report_shed(self, shed: list[tuple[str, AlertEvent]]) -> None:
+        for sink, event in shed:
+            self._metrics.outbox_shed.labels(sink).inc()
+            if self._on_shed is not None:
+                self._on_shed(event, sink, f"shed: sink {sink} had more than {self._max} events waiting")
+
+    def _forget_unneeded(self, seqs: Sequence[int]) -> None:
+        """Delete the events of `seqs` that no sink (configured or not) still waits for."""
+        self._db.executemany(
+            "DELETE FROM events WHERE seq = ? AND NOT EXISTS (SELECT 1 FROM deliveries WHERE seq = ?)",
+            [(s, s) for s in seqs],
+        )
 
     def snapshot(self) -> bytes | None:
         """The last saved engine state, if any."""
@@ -163,22 +233,19 @@ class Outbox:
         """The checkpointed pending/firing alerts."""
         return [bytes(r[0]) for r in self._db.execute("SELECT body FROM active_alerts")]
 
-    def due(self, sink: str, limit: int, now: float) -> list[tuple[int, AlertEvent, int]]:
-        """Events this sink should try now: life-safety first, then in order."""
+    def due(self, sink: str, limit: int) -> list[tuple[int, AlertEvent]]:
+        """The next events for this sink: every life-safety event first, then in commit
+        order (so the events of one alert keep their order: life-safety is a rule's
+        property, the same for all of them)."""
         try:
             rows = self._db.execute(
-                "SELECT d.seq, e.body, d.attempts FROM deliveries d JOIN events e ON e.seq = d.seq "
-                "WHERE d.sink = ? AND d.next_at <= ? ORDER BY d.life_safety DESC, d.seq LIMIT ?",
-                (sink, now, limit),
+                "SELECT d.seq, e.body FROM deliveries d JOIN events e ON e.seq = d.seq "
+                "WHERE d.sink = ? ORDER BY d.life_safety DESC, d.seq LIMIT ?",
+                (sink, limit),
             ).fetchall()
         except sqlite3.Error as exc:
             raise OutboxError(f"outbox read failed: {exc}") from None
-        return [(int(seq), decode_event(bytes(body)), int(att)) for seq, body, att in rows]
-
-    def next_due_at(self, sink: str) -> float | None:
-        """When the earliest waiting event of this sink becomes due (None: nothing waits)."""
-        row = self._db.execute("SELECT MIN(next_at) FROM deliveries WHERE sink = ?", (sink,)).fetchone()
-        return float(row[0]) if row and row[0] is not None else None
+        return [(int(seq), decode_event(bytes(body))) for seq, body in rows]
 
     def ack(self, sink: str, seqs: Sequence[int]) -> None:
         """This sink has these events; delete events no sink still needs."""
@@ -188,24 +255,43 @@ class Outbox:
             self._db.executemany(
                 "DELETE FROM deliveries WHERE sink = ? AND seq = ?", [(sink, s) for s in seqs]
             )
-            before = self._db.total_changes
-            self._db.executemany(
-                "DELETE FROM events WHERE seq = ? AND NOT EXISTS (SELECT 1 FROM deliveries WHERE seq = ?)",
-                [(s, s) for s in seqs],
-            )
-            self._count -= self._db.total_changes - before
-
-    def retry_later(self, sink: str, seqs: Sequence[int], at: float) -> None:
-        """Count a failed attempt and hold these events until `at`."""
-        with self._tx():
-            self._db.executemany(
-                "UPDATE deliveries SET attempts = attempts + 1, next_at = ? WHERE sink = ? AND seq = ?",
-                [(at, sink, s) for s in seqs],
-            )
+            self._forget_unneeded(seqs)
+        if sink in self._depth:
+            self._depth[sink] -= len(seqs)
 
     def depth(self, sink: str) -> int:
         """Events this sink has not yet taken."""
-        return self._scalar("SELECT COUNT(*) FROM deliveries WHERE sink = ?", sink)
+        return self._depth.get(sink, 0)
+
+    def waiting_life_safety(self, sink: str) -> int:
+        """Life-safety events this sink has not yet taken."""
+        return self._scalar("SELECT COUNT(*) FROM deliveries WHERE sink = ? AND life_safety = 1", sink)
+
+    def queues(self) -> list[SinkQueue]:
+        """Every sink with deliveries waiting (configured or not), and every configured one."""
+        rows = self._db.execute(
+            "SELECT d.sink, COUNT(*), SUM(d.life_safety), MIN(e.created) FROM deliveries d "
+            "JOIN events e ON e.seq = d.seq GROUP BY d.sink"
+        ).fetchall()
+        found = {
+            str(r[0]): SinkQueue(str(r[0]), int(r[1]), int(r[2]), float(r[3]), configured=r[0] in self._sinks)
+            for r in rows
+        }
+        for sink in self._sinks:
+            found.setdefault(sink, SinkQueue(sink, 0, 0, None, configured=True))
+        return sorted(found.values(), key=lambda q: q.sink)
+
+    def purge(self, sink: str) -> int:
+        """Drop every delivery of `sink` (an operator's decision for a removed sink) and
+        the events nobody else waits for. Returns how many deliveries were dropped."""
+        with self._tx():
+            seqs = [int(r[0]) for r in self._db.execute("SELECT seq FROM deliveries WHERE sink = ?", (sink,))]
+            self._db.execute("DELETE FROM deliveries WHERE sink = ?", (sink,))
+            self._forget_unneeded(seqs)
+        if sink in self._depth:
+            self._depth[sink] = 0
+        self.orphaned.pop(sink, None)
+        return len(seqs)
 
     def close(self) -> None:
         self._db.close()

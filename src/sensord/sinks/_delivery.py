@@ -1,9 +1,23 @@
-"""Per-sink delivery worker: outbox → sink, with capped, jittered exponential backoff.
+"""Per-sink delivery worker: outbox → sink, backing off per sink when it fails.
 
 Each sink has its own worker, so a dead InfluxDB never holds up the dispatch webhook.
-The outbox hands out life-safety events first. A retryable failure holds the events
-until their backoff passes (honouring a sink's Retry-After); a permanent refusal sends
-them to dead-letter with the reason, and they are not tried again.
+
+Order. The outbox hands out every waiting life-safety event first, then the rest in
+commit order. A round stops at the first retryable failure, and the whole sink backs
+off: the events stay where they are, so after an outage the sink gets its waiting
+life-safety events first and the events of one alert in the order they happened (a
+`resolved` never overtakes its `firing`). Between two attempts the worker checks
+whether a new life-safety event was committed; if so it goes next.
+
+Backoff. After n consecutive failed attempts the sink waits a time drawn uniformly
+from [cap/2, cap], cap = min(max_backoff_s, initial_backoff_s * 2^(n-1)), or longer if the
+sink said so (Retry-After). New events do not cut a backoff short: a sink that is down
+is not hammered by a busy stream.
+
+A permanent refusal sends that one event to dead-letter and the round goes on.
+Repeated failures are logged once when a sink starts failing, as a summary every
+`_SUMMARY_EVERY_S` while it keeps failing, and once when it recovers; the metrics count
+every attempt.
 """
 
 from __future__ import annotations
@@ -24,12 +38,85 @@ from sensord.sinks._base import Sink
 from sensord.sinks._deadletter import DeadLetter
 
 log = logging.getLogger("sensord.delivery")
+_SUMMARY_EVERY_S = 60.0
 
 
-def backoff(attempts: int, settings: DeliverySettings, rng: random.Random) -> float:
-    """Full-jitter exponential backoff: uniform in [0, min(max, initial * 2**attempts)]."""
-    cap = min(settings.max_backoff_s, settings.initial_backoff_s * (2 ** min(attempts, 30)))
-    return rng.uniform(settings.initial_backoff_s / 2, max(cap, settings.initial_backoff_s))
+def backoff(failures: int, settings: DeliverySettings, rng: random.Random) -> float:
+    """Seconds to wait after `failures` consecutive failed attempts: uniform in [cap/2, cap]."""
+    cap = min(settings.max_backoff_s, settings.initial_backoff_s * (2 ** min(max(failures - 1, 0), 30)))
+    return rng.uniform(cap / 2, cap)
+
+
+class _Health:
+    """A sink's failure streak: drives the backoff and keeps the log to state changes."""
+
+    def __init__(self, name: str, outbox: Outbox) -> None:
+        self.name = name
+        self.outbox = outbox
+        self.failures = 0
+        self.retry_at = 0.0
+        self.since: float | None = None
+        self.reason = ""
+        self._summary_at = 0.0
+        self._permanent = 0
+        self._permanent_logged_at = -_SUMMARY_EVERY_S
+
+    def failed(self, reason: str, wait_s: float, now: float) -> None:
+        self.failures += 1
+        self.retry_at = now + wait_s
+        self.reason = reason
+        if self.since is None:
+            self.since = self._summary_at = now
+            log.warning(
+                "sink is failing; retrying with backoff (one line per change and a summary every minute)",
+                extra={"fields": {"sink": self.name, "error": reason, "retry_in_s": round(wait_s, 2)}},
+            )
+        elif now - self._summary_at >= _SUMMARY_EVERY_S:
+            self._summary_at = now
+            log.warning(
+                "sink still failing",
+                extra={
+                    "fields": {
+                        "sink": self.name,
+                        "failing_for_s": round(now - self.since, 1),
+                        "failed_attempts": self.failures,
+                        "waiting": self.outbox.depth(self.name),
+                        "waiting_life_safety": self.outbox.waiting_life_safety(self.name),
+                        "error": reason,
+                    }
+                },
+            )
+
+    def succeeded(self, now: float) -> None:
+        if self.since is not None:
+            log.info(
+                "sink recovered",
+                extra={
+                    "fields": {
+                        "sink": self.name,
+                        "failed_for_s": round(now - self.since, 1),
+                        "failed_attempts": self.failures,
+                    }
+                },
+            )
+        self.failures, self.retry_at, self.since = 0, 0.0, None
+
+    def refused(self, event: AlertEvent, reason: str, now: float) -> None:
+        """A permanent refusal: logged at most once a minute per sink, with a count."""
+        self._permanent += 1
+        if now - self._permanent_logged_at >= _SUMMARY_EVERY_S:
+            self._permanent_logged_at = now
+            log.error(
+                "sink refused alert events; written to dead-letter",
+                extra={
+                    "fields": {
+                        "sink": self.name,
+                        "event_id": event.event_id,
+                        "refused_so_far": self._permanent,
+                        "error": reason,
+                    }
+                },
+            )
 
 
 class _Worker:
@@ -45,56 +132,52 @@ class _Worker:
         self.outbox, self.sink, self.settings = outbox, sink, settings
         self.metrics, self.deadletter, self.rng = metrics, deadletter, rng
         self.name = sink.name
+        self.health = _Health(sink.name, outbox)
 
     async def step(self) -> bool:
-        """Deliver what is due now; False when nothing was due."""
-        due = self.outbox.due(self.name, self.settings.batch_size, time.time())
+        """One round: deliver what waits, in order, until done, a failure or a new
+        life-safety event. False when nothing was waiting."""
+        epoch = self.outbox.life_safety_epoch
+        due = self.outbox.due(self.name, self.settings.batch_size)
         if not due:
             return False
         groups = [due] if self.sink.batched else [[d] for d in due]
         for group in groups:
-            await self._deliver(group)
+            if not await self._deliver(group):
+                break  # the sink backs off as a whole; the rest keep their place
+            if self.outbox.life_safety_epoch != epoch:
+                break  # a new life-safety event was committed: it goes next
         self.metrics.outbox_depth.labels(self.name).set(self.outbox.depth(self.name))
         return True
 
-    async def _deliver(self, group: Sequence[tuple[int, AlertEvent, int]]) -> None:
-        seqs = [s for s, _, _ in group]
-        events = [e for _, e, _ in group]
+    async def _deliver(self, group: Sequence[tuple[int, AlertEvent]]) -> bool:
+        """Send one group; False when the sink failed in a way worth retrying."""
+        seqs = [s for s, _ in group]
+        events = [e for _, e in group]
         self.metrics.delivery_attempts.labels(self.name).inc()
         try:
             await self.sink.send(events)
         except RetryableSinkError as exc:
-            attempts = max(a for _, _, a in group)
-            delay = max(backoff(attempts, self.settings, self.rng), exc.retry_after or 0.0)
-            self.outbox.retry_later(self.name, seqs, time.time() + delay)
+            delay = max(backoff(self.health.failures + 1, self.settings, self.rng), exc.retry_after or 0.0)
             self.metrics.delivery_failures.labels(self.name, "retryable").inc()
-            log.warning(
-                "delivery failed; will retry",
-                extra={
-                    "fields": {
-                        "sink": self.name,
-                        "events": len(seqs),
-                        "retry_in_s": round(delay, 2),
-                        "error": exc.reason,
-                    }
-                },
-            )
+            self.health.failed(exc.reason, delay, time.time())
+            return False
         except PermanentSinkError as exc:
             if len(group) > 1:
                 # One bad event must not take the batch with it: find it by sending singly.
                 for item in group:
-                    await self._deliver([item])
-                return
+                    if not await self._deliver([item]):
+                        return False
+                return True
             self.metrics.delivery_failures.labels(self.name, "permanent").inc()
             self.deadletter.undeliverable(events[0], self.name, exc.reason)
             self.outbox.ack(self.name, seqs)
-            log.error(  # noqa: TRY400 - the reason is the message; no traceback helps here
-                "sink refused an alert event; written to dead-letter",
-                extra={"fields": {"sink": self.name, "event_id": events[0].event_id, "error": exc.reason}},
-            )
-        else:
-            self.outbox.ack(self.name, seqs)
-            self.metrics.delivered.labels(self.name).inc(len(seqs))
+            self.health.refused(events[0], exc.reason, time.time())
+            return True
+        self.outbox.ack(self.name, seqs)
+        self.metrics.delivered.labels(self.name).inc(len(seqs))
+        self.health.succeeded(time.time())
+        return True
 
 
 async def deliver_forever(  # noqa: PLR0913 - collaborators are passed in
@@ -111,18 +194,19 @@ async def deliver_forever(  # noqa: PLR0913 - collaborators are passed in
     worker = _Worker(outbox, sink, settings, metrics, deadletter, rng or random.Random())  # noqa: S311 - jitter, not crypto
     try:
         while True:
+            wait_s = worker.health.retry_at - time.time()
+            if wait_s > 0:
+                await asyncio.sleep(wait_s)  # backing off as a whole; new events wait too
+                continue
             wake.clear()  # cleared before looking, so a commit made meanwhile is not missed
             try:
                 busy = await worker.step()
             except OutboxError as exc:
                 log.error("outbox read failed", extra={"fields": {"sink": sink.name, "error": str(exc)}})  # noqa: TRY400
                 busy = False
-            if busy:
-                continue
-            nxt = outbox.next_due_at(sink.name)
-            timeout = None if nxt is None else max(0.01, nxt - time.time())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout)
+                worker.health.retry_at = time.time() + settings.initial_backoff_s
+            if not busy:
+                await wake.wait()
     finally:
         with contextlib.suppress(Exception):
             await sink.aclose()

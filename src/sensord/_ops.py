@@ -1,0 +1,66 @@
+"""Operator commands on the daemon's state folder: `sensord outbox status|purge`.
+
+They open the same SQLite outbox the daemon uses (WAL: safe beside a running daemon;
+a purge waits for the daemon's current transaction).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from sensord._errors import ConfigError, OutboxError
+from sensord._metrics import Metrics
+from sensord._settings import Settings, load_settings
+from sensord.outbox import Outbox
+from sensord.sinks import InfluxSink, WebhookSink
+
+
+def _configured_sinks(settings: Settings) -> list[str]:
+    """The queue names the daemon's delivery workers use, one per configured sink."""
+    names = []
+    if settings.sinks.influx is not None:
+        names.append(InfluxSink.name)
+    if settings.sinks.webhook is not None:
+        names.append(WebhookSink.name)
+    return names
+
+
+def outbox_command(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args.config)
+        outbox = Outbox(
+            settings.data_path(settings.outbox.path), _configured_sinks(settings), settings.outbox, Metrics()
+        )
+    except (ConfigError, OutboxError) as exc:
+        print(f"error: {exc}")
+        return 1
+    try:
+        if args.outbox_command == "status":
+            return _status(outbox)
+        return _purge(outbox, args.sink)
+    finally:
+        outbox.close()
+
+
+def _status(outbox: Outbox) -> int:
+    now = time.time()
+    print(f"{'sink':<16}{'waiting':>10}{'life-safety':>13}{'oldest':>12}  state")
+    for q in outbox.queues():
+        age = f"{now - q.oldest:.0f} s" if q.oldest is not None else "-"
+        state = "configured" if q.configured else "not configured: `sensord outbox purge --sink` drops it"
+        print(f"{q.sink:<16}{q.waiting:>10}{q.life_safety:>13}{age:>12}  {state}")
+    return 0
+
+
+def _purge(outbox: Outbox, sink: str) -> int:
+    queue = next((q for q in outbox.queues() if q.sink == sink), None)
+    if queue is None or queue.waiting == 0:
+        print(f"nothing waits for sink {sink!r}")
+        return 0
+    if queue.configured:
+        print(f"error: sink {sink!r} is configured; remove it from the config first (or its events are lost)")
+        return 1
+    dropped = outbox.purge(sink)
+    print(f"purged {dropped} deliveries of sink {sink!r} ({queue.life_safety} life-safety)")
+    return 0
