@@ -88,7 +88,11 @@ async def build_daemon(
     if settings.deadletter.mqtt_topic:
         forwarder = DeadLetterForwarder(settings.deadletter.mqtt_topic, metrics)
     deadletter = DeadLetter(
-        settings.data_path(settings.deadletter.file), on_record=forwarder.offer if forwarder else None
+        settings.data_path(settings.deadletter.file),
+        on_record=forwarder.offer if forwarder else None,
+        max_bytes=settings.deadletter.max_bytes,
+        keep=settings.deadletter.keep_files,
+        max_payload_bytes=settings.deadletter.max_payload_bytes,
     )
     outbox = Outbox(
         settings.data_path(settings.outbox.path),

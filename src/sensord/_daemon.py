@@ -396,7 +396,11 @@ class Daemon:
                 wall = time.time() - alerts.clock_grace_s
                 if wall <= self.pipeline.watermark:
                     continue
-                ev = self.pipeline.tick(wall)
+                try:
+                    ev = self.pipeline.tick(wall)
+                except Exception:  # a defect must not end the daemon (and crash-loop it)
+                    log.exception("the event-time clock failed to advance the rules; will try again")
+                    continue
                 self._maybe_snapshot(ev)
                 await self._commit(ev)
             if ev.events:
@@ -515,6 +519,9 @@ class Daemon:
                     ev = self._evaluate(messages)
                     self._maybe_snapshot(ev)
                     await self._commit(ev)
+                    # The batch's dead letters are durable before its messages are
+                    # acknowledged: one fsync per batch, after the outbox's own.
+                    self.deadletter.sync()
                     self.source.ack(ev.tokens)
                 finally:
                     self._busy_since = None

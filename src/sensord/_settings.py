@@ -135,6 +135,11 @@ class DeadLetterSettings(_Frozen):
 
     file: Path = Path("deadletter.jsonl")
     mqtt_topic: str | None = None
+    # Rotated past this size, keeping `keep_files` old files: the disk is the outbox's too.
+    max_bytes: Annotated[int, Field(ge=4096)] = 64 * 1024 * 1024
+    keep_files: Annotated[int, Field(ge=0, le=100)] = 3
+    # A longer payload is kept as a prefix with its length and SHA-256.
+    max_payload_bytes: Annotated[int, Field(ge=64)] = 16 * 1024
 
 
 class OutboxSettings(_Frozen):

@@ -104,3 +104,31 @@ class TestProcessLoop:
         assert [e.device_id for e in sink.events] == ["wb-02"]
         dead = (tmp_path / "state" / "deadletter.jsonl").read_text().splitlines()
         assert [orjson.loads(d)["reason"] for d in dead] == ["invalid_json", "unknown_device"]
+
+    def test_dead_letters_are_synced_before_the_ack(self, tmp_path: Path) -> None:
+        """A batch's dead-letter records are fsynced after the outbox commit and before its
+        messages are acknowledged."""
+        batch = [RawMessage("sensord/maple-court/wristband/wb-01/telemetry", b"{oops", time.time(), 1)]
+        sink = MemorySink("webhook")
+        source = MemorySource([batch])
+        order: list[str] = []
+
+        async def scenario() -> None:
+            daemon, _ = await build_daemon(settings_for(tmp_path), sinks=[sink])
+            daemon.source = source
+            real_sync, real_ack = daemon.deadletter.sync, source.ack
+
+            def sync() -> None:
+                order.append("sync")
+                real_sync()
+
+            def ack(tokens: Any) -> None:
+                order.append("ack")
+                real_ack(tokens)
+
+            daemon.deadletter.sync = sync  # type: ignore[method-assign]
+            source.ack = ack  # type: ignore[method-assign]
+            await run_until(daemon, lambda: source.acked == [1])
+
+        asyncio.run(scenario())
+        assert order[:2] == ["sync", "ack"]

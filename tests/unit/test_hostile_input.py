@@ -43,10 +43,8 @@ def daemon(tmp_path: Path) -> Any:
 
 
 def reasons(daemon: Daemon) -> list[str]:
-    daemon.deadletter.close()
-    lines = daemon.deadletter.path.read_text().splitlines()
-    daemon.deadletter._file = daemon.deadletter.path.open("ab")
-    return [orjson.loads(x)["reason"] for x in lines]
+    daemon.deadletter.sync()
+    return [orjson.loads(x)["reason"] for x in daemon.deadletter.path.read_text().splitlines()]
 
 
 def rejects(daemon: Daemon, reason: str) -> float:
@@ -73,6 +71,7 @@ class TestDeepNesting:
         short reason that does not print the structure."""
         ev = daemon.pipeline.evaluate([raw("sensord/maple-court/bin/bin-02/telemetry", deep(3))])
         assert ev.rejected == 1
+        daemon.deadletter.sync()
         record = orjson.loads(daemon.deadletter.path.read_text().splitlines()[0])
         assert record["reason"] == "wrong_type"
         assert "a JSON array" in record["detail"]

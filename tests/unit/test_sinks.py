@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -343,3 +344,34 @@ class TestDeadLetterForwarder:
         asyncio.run(go())
         assert [orjson.loads(b)["n"] for b in sent] == [1, 2]
         assert metrics.delivery_failures.labels("deadletter-mqtt", "dropped")._value.get() == 1
+
+
+class TestDeadLetterLimits:
+    def test_rotates_at_max_bytes_keeping_old_files(self, tmp_path: Path) -> None:
+        """Past max_bytes the file rotates to .1, .2, … and the oldest beyond `keep` goes."""
+        dl = DeadLetter(tmp_path / "dl.jsonl", max_bytes=4096, keep=2)
+        for n in range(200):
+            dl.reject(Reject("t/1", b'{"n": %d}' % n, 5.0, "invalid_json", "x" * 100))
+        dl.close()
+        files = sorted(p.name for p in tmp_path.iterdir())
+        assert files == ["dl.jsonl", "dl.jsonl.1", "dl.jsonl.2"]
+        assert all((tmp_path / f).stat().st_size <= 4096 for f in files)
+        last = orjson.loads((tmp_path / "dl.jsonl").read_text().splitlines()[-1])
+        assert last["payload"] == '{"n": 199}'
+
+    def test_oversized_payload_is_truncated_with_length_and_hash(self, tmp_path: Path) -> None:
+        """A payload over max_payload_bytes keeps a prefix, its full length and SHA-256."""
+        raw = b"A" * 100_000
+        dl = DeadLetter(tmp_path / "dl.jsonl", max_payload_bytes=1000)
+        dl.reject(Reject("t/1", raw, 5.0, "oversized", "too big"))
+        dl.close()
+        rec = orjson.loads((tmp_path / "dl.jsonl").read_text())
+        assert (len(rec["payload"]), rec["payload_bytes"], rec["truncated"]) == (1000, 100_000, True)
+        assert rec["payload_sha256"] == hashlib.sha256(raw).hexdigest()
+
+    def test_undeliverable_is_synced_at_once(self, tmp_path: Path) -> None:
+        """An undeliverable event is on disk (flushed and fsynced) when the call returns."""
+        dl = DeadLetter(tmp_path / "dl.jsonl")
+        dl.undeliverable(event(1), "webhook", "HTTP 400")
+        assert orjson.loads((tmp_path / "dl.jsonl").read_text())["event"]["event_id"] == "id-1"
+        dl.close()
