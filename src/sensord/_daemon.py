@@ -427,6 +427,13 @@ class Daemon:
                 extra={"fields": {"error": str(exc)}},
             )
             return False
+        except Exception as exc:  # a defect in loading must not end the daemon
+            self.metrics.rule_reloads.labels("error").inc()
+            log.exception(
+                "rule reload failed unexpectedly; the previous rules stay in force",
+                extra={"fields": {"error": f"{type(exc).__name__}: {exc}"[:300]}},
+            )
+            return False
         async with self._batch_lock:
             old = self.pipeline.engine
             engine = Engine(rules, self.registry, self.settings.alerts)

@@ -48,6 +48,11 @@ _FUNCS: dict[str, Callable[..., Array]] = {"abs": np.abs, "min": np.minimum, "ma
 # stopped, a tank level that no longer moves).
 WINDOW_FUNCS = ("avg_over", "min_over", "max_over", "sum_over", "count_over", "delta", "rate")
 UNCHANGED = "unchanged_for"
+# Bounds on what an operator may write: deeper nesting would exhaust the parser (and is
+# never needed), a longer window would keep and re-sort days of readings every batch.
+MAX_DEPTH = 32
+MAX_EXPR_CHARS = 4000
+MAX_WINDOW_S = 86400.0
 # A bare duration such as 1m or 30s inside an expression is written as text for ast.
 _DURATION_LITERAL = re.compile(r"(?<![\w.\"'])((?:\d+(?:\.\d+)?[dhms])+)\b")
 
@@ -240,6 +245,8 @@ class _Compiler:
             raise self.fail(span, str(exc)) from None
         if seconds <= 0:
             raise self.fail(span, f"the window of {fname} must be longer than 0s")
+        if seconds > MAX_WINDOW_S:
+            raise self.fail(span, f"the window of {fname} is {seconds:g} s; the longest is 24h")
         spec = WindowSpec(fname, target.id, seconds)
         self.used_windows.add(spec)
         col = spec.column
@@ -299,12 +306,42 @@ def _truth(a: Array) -> Array:
         return np.asarray((a != 0) & ~np.isnan(a))
 
 
+def _check_nesting(text: str) -> None:
+    """Refuse deep bracket nesting before the parser sees it (it recurses per level)."""
+    depth = deepest = 0
+    for ch in text:
+        if ch in "([{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in ")]}":
+            depth -= 1
+    if deepest > MAX_DEPTH:
+        raise ExprError(f"the expression nests {deepest} brackets deep; the limit is {MAX_DEPTH}")
+
+
+def _check_depth(tree: ast.AST) -> None:
+    """Refuse a tree deeper than MAX_DEPTH (a long chain like `a+a+a+…` nests without
+    brackets); walked with a stack, so the check itself cannot recurse too deep."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH * 2:  # a level of brackets is about two tree levels
+            raise ExprError(f"the expression nests too deeply (limit {MAX_DEPTH} levels)")
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+
+
 def compile_expr(text: str, fields: Mapping[str, FieldSpec], params: Mapping[str, float]) -> Compiled:
     """Compile `text`; the result returns a bool array over the rows of `env`."""
+    if len(text) > MAX_EXPR_CHARS:
+        raise ExprError(f"the expression is {len(text)} characters; the limit is {MAX_EXPR_CHARS}")
+    _check_nesting(text)
     try:
         tree = ast.parse(_DURATION_LITERAL.sub(r'"\1"', text.strip()), mode="eval")
     except SyntaxError as exc:
         raise ExprError(f"cannot parse expression: {exc.msg}", exc.offset or 0) from None
+    except (RecursionError, MemoryError):
+        raise ExprError(f"the expression nests too deeply (limit {MAX_DEPTH} levels)") from None
+    _check_depth(tree)
     c = _Compiler(fields, params)
     body = c.compile(tree.body)
 

@@ -101,11 +101,42 @@ class RuleSet:
 
 
 def _template_names(text: str) -> set[str]:
+    """The names a template fills; raises ValueError for a placeholder that is not a plain
+    name (attribute access and indexing would run at render time, on live values)."""
     names = set()
     for _, name, _, _ in string.Formatter().parse(text):
-        if name is not None:
-            names.add(name.split(".", 1)[0].split("[", 1)[0])
+        if name is None:
+            continue
+        if not name.isidentifier():
+            raise ValueError(
+                f"placeholder {{{name}}} is not a plain name; write {{field}} or {{field:.0f}} "
+                "(no attribute access, indexing or positional fields)"
+            )
+        names.add(name)
     return names
+
+
+def _sample(spec: FieldSpec) -> object:
+    """A value of the kind a field has at render time."""
+    if spec.kind == "enum":
+        return spec.choices[0] if spec.choices else ""
+    if spec.kind == "bool":
+        return True
+    if spec.kind == "integer":
+        return 1
+    return 1.5
+
+
+def _fill_error(text: str, fr: FamilyRules) -> str | None:
+    """Why `text` cannot be filled with values of the kinds it will get, or None."""
+    values: dict[str, object] = {name: _sample(spec) for name, spec in fr.specs.items()}
+    values |= dict(fr.param_defaults)
+    values |= dict.fromkeys(_BUILTIN_PLACEHOLDERS, "x")
+    try:
+        text.format_map(values)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        return str(exc)
+    return None
 
 
 def _compile_levels(
@@ -178,6 +209,9 @@ def _compile_rule(  # noqa: C901 - one check per key of the rule
             raise err(
                 key, f"{key}: unknown placeholder(s) {sorted(unknown)}; use fields, params or device_id"
             )
+        problem = _fill_error(getattr(spec, key), fr)
+        if problem is not None:
+            raise err(key, f"{key}: the template cannot be filled: {problem} (check the format specs)")
     base = CompiledRule(
         family=fr.family,
         name=spec.name,

@@ -17,6 +17,7 @@ A rule file holds one family's parameters and rules:
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -32,12 +33,19 @@ _DURATION = re.compile(
 )
 
 
+# The longest duration a rule may name (for, cooldown, no_data, …): 30 days. Longer is a
+# typo, and an infinite one would never fire.
+MAX_DURATION_S = 30 * 86400.0
+
+
 def parse_duration(value: object) -> float:
     """'30s', '5m', '2h', '1h30m', '1d', or a number of seconds → seconds."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ValueError(f"a duration must be a finite number of seconds, got {value!r}")
         if value < 0:
             raise ValueError("a duration cannot be negative")
-        return float(value)
+        return _bounded(float(value))
     if not isinstance(value, str):
         raise ValueError(f"a duration is text like 30s, 5m, 2h or 1h30m, got {value!r}")  # noqa: TRY004 - pydantic validators report ValueError
     text = value.strip()
@@ -45,7 +53,13 @@ def parse_duration(value: object) -> float:
     if not text or m is None or not any(m.groups()):
         raise ValueError(f"cannot read duration {value!r}: use forms like 30s, 5m, 2h or 1h30m")
     d, h, mi, s = (float(g) if g else 0.0 for g in m.groups())
-    return d * 86400 + h * 3600 + mi * 60 + s
+    return _bounded(d * 86400 + h * 3600 + mi * 60 + s)
+
+
+def _bounded(seconds: float) -> float:
+    if seconds > MAX_DURATION_S:
+        raise ValueError(f"a duration of {seconds:g} s is longer than the limit of 30d")
+    return seconds
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
