@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import logging
+import secrets
 import signal
 import sys
 from collections.abc import Sequence
@@ -14,7 +16,7 @@ from sensord import __version__
 from sensord._errors import ConfigError, RuleError, SensordError
 from sensord._logging import configure_logging
 from sensord._registry import load_registry
-from sensord._settings import LogSettings, Settings, load_settings
+from sensord._settings import WEBHOOK_SECRET_PREFIX, LogSettings, Settings, load_settings
 
 log = logging.getLogger("sensord")
 
@@ -78,12 +80,12 @@ def _parser() -> argparse.ArgumentParser:
     pace.add_argument("--fast", action="store_true", help="as fast as the broker takes it")
     play.add_argument("--qos", type=int, choices=(0, 1), default=1)
     play.add_argument("--max-inflight", type=int, default=1000)
-    _outbox_args(sub)
+    _operator_args(sub)
     return p
 
 
-def _outbox_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`sensord outbox status|purge` on the command line."""
+def _operator_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`sensord outbox status|purge` and `sensord secret new`."""
     outbox = sub.add_parser("outbox", help="inspect the outbox, purge a removed sink's queue")
     outbox_sub = outbox.add_subparsers(dest="outbox_command", required=True)
     status = outbox_sub.add_parser("status", help="events waiting per sink (life-safety, oldest)")
@@ -91,6 +93,10 @@ def _outbox_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     purge = outbox_sub.add_parser("purge", help="drop every waiting delivery of a sink")
     purge.add_argument("-c", "--config", type=Path, required=True, help="config file (YAML)")
     purge.add_argument("--sink", required=True, help="the sink's name (see `sensord outbox status`)")
+    secret = sub.add_parser("secret", help="make secrets")
+    secret.add_subparsers(dest="secret_command", required=True).add_parser(
+        "new", help="print a new webhook signing secret (whsec_ + base64 of 32 random bytes)"
+    )
 
 
 def _broker_args(p: argparse.ArgumentParser) -> None:
@@ -188,6 +194,12 @@ def _live(args: argparse.Namespace) -> int:
     return _tools.record_command(args) if args.command == "record" else _tools.play_command(args)
 
 
+def _new_secret() -> int:
+    """A Standard Webhooks secret: give the same text to sensord and the receiver."""
+    print(WEBHOOK_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode())
+    return 0
+
+
 def _outbox(args: argparse.Namespace) -> int:
     from sensord import _ops  # noqa: PLC0415 - opens SQLite and metrics; only when needed
 
@@ -199,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {"check": lambda: _check(args.config), "run": lambda: _run(args.config)}
     commands |= {"rules": lambda: _rules(args), "replay": lambda: _replay(args)}
     commands |= {"record": lambda: _live(args), "play": lambda: _live(args)}
-    commands |= {"outbox": lambda: _outbox(args)}
+    commands |= {"outbox": lambda: _outbox(args), "secret": _new_secret}
     return commands.get(args.command, lambda: _simulate(args))()
 
 

@@ -7,6 +7,8 @@ load time into a `SecretStr`, so it never shows up in a repr or a log line.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -264,6 +266,26 @@ class Settings(_Frozen):
         return self.secrets.get(name)
 
 
+WEBHOOK_SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix, not a secret
+
+
+def signing_key(secret: str) -> bytes:
+    """The HMAC key of a Standard Webhooks secret (`whsec_` + base64 of 24 to 64 random
+    bytes), as the receivers' libraries decode it. Raises ValueError with the reason."""
+    if not secret.startswith(WEBHOOK_SECRET_PREFIX):
+        raise ValueError(
+            "a webhook secret is `whsec_` + base64 of random bytes, as the Standard Webhooks "
+            "libraries expect; make one with `sensord secret new`"
+        )
+    try:
+        key = base64.b64decode(secret.removeprefix(WEBHOOK_SECRET_PREFIX), validate=True)
+    except binascii.Error:
+        raise ValueError("the part after whsec_ is not base64; make one with `sensord secret new`") from None
+    if not 24 <= len(key) <= 64:
+        raise ValueError(f"the secret is {len(key)} bytes; use 24 to 64 (`sensord secret new` makes 32)")
+    return key
+
+
 def _secret_refs(settings: Settings) -> dict[str, SecretRef]:
     refs: dict[str, SecretRef | None] = {
         "broker.password": settings.broker.password,
@@ -296,6 +318,8 @@ def parse_settings(data: Any, *, source: str, config_dir: Path) -> Settings:
     for key, ref in _secret_refs(settings).items():
         try:
             secrets[key] = ref.read(config_dir)
+            if key == "sinks.webhook.secret":
+                signing_key(secrets[key].get_secret_value())
         except ValueError as exc:
             raise ConfigError(str(exc), source=source, key=key) from None
     return settings.model_copy(update={"secrets": secrets, "config_dir": config_dir})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import shutil
 from pathlib import Path
 
@@ -11,15 +12,18 @@ from sensord import __version__
 from sensord._cli import main
 from sensord._errors import ConfigError
 from sensord._settings import load_settings
+from sensord.sinks import sign, verify
 
 ROOT = Path(__file__).resolve().parents[2]
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+SECRET_2 = "whsec_" + base64.b64encode(b"from-systemd-credential-32-bytes").decode()
 
 
 def write_config(tmp_path: Path, extra: str = "") -> Path:
     """A copy of the shipped registry and rules with a config that reads its secret from a file."""
     shutil.copy(ROOT / "config" / "devices.yaml", tmp_path / "devices.yaml")
     shutil.copytree(ROOT / "rules", tmp_path / "rules")
-    (tmp_path / "webhook-secret").write_text("s3cret-signing-key\n")
+    (tmp_path / "webhook-secret").write_text(SECRET + "\n")
     cfg = tmp_path / "sensord.yaml"
     cfg.write_text(
         f"""\
@@ -41,8 +45,8 @@ class TestSettings:
         settings = load_settings(write_config(tmp_path))
         secret = settings.secret("sinks.webhook.secret")
         assert secret is not None
-        assert secret.get_secret_value() == "s3cret-signing-key"
-        assert "s3cret" not in repr(settings)
+        assert secret.get_secret_value() == SECRET
+        assert SECRET not in repr(settings)
 
     def test_unknown_key_names_the_key(self, tmp_path: Path) -> None:
         """A misspelt key stops loading with the dotted key in the message."""
@@ -70,13 +74,13 @@ class TestSettings:
         """Under systemd the credential file in $CREDENTIALS_DIRECTORY is the secret."""
         creds = tmp_path / "creds"
         creds.mkdir()
-        (creds / "webhook-secret").write_text("from-systemd")
+        (creds / "webhook-secret").write_text(SECRET_2)
         monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
         cfg = write_config(tmp_path)
         cfg.write_text(cfg.read_text().replace("{file: webhook-secret}", "{credential: webhook-secret}"))
         secret = load_settings(cfg).secret("sinks.webhook.secret")
         assert secret is not None
-        assert secret.get_secret_value() == "from-systemd"
+        assert secret.get_secret_value() == SECRET_2
 
     def test_settings_are_frozen(self, tmp_path: Path) -> None:
         """Settings cannot be changed after loading: they are passed in, never mutated."""
@@ -152,3 +156,45 @@ class TestRulesCheck:
         reg.write_text(reg.read_text().replace("hr_high: 110.0", "hr_hihg: 110.0"))
         assert main(["rules", "check", "-c", str(cfg)]) == 1
         assert "overrides parameter 'hr_hihg'" in capsys.readouterr().err
+
+
+class TestWebhookSecrets:
+    @pytest.mark.parametrize(
+        ("secret", "needle"),
+        [
+            ("s3cret-signing-key", "whsec_"),
+            ("whsec_not*base64!", "not base64"),
+            ("whsec_" + base64.b64encode(b"short").decode(), "is 5 bytes; use 24 to 64"),
+        ],
+    )
+    def test_secret_not_in_standard_webhooks_form_is_refused(
+        self, tmp_path: Path, secret: str, needle: str
+    ) -> None:
+        """A plain-text or malformed webhook secret is a config error naming the key and
+        how to make a good one (a receiver using the Standard Webhooks libraries would
+        reject every signature made with it)."""
+        cfg = write_config(tmp_path)
+        (tmp_path / "webhook-secret").write_text(secret + "\n")
+        with pytest.raises(ConfigError, match=r"sinks\.webhook\.secret") as info:
+            load_settings(cfg)
+        assert needle in str(info.value)
+        assert "sensord secret new" in str(info.value)
+
+    def test_secret_new_makes_a_secret_that_loads_and_verifies(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`sensord secret new` prints a whsec_ secret that the config accepts and whose
+        signatures verify; two runs differ."""
+        assert main(["secret", "new"]) == 0
+        assert main(["secret", "new"]) == 0
+        first, second = capsys.readouterr().out.split()
+        assert first != second
+        assert len(base64.b64decode(first.removeprefix("whsec_"))) == 32
+        cfg = write_config(tmp_path)
+        (tmp_path / "webhook-secret").write_text(first + "\n")
+        loaded = load_settings(cfg).secret("sinks.webhook.secret")
+        assert loaded is not None
+        body = b'{"status": "firing"}'
+        headers = {"webhook-id": "e1", "webhook-timestamp": "1790000000"}
+        headers["webhook-signature"] = sign(loaded.get_secret_value(), "e1", 1790000000, body)
+        assert verify(first, headers, body, now=1790000000)

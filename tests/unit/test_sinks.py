@@ -203,7 +203,7 @@ class TestWebhookSink:
         """5xx and 429 (with Retry-After) are retryable; other 4xx are permanent."""
         sink = WebhookSink(
             WebhookSettings(url="http://dispatch/alerts", secret=SecretRef(file=Path("x"))),
-            secret=SecretStr("k"),
+            secret=SecretStr(SPEC_SECRET),
             client=_client(
                 lambda _r: httpx.Response(code, headers={"retry-after": "7"} if code == 429 else {})
             ),
@@ -220,7 +220,7 @@ class TestWebhookSink:
 
         sink = WebhookSink(
             WebhookSettings(url="http://d/a", secret=SecretRef(file=Path("x"))),
-            secret=SecretStr("k"),
+            secret=SecretStr(SPEC_SECRET),
             client=_client(handler),
         )
         with pytest.raises(RetryableSinkError, match="timeout"):

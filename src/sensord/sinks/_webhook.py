@@ -26,8 +26,8 @@ One POST per alert event, `Content-Type: application/json`, body:
 
 Headers: `webhook-id` (the event id: the same on every retry, so a receiver can
 de-duplicate), `webhook-timestamp` (integer seconds at sending), `webhook-signature`
-(`v1,` + base64 HMAC-SHA256 over `{id}.{timestamp}.{body}`). A secret written as
-`whsec_<base64>` is decoded first, as Standard Webhooks libraries do.
+(`v1,` + base64 HMAC-SHA256 over `{id}.{timestamp}.{body}`). The secret is
+`whsec_<base64>` and its decoded bytes are the key, as Standard Webhooks libraries do.
 """
 
 from __future__ import annotations
@@ -44,20 +44,14 @@ import httpx
 import orjson
 from pydantic import SecretStr
 
-from sensord._settings import WebhookSettings
+from sensord._settings import WebhookSettings, signing_key
 from sensord._types import AlertEvent
 from sensord.sinks._http import classify, transport_error
 
 
-def _key(secret: str) -> bytes:
-    if secret.startswith("whsec_"):
-        return base64.b64decode(secret.removeprefix("whsec_"))
-    return secret.encode()
-
-
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     """The `webhook-signature` value for one message."""
-    mac = hmac.new(_key(secret), f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256)
+    mac = hmac.new(signing_key(secret), f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256)
     return "v1," + base64.b64encode(mac.digest()).decode()
 
 
