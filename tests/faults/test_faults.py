@@ -30,7 +30,7 @@ def test_daemon_sigkill_under_load_loses_and_repeats_no_life_safety_alert(tmp_pa
     (rule, device, status, startsAt) under two webhook ids: an acknowledged alert that
     came back after the crash would be resolved a second time under a new id."""
     run = daemon_kills(tmp_path, CI_LOAD, kills=3, seed=1)
-    problems = run.findings.problems(exact=False)
+    problems = run.problems()
     assert run.kills == 3
     assert run.findings.expected_ls > 50, "the workload raised too few life-safety alerts to judge"
     assert not problems, _explain(run, problems)
@@ -45,7 +45,7 @@ def test_sinks_down_under_load_deliver_all_in_order_life_safety_first(tmp_path: 
     waiting at recovery arrives before any waiting ordinary event, and InfluxDB gets
     every event too."""
     run = sinks_down(tmp_path, CI_LOAD, mode=mode, outage_s=20)
-    problems = run.findings.problems(exact=True) + run.notes
+    problems = run.problems()
     assert run.findings.waiting_ls > 0, "no life-safety event was waiting at recovery"
     assert run.findings.waiting_ordinary > 0, "no ordinary event was waiting at recovery"
     assert not problems, _explain(run, problems)
@@ -56,6 +56,6 @@ def test_broker_sigkill_under_load_loses_nothing_acknowledged(tmp_path: Path) ->
     and started again on the same port: every message it acknowledged to the publisher
     produces exactly the alerts of the reference, once per webhook id, and no others."""
     run = broker_kills(tmp_path, CI_LOAD, kills=2, seed=2)
-    problems = run.findings.problems(exact=True)
+    problems = run.problems()
     assert run.acked >= run.published
     assert not problems, _explain(run, problems)

@@ -21,6 +21,7 @@ from sensord.testing._faults import Daemon, Publisher, Workload, daemon_config, 
 from sensord.testing._servers import (
     InfluxServer,
     MosquittoServer,
+    Received,
     WebhookReceiver,
     start_influxdb_v1,
     start_mosquitto,
@@ -39,10 +40,16 @@ class Run:
     findings: Findings
     published: int
     acked: int
+    exact: bool  # held to the whole reference, not only its life-safety part
     kills: int = 0
     resent: int = 0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    received: list[Received] = field(default_factory=list, repr=False)  # for a post-mortem
+
+    def problems(self) -> list[str]:
+        """Every broken promise of the run, in words."""
+        return self.findings.problems(exact=self.exact) + self.notes
 
     def row(self) -> dict[str, object]:
         return {"scenario": self.name, "kills": self.kills, "published": self.published,
@@ -124,7 +131,7 @@ def _delivered_ids(rig: _Rig) -> set[str]:
     return {r.headers["webhook-id"] for r in rig.receiver.delivered()}
 
 
-def daemon_kills(work: Path, w: Workload, *, kills: int, seed: int = 1, drain_s: float = 120) -> Run:
+def daemon_kills(work: Path, w: Workload, *, kills: int, seed: int = 1, drain_s: float = 60) -> Run:
     """SIGKILL the daemon `kills` times at seeded random points under load, restarting it
     each time. Judged: every life-safety transition of the reference delivered, none
     invented, no transition under two ids (a resurrected alert shows as a second
@@ -152,11 +159,12 @@ def daemon_kills(work: Path, w: Workload, *, kills: int, seed: int = 1, drain_s:
         want = {event_key(e) for e in ref if e.life_safety}
         _settle(rig, lambda: want <= _delivered_keys(rig), drain_s)
         findings = judge(rig.receiver.received, ref)
-        return Run("daemon SIGKILL", findings, len(stream), publisher.acked, kills=done,
-                   resent=publisher.resent, seconds=time.monotonic() - t0)
+        return Run("daemon SIGKILL", findings, len(stream), publisher.acked, exact=False, kills=done,
+                   resent=publisher.resent, seconds=time.monotonic() - t0,
+                   received=list(rig.receiver.received))
 
 
-def broker_kills(work: Path, w: Workload, *, kills: int, seed: int = 2, drain_s: float = 120) -> Run:
+def broker_kills(work: Path, w: Workload, *, kills: int, seed: int = 2, drain_s: float = 60) -> Run:
     """SIGKILL Mosquitto `kills` times under load and start it again on the same port with
     its saved data. The publisher resends what lost its PUBACK. Judged exactly: the
     webhook gets every event of the reference, once per id, and nothing else."""
@@ -178,11 +186,12 @@ def broker_kills(work: Path, w: Workload, *, kills: int, seed: int = 2, drain_s:
         want = {e.event_id for e in ref}
         _settle(rig, lambda: want <= _delivered_ids(rig), drain_s)
         findings = judge(rig.receiver.received, ref)
-        return Run("broker SIGKILL", findings, len(stream), publisher.acked, kills=kills,
-                   resent=publisher.resent, seconds=time.monotonic() - t0)
+        return Run("broker SIGKILL", findings, len(stream), publisher.acked, exact=True, kills=kills,
+                   resent=publisher.resent, seconds=time.monotonic() - t0,
+                   received=list(rig.receiver.received))
 
 
-def sinks_down(work: Path, w: Workload, *, mode: str, outage_s: float, drain_s: float = 180) -> Run:
+def sinks_down(work: Path, w: Workload, *, mode: str, outage_s: float, drain_s: float = 90) -> Run:
     """Webhook answering `mode` (503 or hang) and InfluxDB stopped for `outage_s` under
     load; the load ends before they come back, so every event not yet delivered then was
     waiting. Judged exactly, plus order per fingerprint and life-safety first after recovery."""
@@ -209,8 +218,8 @@ def sinks_down(work: Path, w: Workload, *, mode: str, outage_s: float, drain_s: 
         want = {e.event_id for e in ref}
         _settle(rig, lambda: want <= _delivered_ids(rig), drain_s)
         findings = judge(rig.receiver.received, ref, recovered_at=recovered_at)
-        run = Run(f"sinks down ({mode})", findings, len(stream), publisher.acked,
-                  seconds=time.monotonic() - t0)
+        run = Run(f"sinks down ({mode})", findings, len(stream), publisher.acked, exact=True,
+                  seconds=time.monotonic() - t0, received=list(rig.receiver.received))
         run.notes.extend(_influx_missing(rig.influx, ref))
         return run
 
