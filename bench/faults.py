@@ -23,7 +23,7 @@ from pathlib import Path
 from sensord.testing import Run, Workload, broker_kills, daemon_kills, sinks_down
 
 COLUMNS = (
-    "scenario", "kills", "published", "acked", "events", "LS events", "delivered", "missing LS",
+    "scenario", "kills", "published", "acked", "resent", "events", "LS events", "delivered", "missing LS",
     "missing", "two ids", "resurrected", "out of order", "LS wait max s", "LS wait med s",
     "LS behind ordinary", "seconds",
 )

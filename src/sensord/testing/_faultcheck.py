@@ -157,12 +157,16 @@ def _out_of_order(got: Sequence[Delivery]) -> list[tuple[Key, Key]]:
     """Consecutive deliveries of one fingerprint whose event time (then firing before
     resolved) goes backwards. A repeated delivery of one id is not an order problem."""
     last: dict[str, Delivery] = {}
+    seen: set[str] = set()
     bad: list[tuple[Key, Key]] = []
     for d in got:
+        if d.event_id in seen:
+            continue
+        seen.add(d.event_id)
         prev = last.get(d.fingerprint)
-        if prev is not None and prev.event_id != d.event_id and _order_rank(d) < _order_rank(prev):
+        if prev is not None and _order_rank(d) < _order_rank(prev):
             bad.append((prev.key, d.key))
-        if prev is None or _order_rank(d) >= _order_rank(prev):
+        else:
             last[d.fingerprint] = d
     return bad
 

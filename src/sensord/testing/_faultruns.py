@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import random
 import secrets
 import time
@@ -53,7 +54,8 @@ class Run:
 
     def row(self) -> dict[str, object]:
         return {"scenario": self.name, "kills": self.kills, "published": self.published,
-                "acked": self.acked, **self.findings.row(), "seconds": round(self.seconds)}
+                "acked": self.acked, "resent": self.resent, **self.findings.row(),
+                "seconds": round(self.seconds)}
 
 
 @dataclass
@@ -198,7 +200,7 @@ def sinks_down(work: Path, w: Workload, *, mode: str, outage_s: float, drain_s: 
     t0 = time.monotonic()
     lead_s = 3.0
     ticks = max(w.ticks, int((lead_s + outage_s) / w.wall_tick_s))
-    w = Workload(**{**w.__dict__, "ticks": ticks})
+    w = dataclasses.replace(w, ticks=ticks)
     with _rig(work, w, influx=True, webhook_timeout_s=2.0) as rig:
         assert rig.influx is not None
         stream = w.stream(rig.stream_start)
