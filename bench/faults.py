@@ -13,10 +13,12 @@ Prints one table row per scenario and, below it, every broken promise; exit 1 if
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -59,25 +61,39 @@ def main() -> None:
     print(f"load: {load.devices} devices, {ticks} ticks of {load.wall_tick_s}s, seed {args.seed}")
     work = Path(tempfile.mkdtemp(prefix="sensord-faults-"))
     runs: list[Run] = []
+    failed: list[tuple[str, str]] = []
+
+    def attempt(name: str, scenario: Callable[[], Run]) -> None:
+        # One scenario that cannot finish (a timeout) must not cost the others' figures.
+        try:
+            run = scenario()
+        except (TimeoutError, RuntimeError, AssertionError) as exc:
+            failed.append((name, f"did not finish: {exc}"))
+            print(f"{name}: did not finish: {exc}", flush=True)
+            return
+        runs.append(run)
+        print(f"{name}: {run.row()}", flush=True)
+
     try:
         if "daemon" in only:
-            runs.append(daemon_kills(work / "daemon", load, kills=kills, seed=args.seed))
+            attempt("daemon SIGKILL",
+                    lambda: daemon_kills(work / "daemon", load, kills=kills, seed=args.seed))
         if "sinks" in only:
             # The load lasts as long as the outage (the scenario sizes it from `outage`).
             short = replace(load, ticks=1)
-            runs.extend(
-                sinks_down(work / f"sinks-{mode}", short, mode=mode, outage_s=outage)
-                for mode in ("503", "hang")
-            )
+            for mode in ("503", "hang"):
+                attempt(f"sinks down ({mode})", functools.partial(
+                    sinks_down, work / f"sinks-{mode}", short, mode=mode, outage_s=outage))
         if "broker" in only:
-            runs.append(broker_kills(work / "broker", load, kills=broker, seed=args.seed + 1))
+            attempt("broker SIGKILL",
+                    lambda: broker_kills(work / "broker", load, kills=broker, seed=args.seed + 1))
     finally:
         if args.keep:
             print(f"work folder: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
     _print_table(runs)
-    problems = [(run.name, p) for run in runs for p in run.problems()]
+    problems = failed + [(run.name, p) for run in runs for p in run.problems()]
     for name, p in problems:
         print(f"{name}: {p}")
     raise SystemExit(1 if problems else 0)

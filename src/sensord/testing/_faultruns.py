@@ -157,7 +157,7 @@ def daemon_kills(work: Path, w: Workload, *, kills: int, seed: int = 1, drain_s:
             rig.daemon.kill()
             rig.daemon.start()
             done += 1
-        publisher.join(span + 120)
+        publisher.join(4 * span + 120)
         want = {event_key(e) for e in ref if e.life_safety}
         _settle(rig, lambda: want <= _delivered_keys(rig), drain_s)
         findings = judge(rig.receiver.received, ref)
@@ -184,7 +184,7 @@ def broker_kills(work: Path, w: Workload, *, kills: int, seed: int = 2, drain_s:
             rig.mosquitto.kill()
             time.sleep(rng.uniform(0.2, 2.0))  # down for a moment: publisher and daemon reconnect
             rig.mosquitto.start()
-        publisher.join(span + 120)
+        publisher.join(4 * span + 120)
         want = {e.event_id for e in ref}
         _settle(rig, lambda: want <= _delivered_ids(rig), drain_s)
         findings = judge(rig.receiver.received, ref)
@@ -210,7 +210,7 @@ def sinks_down(work: Path, w: Workload, *, mode: str, outage_s: float, drain_s: 
         down_at = time.monotonic()
         rig.receiver.set_mode(mode)
         rig.influx.stop()
-        publisher.join(ticks * w.wall_tick_s + 120)
+        publisher.join(4 * ticks * w.wall_tick_s + 120)
         # Recover only once the daemon has committed everything published: all waiting.
         wait_until(lambda: rig.daemon.processed() >= len(stream), 120, "the daemon to take every message")
         wait_until(lambda: time.monotonic() - down_at >= outage_s, outage_s + 1, "the end of the outage")
