@@ -1,7 +1,11 @@
 """Test helpers shipped with sensord, so operators and field testers can test too:
-real servers on free ports, an in-memory source, a webhook receiver that verifies."""
+real servers on free ports, an in-memory source, a webhook receiver that verifies, and
+the fault-injection scenarios (daemon or broker SIGKILLed, sinks down) with their judge."""
 
 from sensord.sinks import MemorySink
+from sensord.testing._faultcheck import Findings, judge
+from sensord.testing._faultruns import Run, broker_kills, daemon_kills, sinks_down
+from sensord.testing._faults import Daemon, Publisher, Workload, reference
 from sensord.testing._memory import MemorySource
 from sensord.testing._servers import (
     InfluxServer,
@@ -16,14 +20,24 @@ from sensord.testing._servers import (
 )
 
 __all__ = [
+    "Daemon",
+    "Findings",
     "InfluxServer",
     "MemorySink",
     "MemorySource",
     "MosquittoServer",
+    "Publisher",
     "Received",
+    "Run",
     "VictoriaMetricsServer",
     "WebhookReceiver",
+    "Workload",
+    "broker_kills",
+    "daemon_kills",
     "free_port",
+    "judge",
+    "reference",
+    "sinks_down",
     "start_influxdb_v1",
     "start_mosquitto",
     "start_victoria_metrics",

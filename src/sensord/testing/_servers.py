@@ -239,6 +239,7 @@ class Received:
     raw: bytes
     valid: bool
     answered: int
+    at: float = 0.0  # time.monotonic() when the answer was decided
 
 
 @dataclass
@@ -246,12 +247,18 @@ class WebhookReceiver:
     """A dispatch-platform stand-in: verifies each Standard Webhooks signature and records it.
 
     `script(500, 429, 400)` makes the next requests get those answers (then 200 again).
+    `set_mode("503")` answers 503 to everything until `set_mode("ok")`; `set_mode("hang")`
+    holds each request until the mode changes (at most `hang_s`), then answers 503: a
+    request the sender may have given up on is never counted as delivered.
     """
 
     secret: str
     port: int = field(default_factory=free_port)
     received: list[Received] = field(default_factory=list)
     on_receive: Any = None
+    hang_s: float = 60.0
+    _mode: str = "ok"
+    _mode_changed: threading.Event = field(default_factory=threading.Event)
     _script: list[int] = field(default_factory=list)
     _server: http.server.ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -264,11 +271,29 @@ class WebhookReceiver:
         with self._lock:
             self._script.extend(codes)
 
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    def set_mode(self, mode: str) -> None:
+        """`ok`, `503` (every request refused) or `hang` (held, then refused)."""
+        if mode not in {"ok", "503", "hang"}:
+            raise ValueError(f"unknown receiver mode {mode!r}")
+        with self._lock:
+            self._mode = mode
+            self._mode_changed.set()
+            self._mode_changed = threading.Event()
+
     def _handle(self, headers: dict[str, str], raw: bytes) -> int:
         with self._lock:
-            code = self._script.pop(0) if self._script else 200
+            mode, changed = self._mode, self._mode_changed
+        if mode == "hang":
+            changed.wait(self.hang_s)
+        with self._lock:
+            default = 200 if mode == "ok" else 503
+            code = self._script.pop(0) if self._script else default
             valid = verify(self.secret, headers, raw)
-            rec = Received(headers, orjson.loads(raw) if raw else {}, raw, valid, code)
+            rec = Received(headers, orjson.loads(raw) if raw else {}, raw, valid, code, time.monotonic())
             self.received.append(rec)
         if self.on_receive is not None and code == 200:
             self.on_receive(rec)
