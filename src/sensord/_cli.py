@@ -93,6 +93,13 @@ def _operator_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     purge = outbox_sub.add_parser("purge", help="drop every waiting delivery of a sink")
     purge.add_argument("-c", "--config", type=Path, required=True, help="config file (YAML)")
     purge.add_argument("--sink", required=True, help="the sink's name (see `sensord outbox status`)")
+    dead = sub.add_parser("deadletter", help="replay rejected messages (e.g. of devices registered since)")
+    export = dead.add_subparsers(dest="deadletter_command", required=True).add_parser(
+        "export", help="write rejected messages as a recording for `sensord play`"
+    )
+    export.add_argument("files", type=Path, nargs="+", help="dead-letter files (deadletter.jsonl, .1, …)")
+    export.add_argument("--reason", action="append", help="only this reason (repeatable): unknown_device")
+    export.add_argument("--out", type=Path, required=True, help="recording to write (.jsonl or .jsonl.gz)")
     secret = sub.add_parser("secret", help="make secrets")
     secret.add_subparsers(dest="secret_command", required=True).add_parser(
         "new", help="print a new webhook signing secret (whsec_ + base64 of 32 random bytes)"
@@ -200,6 +207,12 @@ def _new_secret() -> int:
     return 0
 
 
+def _deadletter(args: argparse.Namespace) -> int:
+    from sensord import _ops  # noqa: PLC0415 - only when needed
+
+    return _ops.deadletter_export(args)
+
+
 def _outbox(args: argparse.Namespace) -> int:
     from sensord import _ops  # noqa: PLC0415 - opens SQLite and metrics; only when needed
 
@@ -211,7 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {"check": lambda: _check(args.config), "run": lambda: _run(args.config)}
     commands |= {"rules": lambda: _rules(args), "replay": lambda: _replay(args)}
     commands |= {"record": lambda: _live(args), "play": lambda: _live(args)}
-    commands |= {"outbox": lambda: _outbox(args), "secret": _new_secret}
+    commands |= {"outbox": lambda: _outbox(args), "deadletter": lambda: _deadletter(args)}
+    commands |= {"secret": _new_secret}
     return commands.get(args.command, lambda: _simulate(args))()
 
 

@@ -1,4 +1,5 @@
-"""Operator commands on the daemon's state folder: `sensord outbox status|purge`.
+"""Operator commands on the daemon's state: `sensord outbox status|purge`, `sensord
+deadletter export`.
 
 They open the same SQLite outbox the daemon uses (WAL: safe beside a running daemon;
 a purge waits for the daemon's current transaction).
@@ -7,12 +8,16 @@ a purge waits for the daemon's current transaction).
 from __future__ import annotations
 
 import argparse
+import base64
 import time
+
+import orjson
 
 from sensord._errors import ConfigError, OutboxError
 from sensord._metrics import Metrics
 from sensord._settings import Settings, load_settings
 from sensord.outbox import Outbox
+from sensord.replay import write_recording
 from sensord.sinks import InfluxSink, WebhookSink
 
 
@@ -63,4 +68,34 @@ def _purge(outbox: Outbox, sink: str) -> int:
         return 1
     dropped = outbox.purge(sink)
     print(f"purged {dropped} deliveries of sink {sink!r} ({queue.life_safety} life-safety)")
+    return 0
+
+
+def deadletter_export(args: argparse.Namespace) -> int:
+    """Write the rejected messages of dead-letter files (optionally of some reasons) as a
+    recording that `sensord play` publishes again: after registering a device, its
+    messages come back through the rules in their original order."""
+    reasons = set(args.reason or ())
+    messages: list[tuple[float, str, bytes]] = []
+    skipped = 0
+    for path in args.files:
+        for n, line in enumerate(path.read_bytes().splitlines(), 1):
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                print(f"warning: {path}:{n}: not a dead-letter record; skipped")
+                continue
+            if record.get("kind") != "reject" or (reasons and record.get("reason") not in reasons):
+                continue
+            if record.get("truncated"):
+                skipped += 1  # only a prefix was kept: publishing it would be a different message
+                continue
+            text = record.get("payload")
+            b64 = record.get("payload_b64", "")
+            payload = text.encode() if isinstance(text, str) else base64.b64decode(b64)
+            messages.append((float(record["received_at"]), str(record["topic"]), payload))
+    messages.sort(key=lambda m: m[0])
+    count = write_recording(args.out, messages)
+    note = f" ({skipped} truncated records skipped)" if skipped else ""
+    print(f"wrote {count} messages to {args.out}{note}")
     return 0

@@ -5,13 +5,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
 
 from sensord._cli import main
 from sensord._metrics import Metrics
-from sensord._settings import OutboxSettings
+from sensord._registry import parse_registry
+from sensord._settings import OutboxSettings, Settings
+from sensord._types import RawMessage
 from sensord.outbox import Outbox
+from sensord.replay import read_recording, replay
+from sensord.rules import load_rules
 from tests.unit.test_sinks import event
+
+ROOT = Path(__file__).resolve().parents[2]
+DEVICES = {"bin-1": {"family": "bin", "community": "maple", "grid": "g1"}}
+WB_NEW = {"family": "wristband", "community": "maple", "grid": "g1"}
 
 
 def config(tmp_path: Path) -> Path:
@@ -57,3 +66,29 @@ class TestOutboxCommands:
         ob = Outbox(tmp_path / "state" / "outbox.sqlite3", ("webhook",), OutboxSettings(), Metrics())
         assert [(q.sink, q.waiting) for q in ob.queues()] == [("webhook", 3)]
         ob.close()
+
+
+class TestDeadLetterExport:
+    def test_unregistered_device_messages_replay_once_registered(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """An SOS from a wristband not yet in the registry is dead-lettered as
+        unknown_device; exported and replayed with the device registered, it alerts."""
+        before = parse_registry({"devices": DEVICES}, source="t")
+        rules = load_rules(ROOT / "rules", before)
+        dead = tmp_path / "deadletter.jsonl"
+        settings = Settings.model_validate({"decode": {"max_clock_skew_s": 0}})
+        topic = "sensord/maple/wristband/wb-new/telemetry"
+        sos = RawMessage(topic, orjson.dumps({"ts": 1_790_000_000, "sos": True}), 1_790_000_000.5)
+        other = RawMessage("sensord/maple/bin/bin-1/telemetry", b"{bad", 1_790_000_001.0)
+        first = replay([sos, other], registry=before, rules=rules, settings=settings, deadletter=dead)
+        assert first.events == []
+        out = tmp_path / "again.jsonl.gz"
+        assert main(["deadletter", "export", str(dead), "--reason", "unknown_device", "--out", str(out)]) == 0
+        assert f"wrote 1 messages to {out}" in capsys.readouterr().out
+        again = list(read_recording(out))
+        assert [(m.topic, m.payload) for m in again] == [(sos.topic, sos.payload)]
+        registered = parse_registry({"devices": {**DEVICES, "wb-new": WB_NEW}}, source="t")
+        rules = load_rules(ROOT / "rules", registered)
+        second = replay(again, registry=registered, rules=rules, settings=settings)
+        assert [(e.rule, e.device_id) for e in second.events] == [("wristband_sos", "wb-new")]
