@@ -35,7 +35,7 @@ log = logging.getLogger("sensord.ingest")
 
 
 def reconnect_delay(attempt: int, settings: ReconnectSettings, rng: random.Random) -> float:
-    """Capped exponential backoff with full jitter (never zero, never above the cap)."""
+    """Capped exponential backoff, jittered: uniform in [initial_s/2, cap] (never zero)."""
     cap = min(settings.max_s, settings.initial_s * 2 ** min(attempt, 30))
     return rng.uniform(min(settings.initial_s, cap) / 2, cap)
 
