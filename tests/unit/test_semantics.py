@@ -265,3 +265,95 @@ def test_unchanged_for_counts_from_the_last_change(tmp_path: Path) -> None:
     - {rule: stuck, device: wb-1, status: resolved, at: 60s}
 """
     assert check(tmp_path, rules, tests) == []
+
+
+class TestTiesWithTimers:
+    """A reading stamped exactly when a timer is due is applied before the timer; once the
+    clock reaches a due time the state shows the timer's transition (one rule for all)."""
+
+    def test_clearing_reading_exactly_at_for_end_fires_nothing(self, tmp_path: Path) -> None:
+        """for: 30s, condition from 0 s, cleared by the reading at exactly 30 s: no alert
+        at all (it used to fire and resolve at 30 s, a zero-length page)."""
+        rules = HR + "  for: 30s\n"
+        tests = """\
+- name: cleared at the instant it would fire
+  input:
+    wb-1: {heart_rate: "130 130 130 80 80"}
+  events: []
+  expect:
+    - {at: 30s, alerts: []}
+"""
+        assert check(tmp_path, rules, tests) == []
+
+    def test_clearing_reading_exactly_at_for_end_with_keep_fires_nothing(self, tmp_path: Path) -> None:
+        """The same with keep_firing_for: 1m: nothing fires, nothing is kept firing."""
+        rules = HR + "  for: 30s\n  keep_firing_for: 1m\n"
+        tests = """\
+- name: cleared at the instant it would fire, with keep
+  input:
+    wb-1: {heart_rate: "130 130 130 80 80 80 80 80 80 80"}
+  events: []
+  expect:
+    - {at: 30s, alerts: []}
+    - {at: 60s, alerts: []}
+"""
+        assert check(tmp_path, rules, tests) == []
+
+    def test_reading_holding_the_condition_at_for_end_fires_then(self, tmp_path: Path) -> None:
+        """The condition still on at exactly 30 s: it held for `for`, so it fires at 30 s."""
+        rules = HR + "  for: 30s\n"
+        tests = """\
+- name: held through the for time
+  input:
+    wb-1: {heart_rate: "130 130 130 130 80"}
+  events:
+    - {rule: hr_high, device: wb-1, status: firing, at: 30s}
+    - {rule: hr_high, device: wb-1, status: resolved, at: 40s}
+"""
+        assert check(tmp_path, rules, tests) == []
+
+    def test_state_at_end_of_keep_matches_the_resolved_event(self, tmp_path: Path) -> None:
+        """keep_firing_for: 30s after the condition ends at 10 s: the resolved event is
+        stamped 40 s, and at 40 s the state no longer shows the alert."""
+        rules = HR + "  keep_firing_for: 30s\n"
+        tests = """\
+- name: keep ends at 40 s
+  input:
+    wb-1: {heart_rate: "130 80 _x4"}
+  events:
+    - {rule: hr_high, device: wb-1, status: firing, at: 0s}
+    - {rule: hr_high, device: wb-1, status: resolved, at: 40s}
+  expect:
+    - {at: 39s, alerts: [{rule: hr_high, device: wb-1}]}
+    - {at: 40s, alerts: []}
+"""
+        assert check(tmp_path, rules, tests) == []
+
+    def test_condition_back_exactly_at_end_of_keep_goes_on(self, tmp_path: Path) -> None:
+        """A reading at exactly end + keep that brings the condition back is applied before
+        the keep timer: the alert simply goes on, with no resolved/firing pair."""
+        rules = HR + "  keep_firing_for: 30s\n"
+        tests = """\
+- name: back at the last instant of keep
+  input:
+    wb-1: {heart_rate: "130 80 _ _ 130 130"}
+  events:
+    - {rule: hr_high, device: wb-1, status: firing, at: 0s}
+  expect:
+    - {at: 50s, alerts: [{rule: hr_high, device: wb-1}]}
+"""
+        assert check(tmp_path, rules, tests) == []
+
+    def test_device_heard_exactly_at_its_no_data_limit_was_not_silent(self, tmp_path: Path) -> None:
+        """no_data: 60s and the next reading exactly 60 s later: no silence alert (it used
+        to fire and resolve at the same instant)."""
+        rules = "- name: silent\n  no_data: 60s\n  summary: silent\n"
+        tests = """\
+- name: heard at the limit
+  devices: [wb-1]
+  interval: 30s
+  input:
+    wb-1: {heart_rate: "80 _ 80"}
+  events: []
+"""
+        assert check(tmp_path, rules, tests) == []

@@ -32,7 +32,7 @@ import io
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -233,6 +233,29 @@ def _params(rule: CompiledRule, fr: FamilyRules, dv: int) -> dict[str, float]:
     return {p: float(fr.param_arrays[p][dv]) for p in rule.params}
 
 
+@overload
+def _due(at: float, now: float) -> bool: ...
+@overload
+def _due(at: FloatArr, now: float) -> BoolArr: ...
+def _due(at: float | FloatArr, now: float) -> bool | BoolArr:
+    """One rule for every timer (for, keep_firing_for, cooldown, resolve_after, no-data,
+    community silence): once the event-time clock reaches `at`, the timer has fired and
+    the state shows it. Readings stamped exactly `at` are applied before it: in a batch
+    the rows are walked before the clock moves, and a row at `at` that ends (or brings
+    back) the condition decides first; see `_passed` for the walk."""
+    return now >= at
+
+
+@overload
+def _passed(at: float, t: float) -> bool: ...
+@overload
+def _passed(at: FloatArr, t: FloatArr) -> BoolArr: ...
+def _passed(at: float | FloatArr, t: float | FloatArr) -> bool | BoolArr:
+    """In the walk over a device's readings: the reading at `t` comes after the timer due
+    at `at` (a reading stamped exactly `at` comes before it)."""
+    return t > at
+
+
 def _latched(rule: CompiledRule) -> bool:
     """Rules whose open alert means "the condition is latched on" (`active`)."""
     return rule.kind == "state" and not rule.no_data and not rule.levels
@@ -338,7 +361,7 @@ class Engine:
         first[1:] = comm[1:] != comm[:-1]
         prev[first] = before[comm[first]]
         judged = self._comm_size[comm] >= self._settings.community_min_devices
-        for r in map(int, np.flatnonzero(judged & (ts - prev >= limit))):
+        for r in map(int, np.flatnonzero(judged & _passed(prev + limit, ts))):
             ci, at = int(comm[r]), float(ts[r])
             self._outages.setdefault(ci, []).append((float(prev[r]), at))
             if not self._comm_firing[ci]:
@@ -554,7 +577,7 @@ class Engine:
             def values(r: int = r, tr: float = tr) -> dict[str, Any]:
                 return readings(rule, fr.specs, rows.env, int(idx[r]), tr)
 
-            if not math.isnan(c.keep_until) and tr > c.keep_until:
+            if not math.isnan(c.keep_until) and _passed(c.keep_until, tr):
                 out.append(
                     self._ev(
                         rule,
@@ -588,7 +611,9 @@ class Engine:
                 fire_at = since + float(for_s[dv])
                 if not math.isnan(c.resolved_at):
                     fire_at = max(fire_at, c.resolved_at + float(cool[dv]))
-                if tr >= fire_at:
+                # A reading at fire_at that still holds the condition fires (it held for
+                # `for`); one that ends it there ends a run that never fired.
+                if (a[r] and tr >= fire_at) or _passed(fire_at, tr):
                     held = st.start_values.get(dv) if end[r] else None
                     out.append(
                         self._ev(
@@ -715,6 +740,8 @@ class Engine:
             device = devices[dv]
             params = _params(rule, fr, dv)
             vals = readings(rule, fr.specs, rows.env, int(idx[r]), tr)
+            # An edge exactly at the resolve time resolves the open alert first and opens a
+            # new one: a press is never swallowed by an alert that ends that instant.
             if st.firing[dv] and tr >= st.since[dv] + resolve[dv]:
                 opened = st.since.pop(dv)
                 end_at = float(opened + resolve[dv])
@@ -807,7 +834,7 @@ class Engine:
         base = np.where(np.isfinite(rows.prev_ts), rows.prev_ts, self.origin)
         back_before = (self._back_at_begin if self._heard is not None else self._comm_back)[comm[rows.dev]]
         base = np.where(back_before <= rows.ts, np.maximum(base, back_before), base)
-        gap = (limit > 0) & (rows.ts - base >= limit)
+        gap = (limit > 0) & _passed(base + limit, rows.ts)  # heard exactly at the limit: not silent
         back = (_first_of_device(rows.dev) & st.firing[rows.dev]) | (gap & ~rows.muted)
         devices = self._registry.devices(rule.family)
         for r in map(int, np.flatnonzero(back)):
@@ -949,7 +976,7 @@ class Engine:
             at = since + float(dur["for"][dv])
             if dv in st.resolved_at:
                 at = max(at, st.resolved_at[dv] + float(dur["cooldown"][dv]))
-            if at > watermark:
+            if not _due(at, watermark):
                 continue
             vals = st.start_values.get(dv, {"ts": since})
             params = _params(rule, fr, dv)
@@ -963,7 +990,7 @@ class Engine:
             if flaps:
                 st.told[dv] = since
         for dv, at in list(st.keep_until.items()):
-            if at >= watermark:
+            if not _due(at, watermark):
                 continue
             vals = st.start_values.get(dv, {"ts": at})
             params = _params(rule, fr, dv)
@@ -991,7 +1018,7 @@ class Engine:
         devices = self._registry.devices(rule.family)
         for dv, since in list(st.since.items()):
             at = since + float(dur["resolve_after"][dv])
-            if not st.firing[dv] or at > watermark:
+            if not st.firing[dv] or not _due(at, watermark):
                 continue
             params = _params(rule, fr, dv)
             vals = st.start_values.pop(dv, {"ts": at})
@@ -1017,7 +1044,7 @@ class Engine:
         base = np.maximum(np.where(np.isfinite(seen), seen, self.origin), self._comm_back[comm])
         limit = dur["no_data"]
         muted = self._comm_firing[comm]
-        due = ~st.firing & ~muted & (limit > 0) & (base + limit <= watermark)
+        due = ~st.firing & ~muted & (limit > 0) & _due(base + limit, watermark)
         if self._settings.community_silence_s > 0:
             # A device is silent on its own only while its community is heard from: when
             # the whole community is quiet (gateway down) one community alert stands for
@@ -1042,7 +1069,7 @@ class Engine:
             return
         base = np.where(np.isfinite(self._comm_last), self._comm_last, self.origin)
         due = ~self._comm_firing & (self._comm_size >= self._settings.community_min_devices)
-        due &= base + limit <= watermark
+        due &= _due(base + limit, watermark)
         for ci in np.flatnonzero(due):
             at = float(base[ci] + limit)
             result.events.append(self._community_event(int(ci), AlertStatus.FIRING, at))
