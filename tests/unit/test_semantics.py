@@ -357,3 +357,39 @@ class TestTiesWithTimers:
   events: []
 """
         assert check(tmp_path, rules, tests) == []
+
+
+LEVELS = """\
+- name: cpu_levels
+  levels:
+    - {severity: info, when: heart_rate > 60, clear: heart_rate < 50}
+    - {severity: warning, when: heart_rate > 70, clear: heart_rate < 60}
+    - {severity: critical, when: heart_rate > 80, clear: heart_rate < 70}
+  summary: "HR {heart_rate}"
+"""
+
+
+def test_levels_follow_kapacitor_resets(tmp_path: Path) -> None:
+    """Kapacitor's documented sequence 61 73 64 85 62 56 47 gives info, warning, warning,
+    critical, info, info, ok: when critical's reset holds at 62, the new level is the
+    highest lower level whose condition holds (info), not warning's old latch."""
+    tests = """\
+- name: the reset of a level decides by the lower levels' conditions
+  input:
+    wb-1: {heart_rate: "61 73 64 85 62 56 47"}
+  expect:
+    - {at: 0s, alerts: [{rule: cpu_levels, device: wb-1, severity: info}]}
+    - {at: 10s, alerts: [{rule: cpu_levels, device: wb-1, severity: warning}]}
+    - {at: 20s, alerts: [{rule: cpu_levels, device: wb-1, severity: warning}]}
+    - {at: 30s, alerts: [{rule: cpu_levels, device: wb-1, severity: critical}]}
+    - {at: 40s, alerts: [{rule: cpu_levels, device: wb-1, severity: info}]}
+    - {at: 50s, alerts: [{rule: cpu_levels, device: wb-1, severity: info}]}
+    - {at: 60s, alerts: []}
+  events:
+    - {rule: cpu_levels, device: wb-1, status: firing, at: 0s}
+    - {rule: cpu_levels, device: wb-1, status: firing, at: 10s}
+    - {rule: cpu_levels, device: wb-1, status: firing, at: 30s}
+    - {rule: cpu_levels, device: wb-1, status: firing, at: 40s}
+    - {rule: cpu_levels, device: wb-1, status: resolved, at: 60s}
+"""
+    assert check(tmp_path, LEVELS, tests) == []

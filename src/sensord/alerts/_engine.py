@@ -768,8 +768,11 @@ class Engine:
         rows: _Rows,
         result: EngineResult,
     ) -> None:
-        """Each level latches on its own condition and reset; the alert is at the highest
-        latched level. Every change of level is an event: firing at a new severity, or
+        """Levels as Kapacitor's reset expressions work: a level above the current one whose
+        condition holds raises the alert to it; the current level stays until its reset
+        (`clear`, default: its condition no longer holds) holds, and then the new level is
+        the highest lower level whose *condition* holds on that reading (not an earlier
+        latch), or none. Every change of level is an event: firing at a new severity, or
         resolved when no level holds."""
         relevant = rows.relevant(rule.watched)
         whens = [
@@ -780,21 +783,17 @@ class Engine:
         idx = np.flatnonzero(relevant)
         result.evaluations += int(idx.shape[0]) * len(rule.levels)
         d, t = rows.dev[idx], rows.ts[idx]
-        first = _first_of_device(d)
+        trig = np.stack([w[idx] for w in whens])  # (levels, rows)
+        reset = np.stack(
+            [
+                np.broadcast_to(lv.clear.fn(rows.env), relevant.shape)[idx] if lv.clear else ~trig[k]
+                for k, lv in enumerate(rule.levels)
+            ]
+        )
+        level, prev = self._walk_levels(st, d, trig, reset)
         last = _last_of_device(d)
-        level = np.full(d.shape[0], -1, dtype=np.int64)
-        for k, (lv, latch) in enumerate(zip(rule.levels, latches, strict=True)):
-            c = whens[k][idx]
-            clear = np.broadcast_to(lv.clear.fn(rows.env), relevant.shape)[idx] if lv.clear else ~c
-            ev = np.where(c, 1, np.where(clear, 0, -1)).astype(np.int8)
-            seed = first & (ev < 0)
-            ev[seed] = latch.active[d[seed]]
-            a = ev[_fill_forward(ev >= 0)].astype(bool)
-            level = np.where(a, k, level)
-            latch.set_active(d[last], a[last])
-        prev = np.empty(d.shape[0], dtype=np.int64)
-        prev[1:] = level[:-1]
-        prev[first] = np.fromiter((st.level.get(x, -1) for x in d[first].tolist()), dtype=np.int64)
+        for k, latch in enumerate(latches):  # kept for snapshots: the level each device is at
+            latch.set_active(d[last], level[last] == k)
         devices = self._registry.devices(rule.family)
         for r in map(int, np.flatnonzero(level != prev)):
             dv, tr, now, before = int(d[r]), float(t[r]), int(level[r]), int(prev[r])
@@ -816,6 +815,30 @@ class Engine:
             st.firing[dv] = True
             st.level[dv] = now
             st.last_notified[dv] = tr
+
+    @staticmethod
+    def _walk_levels(
+        st: _RuleState, d: IntArr, trig: BoolArr, reset: BoolArr
+    ) -> tuple[IntArr, IntArr]:
+        """Per row: the level after it and the level before it (-1: none). A walk in time
+        order, since each row's answer depends on the level the previous one left."""
+        n_levels = trig.shape[0]
+        level = np.full(d.shape[0], -1, dtype=np.int64)
+        prev = np.full(d.shape[0], -1, dtype=np.int64)
+        current, device = -1, -1
+        trig_rows, reset_rows = trig.T.tolist(), reset.T.tolist()
+        for r, dv in enumerate(d.tolist()):
+            if dv != device:
+                device, current = dv, st.level.get(dv, -1)
+            prev[r] = current
+            on = trig_rows[r]
+            higher = [k for k in range(current + 1, n_levels) if on[k]]
+            if higher:
+                current = higher[-1]
+            elif current >= 0 and reset_rows[r][current]:
+                current = next((k for k in range(current, -1, -1) if on[k]), -1)
+            level[r] = current
+        return level, prev
 
     def _no_data_resumes(  # noqa: PLR0913, PLR0917
         self,
