@@ -17,7 +17,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
@@ -59,12 +59,17 @@ class Evaluated:
     """What one batch produced, ready to be committed in one outbox transaction."""
 
     events: list[AlertEvent] = field(default_factory=list)
-    upsert: list[tuple[str, bytes]] = field(default_factory=list)
-    delete: list[str] = field(default_factory=list)
+    # Each alert's checkpoint row after the batch (None: removed). Only the last change
+    # of a fingerprint counts: an alert that fired and resolved in one batch is gone.
+    checkpoint: dict[str, bytes | None] = field(default_factory=dict)
     tokens: list[int] = field(default_factory=list)
     accepted: int = 0
     rejected: int = 0
     snapshot: bytes | None = None
+
+    def drop(self, fingerprints: Iterable[str]) -> None:
+        for fp in fingerprints:
+            self.checkpoint[fp] = None
 
 
 class ParsedAck(NamedTuple):
@@ -269,7 +274,7 @@ class Pipeline:
     def _absorb(self, out: Evaluated, result: EngineResult, family: Family | None) -> None:
         events = result.events
         out.events.extend(events)
-        out.delete.extend(result.cancelled)
+        out.drop(result.cancelled)
         if family is not None:
             if result.late:
                 self._metrics.late_readings.labels(family.value).inc(result.late)
@@ -288,11 +293,11 @@ class Pipeline:
         # the rows that change without one (an acknowledged state alert).
         for ev in [*events, *result.held]:
             if ev.status is AlertStatus.RESOLVED:
-                out.delete.append(ev.fingerprint)
+                out.checkpoint[ev.fingerprint] = None
             else:
-                out.upsert.append((ev.fingerprint, encode_active(active_from_event(ev))))
+                out.checkpoint[ev.fingerprint] = encode_active(active_from_event(ev))
         for row in result.checkpoint:
-            out.upsert.append((row.fingerprint, encode_active(row)))
+            out.checkpoint[row.fingerprint] = encode_active(row)
 
     def _record_rejects(self, rejects: Sequence[Reject]) -> None:
         for r in rejects:
@@ -314,7 +319,9 @@ class Pipeline:
 
 def commit(outbox: Outbox, ev: Evaluated) -> None:
     """One durable outbox transaction for the batch's events and checkpoint changes."""
-    outbox.commit(ev.events, upsert_active=ev.upsert, delete_active=ev.delete, snapshot=ev.snapshot)
+    upsert = [(fp, body) for fp, body in ev.checkpoint.items() if body is not None]
+    delete = [fp for fp, body in ev.checkpoint.items() if body is None]
+    outbox.commit(ev.events, upsert_active=upsert, delete_active=delete, snapshot=ev.snapshot)
 
 
 class Daemon:
@@ -439,9 +446,8 @@ class Daemon:
             engine = Engine(rules, self.registry, self.settings.alerts)
             now = self.pipeline.watermark if math.isfinite(self.pipeline.watermark) else time.time()
             diff = engine.take_over(old, now)
-            ev = Evaluated(
-                events=diff.events, delete=[*diff.cancelled, *(e.fingerprint for e in diff.events)]
-            )
+            ev = Evaluated(events=diff.events)
+            ev.drop([*diff.cancelled, *(e.fingerprint for e in diff.events)])
             await self._commit(ev)
             self.pipeline.engine = engine
         self.metrics.rule_reloads.labels("ok").inc()

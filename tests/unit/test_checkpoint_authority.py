@@ -109,6 +109,17 @@ class TestCheckpointAuthority:
         assert again == []
         assert all(a.rule != "wristband_sos" for a in box.daemon.pipeline.engine.active())
 
+    def test_alert_fired_and_resolved_in_one_batch_leaves_no_row(self, box: Box) -> None:
+        """An SOS pressed and acknowledged in the same batch leaves nothing open in the
+        checkpoint (its last change wins), so a crash does not bring it back."""
+        batch = [reading("wb-01", "wristband", 0, sos=True), ack("wb-01", "wristband", "wristband_sos", 1)]
+        assert statuses(box.feed(*batch)) == [
+            ("wristband_sos", "wb-01", "firing"),
+            ("wristband_sos", "wb-01", "resolved"),
+        ]
+        box = box.crash()
+        assert box.feed(ack("wb-01", "wristband", "wristband_sos", 2)) == []
+
     def test_state_alert_cleared_after_snapshot_stays_resolved(self, box: Box) -> None:
         """A bin emptied after the snapshot is not full again after a crash: the next
         reading below the clear level sends nothing."""
