@@ -1,7 +1,8 @@
 """Alerts stage: rule transitions → alert lifecycle events (pending → firing → resolved)."""
 
-from sensord.alerts._engine import ActiveAlert, Engine, EngineResult, ReloadDiff
+from sensord.alerts._engine import Engine
 from sensord.alerts._events import TEMPLATE_ERROR, event_id, fingerprint
+from sensord.alerts._model import ActiveAlert, EngineResult, ReloadDiff
 
 __all__ = [
     "TEMPLATE_ERROR",
