@@ -47,7 +47,10 @@ class Workload:
     fire: int = 50
     bins: int = 100
     ticks: int = 60
-    tick_s: float = 5.0  # event time between two readings of one device
+    # Event time between two readings of one device. 400 ticks stay under the SOS rule's
+    # 30 min resolve_after: the judge is about faults, and timers that expire inside a
+    # batch are not batch-size invariant today (see the fault-injection report).
+    tick_s: float = 2.5
     wall_tick_s: float = 0.5  # wall time between two ticks when published
     sos_per_tick: float = 1.0
     ack_share: float = 0.8
@@ -178,8 +181,10 @@ def daemon_config(  # noqa: PLR0913 - a test daemon's knobs
         "state_dir": str(work / "state"),
         "sinks": sinks,
         "delivery": {"initial_backoff_s": 0.2, "max_backoff_s": 2.0},
-        # The workload is stamped in the past; the quiet-stream clock must not overtake it.
-        "alerts": {"clock_grace_s": 86400, "snapshot_every_s": snapshot_every_s},
+        # The workload is stamped in the past and judged by an offline replay, which has no
+        # wall clock: the quiet-stream clock must never move (a daemon idle before the
+        # first message would set it to wall clock - grace, and raise community_silent).
+        "alerts": {"idle_tick_s": 86400, "clock_grace_s": 86400, "snapshot_every_s": snapshot_every_s},
         "http": {"host": "127.0.0.1", "port": http_port},
         "log": {"format": "json", "level": "INFO"},
     }
