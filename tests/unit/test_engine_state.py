@@ -314,3 +314,25 @@ class TestEventLatch:
             AlertStatus.RESOLVED,
             AlertStatus.FIRING,
         ]
+
+
+class TestAckAfterExpiry:
+    def test_ack_after_resolve_after_resolves_as_the_clock_would_whatever_the_cut(
+        self, tmp_path: Path
+    ) -> None:
+        """An SOS (resolve_after 40 s) acknowledged at 60 s resolves at 40 s whether the
+        clock passed 40 s in an earlier batch or the ack comes in the same batch as the
+        readings that pass it (acks are applied before the batch moves the clock)."""
+        reg = registry(1)
+        (tmp_path / "one").mkdir()
+        (tmp_path / "cut").mkdir()
+        one = make_engine(tmp_path / "one", reg)
+        whole = feed(one, batch([(0, 0, {"sos": 1}), (0, 50, {"heart_rate": 80})]))
+        whole += one.acknowledge("wb-0", "sos", T0 + 60).events + one.advance(T0 + 50).events
+        cut = make_engine(tmp_path / "cut", reg)
+        parts = feed(cut, batch([(0, 0, {"sos": 1})])) + cut.advance(T0).events
+        parts += feed(cut, batch([(0, 50, {"heart_rate": 80})])) + cut.advance(T0 + 50).events
+        parts += cut.acknowledge("wb-0", "sos", T0 + 60).events
+        sos = [e for e in whole if e.rule == "sos"]
+        assert [(e.status.value, e.event_time - T0) for e in sos] == [("firing", 0.0), ("resolved", 40.0)]
+        assert [e.event_id for e in sos] == [e.event_id for e in parts if e.rule == "sos"]

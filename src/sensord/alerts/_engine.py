@@ -114,13 +114,19 @@ class Engine(RowsMixin, StateRules, EventRules, LevelRules, Silence, Persistence
         if device is None or fr is None:
             return result
         dv = device.index
-        for rule, st in zip(fr.rules, self._state[device.family], strict=True):
+        for rule, st, dur in zip(fr.rules, self._state[device.family], self._dur[device.family], strict=True):
             if rule.name != rule_name or not st.firing[dv]:
                 continue
             if rule.kind == "event":
                 since = st.since.pop(dv)
-                at = max(ts, since)
-                vals = {**st.start_values.pop(dv, {}), "ts": at, "acknowledged_by": by}
+                start_vals = st.start_values.pop(dv, {})
+                at, vals = max(ts, since), {**start_vals, "ts": max(ts, since), "acknowledged_by": by}
+                expired = since + float(dur["resolve_after"][dv])
+                if at > expired:
+                    # The alert had already expired when this ack was given: it resolves
+                    # exactly as the clock would have resolved it, whatever the batch cut
+                    # (the clock moves at the end of a batch, after the batch's acks).
+                    at, vals = expired, start_vals or {"ts": expired}
                 params = _params(rule, fr, dv)
                 result.events.append(
                     self._ev(rule, device, params, AlertStatus.RESOLVED, since, at, at, vals)
