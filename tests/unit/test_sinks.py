@@ -114,6 +114,16 @@ class TestOutbox:
         assert ob.depth("a") == 3
         assert metrics.outbox_shed.labels("a")._value.get() == 2
 
+    def test_ack_of_a_shed_delivery_keeps_depth_true(self, tmp_path: Path) -> None:
+        """A delivery shed while a worker was sending it, then acknowledged, is not
+        subtracted twice: the depth stays equal to what is really waiting."""
+        ob = outbox(tmp_path, sinks=("a",), max_events=2)
+        ob.commit([event(1), event(2)])
+        in_flight = [seq for seq, _ in ob.due("a", 1)]
+        ob.commit([event(3)])  # sheds id-1, the one being sent
+        ob.ack("a", in_flight)
+        assert ob.depth("a") == ob._scalar("SELECT COUNT(*) FROM deliveries WHERE sink = 'a'") == 2
+
     def test_bound_is_per_sink(self, tmp_path: Path) -> None:
         """A sink that keeps up is not shed because another (dead) sink is full."""
         ob = outbox(tmp_path, sinks=("dead", "live"), max_events=2)

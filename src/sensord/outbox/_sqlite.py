@@ -252,12 +252,15 @@ class Outbox:
         if not seqs:
             return
         with self._tx():
-            self._db.executemany(
+            cur = self._db.executemany(
                 "DELETE FROM deliveries WHERE sink = ? AND seq = ?", [(sink, s) for s in seqs]
             )
+            # Only rows still there count: a delivery shed while it was being sent is
+            # already gone, and counting it again would drift the depth below the truth.
+            gone = max(cur.rowcount, 0)
             self._forget_unneeded(seqs)
         if sink in self._depth:
-            self._depth[sink] -= len(seqs)
+            self._depth[sink] -= gone
 
     def depth(self, sink: str) -> int:
         """Events this sink has not yet taken."""
