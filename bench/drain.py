@@ -27,8 +27,8 @@ from _backlog import (
     registry_doc,
     scenario,
 )
-from sensord._daemon import Pipeline, commit
 from sensord._metrics import Metrics
+from sensord._pipeline import Pipeline, commit
 from sensord._registry import parse_registry
 from sensord._settings import AlertSettings, BatchSettings, BrokerSettings, DecodeSettings, OutboxSettings
 from sensord.alerts import Engine

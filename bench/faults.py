@@ -22,6 +22,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import orjson
+
+from sensord.outbox import encode_event
 from sensord.testing import Run, Workload, broker_kills, daemon_kills, sinks_down
 
 COLUMNS = (
@@ -37,6 +40,19 @@ def _print_table(runs: list[Run]) -> None:
     print("  ".join(c.rjust(widths[c]) for c in COLUMNS))
     for r in rows:
         print("  ".join(r.get(c, "").rjust(widths[c]) for c in COLUMNS))
+
+
+def _post_mortem(run: Run, folder: Path) -> Path:
+    """Everything the judge saw, for reading after the run: the reference events, every
+    request the receiver answered (in order) and the wall-clock time of each kill."""
+    path = folder / (run.name.replace(" ", "-").replace("(", "").replace(")", "") + ".json")
+    path.write_bytes(orjson.dumps({
+        "kill_times": run.kill_times,
+        "reference": [orjson.loads(encode_event(e)) for e in run.reference],
+        "received": [{"id": r.headers.get("webhook-id"), "answered": r.answered, "valid": r.valid,
+                      "at": r.at, "body": r.body} for r in run.received],
+    }))
+    return path
 
 
 def main() -> None:
@@ -73,6 +89,8 @@ def main() -> None:
             return
         runs.append(run)
         print(f"{name}: {run.row()}", flush=True)
+        if args.keep:
+            print(f"{name}: post-mortem in {_post_mortem(run, work)}", flush=True)
 
     try:
         if "daemon" in only:

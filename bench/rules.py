@@ -47,8 +47,8 @@ import numpy.typing as npt
 import orjson
 import yaml
 
-from sensord._daemon import Pipeline
 from sensord._metrics import Metrics
+from sensord._pipeline import Pipeline
 from sensord._registry import Registry, parse_registry
 from sensord._settings import AlertSettings, DecodeSettings
 from sensord._types import RawMessage

@@ -6,9 +6,10 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from sensord._daemon import Daemon, Pipeline
+from sensord._daemon import Daemon
 from sensord._http import HttpServer
 from sensord._metrics import Metrics
+from sensord._pipeline import Pipeline
 from sensord._registry import Registry, load_registry
 from sensord._settings import Settings
 from sensord.alerts import Engine

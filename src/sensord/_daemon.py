@@ -1,7 +1,8 @@
 """The daemon: wiring of ingest → decode → rules → alerts → outbox → sinks.
 
-`Pipeline.evaluate` is the synchronous heart: one batch of raw messages in, alert events
-and checkpoint changes out. `Daemon` runs it in an asyncio TaskGroup of named tasks:
+`Pipeline.evaluate` (in `_pipeline`) is the synchronous heart: one batch of raw messages
+in, alert events and checkpoint changes out. `Daemon` runs it in an asyncio TaskGroup of
+named tasks:
 
     ingest          the broker connection (reconnects with capped, jittered backoff)
     process         batches → Pipeline → outbox commit → PUBACK (durable before acknowledged)
@@ -17,29 +18,22 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from typing import Protocol
 
-import orjson
-
-from sensord._errors import DecodeError, OutboxError, RuleError
-from sensord._logging import RateLimited
+from sensord._errors import OutboxError, RuleError
 from sensord._metrics import Metrics
+from sensord._pipeline import Evaluated, Pipeline, commit, decode_active
 from sensord._registry import Registry
 from sensord._settings import Settings
 from sensord._systemd import Notifier
-from sensord._types import AlertEvent, AlertStatus, Family, RawMessage, Reject
-from sensord.alerts import TEMPLATE_ERROR, ActiveAlert, Engine, EngineResult
-from sensord.decode import Decoder, DecodeResult, FamilyBatch, shown
+from sensord._types import RawMessage, Reject
+from sensord.alerts import Engine
 from sensord.outbox import Outbox
 from sensord.rules import load_rules
 from sensord.sinks import DeadLetter, Sink, deliver_forever
 
 log = logging.getLogger("sensord")
-# The topic kind that carries an acknowledgement from the dispatch side.
-ACK_KIND = "ack"
-_FAMILIES = frozenset(f.value for f in Family)
 
 
 class Source(Protocol):
@@ -53,275 +47,6 @@ class Source(Protocol):
 
     def ack(self, tokens: Sequence[int]) -> None: ...
 
-
-@dataclass
-class Evaluated:
-    """What one batch produced, ready to be committed in one outbox transaction."""
-
-    events: list[AlertEvent] = field(default_factory=list)
-    # Each alert's checkpoint row after the batch (None: removed). Only the last change
-    # of a fingerprint counts: an alert that fired and resolved in one batch is gone.
-    checkpoint: dict[str, bytes | None] = field(default_factory=dict)
-    tokens: list[int] = field(default_factory=list)
-    accepted: int = 0
-    rejected: int = 0
-    snapshot: bytes | None = None
-
-    def drop(self, fingerprints: Iterable[str]) -> None:
-        for fp in fingerprints:
-            self.checkpoint[fp] = None
-
-
-class ParsedAck(NamedTuple):
-    """An acknowledgement, checked before the engine runs."""
-
-    device_id: str
-    rule: str
-    ts: float
-    by: str
-    message: RawMessage
-
-
-def active_from_event(event: AlertEvent) -> ActiveAlert:
-    """The checkpoint row an alert event leaves behind (pending or firing)."""
-    firing = event.status is AlertStatus.FIRING
-    return ActiveAlert(
-        fingerprint=event.fingerprint,
-        family=Family(event.family) if event.family in _FAMILIES else None,
-        rule=event.rule,
-        device_id=event.device_id,
-        status=event.status,
-        since=event.starts_at,
-        fired_at=event.event_time if firing else None,
-        last_notified=event.event_time if firing else None,
-        severity=event.severity.value,
-        community=event.community,
-    )
-
-
-def encode_active(active: ActiveAlert) -> bytes:
-    # orjson writes dataclasses and enums itself, several times faster than asdict().
-    return orjson.dumps(active)
-
-
-def decode_active(body: bytes) -> ActiveAlert:
-    d = orjson.loads(body)
-    d["family"] = Family(d["family"]) if d["family"] is not None else None
-    d["status"] = AlertStatus(d["status"])
-    return ActiveAlert(**d)
-
-
-class Pipeline:
-    """decode → rules → alerts for one batch. Holds the event-time watermark."""
-
-    def __init__(  # noqa: PLR0913 - the stages are the arguments
-        self,
-        *,
-        decoder: Decoder,
-        engine: Engine,
-        deadletter: DeadLetter,
-        metrics: Metrics,
-        telemetry: Callable[[FamilyBatch], None] | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.decoder = decoder
-        self.engine = engine
-        self._deadletter = deadletter
-        self._metrics = metrics
-        self._telemetry = telemetry
-        self._clock = clock
-        self._unknown_log = RateLimited(log)
-        self._template_log = RateLimited(log)
-        self.watermark = -math.inf
-
-    def evaluate(self, messages: Sequence[RawMessage]) -> Evaluated:
-        """Run one batch through decode and rules. Rejects are dead-lettered here.
-
-        Two phases. Decode and ack parsing change no state: an unexpected failure there is
-        retried message by message, so only the message that fails is dead-lettered. Then
-        the engine changes state: what it returned is kept whatever happens after, so the
-        state change and its events are committed together; if the engine itself fails,
-        the messages it had not applied yet are dead-lettered (replayable), never dropped.
-        """
-        out = Evaluated(tokens=[m.token for m in messages if m.token is not None])
-        readings = [m for m in messages if not self._is_ack(m)]
-        acks: list[ParsedAck | Reject] = []
-        if len(readings) < len(messages):
-            acks = self._parse_acks([m for m in messages if self._is_ack(m)])
-        res = self._decode(readings)
-        self._record_unknown(res.unknown)
-        self._record_rejects(res.rejects)
-        out.rejected = len(res.rejects) + sum(1 for a in acks if isinstance(a, Reject))
-        out.accepted = res.accepted
-        valid_acks = [a for a in acks if not isinstance(a, Reject)]
-        self._record_rejects([a for a in acks if isinstance(a, Reject)])
-        applied: set[Family] = set()
-        try:
-            self._absorb(out, self.engine.begin(res.batches.values()), None)
-            for family, batch in res.batches.items():
-                self._absorb(out, self.engine.process(batch), family)
-                applied.add(family)
-                self._after_family(batch)
-            while valid_acks:
-                a = valid_acks[0]
-                self._absorb(out, self.engine.acknowledge(a.device_id, a.rule, a.ts, a.by), None)
-                out.accepted += 1
-                valid_acks.pop(0)
-            if self.watermark > -math.inf:
-                self._absorb(out, self.engine.advance(self.watermark), None)
-        except Exception:
-            log.exception("rule engine failed on a batch; what it applied is kept, the rest dead-lettered")
-            unapplied = [a.message for a in valid_acks]
-            self._dead_letter_unapplied(readings, set(res.batches) - applied, unapplied, out)
-        self._metrics.batches.inc()
-        self._metrics.batch_size.observe(len(messages))
-        return out
-
-    def _after_family(self, batch: FamilyBatch) -> None:
-        """Clock, metrics and the best-effort telemetry hand-off for one applied family."""
-        newest = float(batch.ts.max())
-        self.watermark = max(self.watermark, newest)
-        self._metrics.messages_in.labels(batch.family.value).inc(len(batch))
-        self._metrics.ingest_lag.set(max(0.0, float(batch.received_at.max()) - newest))
-        if self._telemetry is not None:
-            try:
-                self._telemetry(batch)
-            except Exception:  # telemetry is history, never a reason to lose alerts
-                log.exception("telemetry hand-off failed; alerts are unaffected")
-                self._metrics.delivery_failures.labels("influx-telemetry", "error").inc()
-
-    def _decode(self, messages: list[RawMessage]) -> DecodeResult:
-        try:
-            return self.decoder(messages)
-        except Exception:
-            log.exception("decode failed on a batch; decoding its messages one by one")
-        bad: list[Reject] = []
-        good: list[RawMessage] = []
-        for m in messages:
-            try:
-                self.decoder([m])
-            except Exception as exc:  # noqa: BLE001 - a defect; the message is kept in dead-letter
-                detail = f"decode failed ({type(exc).__name__}); see the log and report it"
-                bad.append(Reject(m.topic, m.payload, m.received_at, "internal_error", detail))
-            else:
-                good.append(m)
-        res = self.decoder(good)
-        res.rejects.extend(bad)
-        return res
-
-    def _dead_letter_unapplied(
-        self,
-        readings: list[RawMessage],
-        families: set[Family],
-        acks: list[RawMessage],
-        out: Evaluated,
-    ) -> None:
-        names = {f.value for f in families}
-        left = [m for m in readings if (p := self.decoder.topic.parse(m.topic)) and p.family in names]
-        detail = "the rule engine failed before applying this message; see the log, then replay it"
-        rejects = [Reject(m.topic, m.payload, m.received_at, "internal_error", detail) for m in left + acks]
-        self._record_rejects(rejects)
-        out.rejected += len(rejects)
-
-    def tick(self, watermark: float) -> Evaluated:
-        """Advance the event-time clock without readings (a quiet stream)."""
-        out = Evaluated()
-        self.watermark = max(self.watermark, watermark)
-        self._absorb(out, self.engine.advance(self.watermark), None)
-        return out
-
-    def _is_ack(self, m: RawMessage) -> bool:
-        if not m.topic.endswith(ACK_KIND):
-            return False  # the cheap test first: this runs for every message
-        parts = self.decoder.topic.parse(m.topic)
-        return parts is not None and parts.kind == ACK_KIND
-
-    def _parse_acks(self, messages: list[RawMessage]) -> list[ParsedAck | Reject]:
-        out: list[ParsedAck | Reject] = []
-        for m in messages:
-            try:
-                out.append(self._parse_ack(m))
-            except DecodeError as exc:
-                out.append(Reject(m.topic, m.payload, m.received_at, exc.reason, exc.detail))
-        return out
-
-    def _parse_ack(self, m: RawMessage) -> ParsedAck:
-        """`<prefix>/<community>/<family>/<device>/ack` with {"rule": ..., "by": ..., "ts": ...}:
-        the dispatch side acknowledged an alert. It travels in the stream, so a recording
-        replays acknowledgements too. Raises DecodeError with the reason to reject it."""
-        parts = self.decoder.topic.parse(m.topic)
-        assert parts is not None
-        device = self.decoder.device(parts.device_id)
-        if device is None:
-            raise DecodeError("unknown_device", f"ack for {shown(parts.device_id)}, not in the registry")
-        shape = 'an ack is a JSON object {"rule": "<rule name>", "by": "<who>", "ts": <epoch seconds>}'
-        try:
-            body = orjson.loads(m.payload)
-        except orjson.JSONDecodeError as exc:
-            raise DecodeError("invalid_ack", f"{shape}; not JSON: {exc}") from None
-        if not isinstance(body, dict):
-            raise DecodeError("invalid_ack", f"{shape}; got {shown(body)}")
-        rule, by, ts = body.get("rule"), body.get("by", ""), body.get("ts", m.received_at)
-        if not isinstance(rule, str) or not isinstance(by, str):
-            got = f"{shown(rule)}, {shown(by)}"
-            raise DecodeError("invalid_ack", f"{shape}; rule and by must be text, got {got}")
-        if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
-            raise DecodeError("invalid_ack", f"{shape}; ts must be a number, got {shown(ts)}")
-        if not self.engine.has_rule(device.family, rule):
-            raise DecodeError("invalid_ack", f"no rule {shown(rule)} for {device.family.value} devices")
-        return ParsedAck(parts.device_id, rule, float(ts), by, m)
-
-    def _absorb(self, out: Evaluated, result: EngineResult, family: Family | None) -> None:
-        events = result.events
-        out.events.extend(events)
-        out.drop(result.cancelled)
-        if family is not None:
-            if result.late:
-                self._metrics.late_readings.labels(family.value).inc(result.late)
-            self._metrics.rule_evaluations.labels(family.value).inc(result.evaluations)
-        for ev in events:
-            self._metrics.transitions.labels(ev.rule, ev.status.value).inc()
-            if TEMPLATE_ERROR in ev.extra:
-                self._metrics.template_errors.labels(ev.rule).inc()
-                self._template_log.warning(
-                    ev.rule,
-                    "alert text template could not be filled; sent a plain text instead (fix the rule)",
-                    {"rule": ev.rule, "error": ev.extra[TEMPLATE_ERROR]},
-                    self._clock(),
-                )
-        # The checkpoint follows every transition, sent or held (a flapping alert), and
-        # the rows that change without one (an acknowledged state alert).
-        for ev in [*events, *result.held]:
-            if ev.status is AlertStatus.RESOLVED:
-                out.checkpoint[ev.fingerprint] = None
-            else:
-                out.checkpoint[ev.fingerprint] = encode_active(active_from_event(ev))
-        for row in result.checkpoint:
-            out.checkpoint[row.fingerprint] = encode_active(row)
-
-    def _record_rejects(self, rejects: Sequence[Reject]) -> None:
-        for r in rejects:
-            self._metrics.rejects.labels(r.reason).inc()
-            self._deadletter.reject(r)
-
-    def _record_unknown(self, unknown: dict[Family, list[str]]) -> None:
-        now = self._clock()
-        for family, ids in unknown.items():
-            self._metrics.unknown_devices.labels(family.value).inc(len(ids))
-            for device_id in set(ids):
-                self._unknown_log.warning(
-                    device_id,
-                    "message from a device missing from the registry; register it to get alerts",
-                    {"device_id": device_id, "family": family.value},
-                    now,
-                )
-
-
-def commit(outbox: Outbox, ev: Evaluated) -> None:
-    """One durable outbox transaction for the batch's events and checkpoint changes."""
-    upsert = [(fp, body) for fp, body in ev.checkpoint.items() if body is not None]
-    delete = [fp for fp, body in ev.checkpoint.items() if body is None]
-    outbox.commit(ev.events, upsert_active=upsert, delete_active=delete, snapshot=ev.snapshot)
 
 
 class Daemon:

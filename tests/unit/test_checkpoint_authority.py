@@ -17,7 +17,8 @@ import orjson
 import pytest
 
 from sensord._app import build_daemon
-from sensord._daemon import Daemon, Evaluated, commit
+from sensord._daemon import Daemon
+from sensord._pipeline import Evaluated, commit
 from sensord._settings import parse_settings
 from sensord._types import AlertEvent, AlertStatus, RawMessage
 from sensord.sinks import MemorySink

@@ -11,8 +11,8 @@ import numpy as np
 import orjson
 import pytest
 
-from sensord._daemon import Pipeline
 from sensord._metrics import Metrics
+from sensord._pipeline import Pipeline
 from sensord._registry import Registry, parse_registry
 from sensord._settings import AlertSettings, DecodeSettings
 from sensord._types import AlertEvent, AlertStatus, Family, RawMessage

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sensord._daemon import Pipeline
 from sensord._metrics import Metrics
+from sensord._pipeline import Pipeline
 from sensord._registry import Registry
 from sensord._settings import Settings
 from sensord._types import AlertEvent, AlertStatus, RawMessage

@@ -12,9 +12,9 @@ from typing import Any
 
 import orjson
 
-from sensord._daemon import Pipeline
 from sensord._errors import ConfigError, RuleError
 from sensord._metrics import Metrics
+from sensord._pipeline import Pipeline
 from sensord._registry import Registry, parse_registry
 from sensord._settings import AlertSettings, DecodeSettings
 from sensord._types import AlertStatus, RawMessage

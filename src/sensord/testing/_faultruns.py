@@ -47,6 +47,8 @@ class Run:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     received: list[Received] = field(default_factory=list, repr=False)  # for a post-mortem
+    reference: list[AlertEvent] = field(default_factory=list, repr=False)
+    kill_times: list[float] = field(default_factory=list, repr=False)  # wall clock of each kill
 
     def problems(self) -> list[str]:
         """Every broken promise of the run, in words."""
@@ -150,10 +152,12 @@ def daemon_kills(work: Path, w: Workload, *, kills: int, seed: int = 1, drain_s:
         at = sorted(rng.uniform(0.1 * span, 0.95 * span) for _ in range(kills))
         start = time.monotonic()
         done = 0
+        kill_times: list[float] = []
         for when in at:
             wait_until(lambda when=when: time.monotonic() - start >= when, span + 60, "the kill point")
             # Each kill finds a running daemon (ready), then dies at once.
             wait_until(rig.daemon.ready, 60, "the daemon ready before a kill")
+            kill_times.append(time.time())
             rig.daemon.kill()
             rig.daemon.start()
             done += 1
@@ -163,7 +167,7 @@ def daemon_kills(work: Path, w: Workload, *, kills: int, seed: int = 1, drain_s:
         findings = judge(rig.receiver.received, ref)
         return Run("daemon SIGKILL", findings, len(stream), publisher.acked, exact=False, kills=done,
                    resent=publisher.resent, seconds=time.monotonic() - t0,
-                   received=list(rig.receiver.received))
+                   received=list(rig.receiver.received), reference=ref, kill_times=kill_times)
 
 
 def broker_kills(work: Path, w: Workload, *, kills: int, seed: int = 2, drain_s: float = 60) -> Run:
@@ -190,7 +194,7 @@ def broker_kills(work: Path, w: Workload, *, kills: int, seed: int = 2, drain_s:
         findings = judge(rig.receiver.received, ref)
         return Run("broker SIGKILL", findings, len(stream), publisher.acked, exact=True, kills=kills,
                    resent=publisher.resent, seconds=time.monotonic() - t0,
-                   received=list(rig.receiver.received))
+                   received=list(rig.receiver.received), reference=ref)
 
 
 def sinks_down(work: Path, w: Workload, *, mode: str, outage_s: float, drain_s: float = 90) -> Run:
@@ -221,7 +225,7 @@ def sinks_down(work: Path, w: Workload, *, mode: str, outage_s: float, drain_s: 
         _settle(rig, lambda: want <= _delivered_ids(rig), drain_s)
         findings = judge(rig.receiver.received, ref, recovered_at=recovered_at)
         run = Run(f"sinks down ({mode})", findings, len(stream), publisher.acked, exact=True,
-                  seconds=time.monotonic() - t0, received=list(rig.receiver.received))
+                  seconds=time.monotonic() - t0, received=list(rig.receiver.received), reference=ref)
         run.notes.extend(_influx_missing(rig.influx, ref))
         return run
 
