@@ -68,6 +68,12 @@ class Metrics:
             ["sink"],
             registry=r,
         )
+        self.stale_acks = Counter(
+            "sensord_stale_acks",
+            "Acknowledgements stamped before the alert they name began, so not applied to it",
+            ["rule"],
+            registry=r,
+        )
         self.template_errors = Counter(
             "sensord_template_errors",
             "Alert events whose summary/description template could not be filled (sent with a plain text)",

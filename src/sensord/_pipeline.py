@@ -87,6 +87,17 @@ def decode_active(body: bytes) -> ActiveAlert:
     return ActiveAlert(**d)
 
 
+@dataclass
+class _Step:
+    """One run of a batch (readings or acks), prepared, and how far the engine got with it."""
+
+    messages: list[RawMessage]
+    decoded: DecodeResult | None = None
+    acks: list[ParsedAck] = field(default_factory=list)
+    applied: set[Family] = field(default_factory=set)
+    done: bool = False
+
+
 class Pipeline:
     """decode → rules → alerts for one batch. Holds the event-time watermark."""
 
@@ -107,11 +118,17 @@ class Pipeline:
         self._telemetry = telemetry
         self._clock = clock
         self._unknown_log = RateLimited(log)
+        self._stale_log = RateLimited(log)
         self._template_log = RateLimited(log)
         self.watermark = -math.inf
 
     def evaluate(self, messages: Sequence[RawMessage]) -> Evaluated:
         """Run one batch through decode and rules. Rejects are dead-lettered here.
+
+        Messages take effect in arrival order: a run of readings, then the acks that came
+        after them, then the next run, as if the batch had been cut at every ack. So an
+        ack and a new SOS press in one batch give the same alerts as in two (applying the
+        batch's readings first would make the press part of the alert the ack closes).
 
         Two phases. Decode and ack parsing change no state: an unexpected failure there is
         retried message by message, so only the message that fails is dead-lettered. Then
@@ -120,38 +137,76 @@ class Pipeline:
         the messages it had not applied yet are dead-lettered (replayable), never dropped.
         """
         out = Evaluated(tokens=[m.token for m in messages if m.token is not None])
-        readings = [m for m in messages if not self._is_ack(m)]
-        acks: list[ParsedAck | Reject] = []
-        if len(readings) < len(messages):
-            acks = self._parse_acks([m for m in messages if self._is_ack(m)])
-        res = self._decode(readings)
-        self._record_unknown(res.unknown)
-        self._record_rejects(res.rejects)
-        out.rejected = len(res.rejects) + sum(1 for a in acks if isinstance(a, Reject))
-        out.accepted = res.accepted
-        valid_acks = [a for a in acks if not isinstance(a, Reject)]
-        self._record_rejects([a for a in acks if isinstance(a, Reject)])
-        applied: set[Family] = set()
+        steps = [self._prepare(run, out, acks=is_ack) for is_ack, run in self._runs(messages)]
         try:
-            self._absorb(out, self.engine.begin(res.batches.values()), None)
-            for family, batch in res.batches.items():
-                self._absorb(out, self.engine.process(batch), family)
-                applied.add(family)
-                self._after_family(batch)
-            while valid_acks:
-                a = valid_acks[0]
-                self._absorb(out, self.engine.acknowledge(a.device_id, a.rule, a.ts, a.by), None)
-                out.accepted += 1
-                valid_acks.pop(0)
-            if self.watermark > -math.inf:
-                self._absorb(out, self.engine.advance(self.watermark), None)
+            for i, step in enumerate(steps):
+                if step.decoded is None and i > 0:
+                    # Readings came before these acks: the clock moves as a cut here would.
+                    self._advance(out)
+                self._apply(step, out)
+            self._advance(out)
         except Exception:
             log.exception("rule engine failed on a batch; what it applied is kept, the rest dead-lettered")
-            unapplied = [a.message for a in valid_acks]
-            self._dead_letter_unapplied(readings, set(res.batches) - applied, unapplied, out)
+            self._dead_letter_unapplied(steps, out)
         self._metrics.batches.inc()
         self._metrics.batch_size.observe(len(messages))
         return out
+
+    def _runs(self, messages: Sequence[RawMessage]) -> list[tuple[bool, list[RawMessage]]]:
+        """The batch as consecutive runs of readings and of acks, in arrival order."""
+        runs: list[tuple[bool, list[RawMessage]]] = []
+        for m in messages:
+            is_ack = self._is_ack(m)
+            if runs and runs[-1][0] == is_ack:
+                runs[-1][1].append(m)
+            else:
+                runs.append((is_ack, [m]))
+        return runs
+
+    def _prepare(self, run: list[RawMessage], out: Evaluated, *, acks: bool) -> _Step:
+        """Phase one for a run: decode it (or parse its acks) and record its rejects."""
+        if acks:
+            parsed = self._parse_acks(run)
+            rejects = [a for a in parsed if isinstance(a, Reject)]
+            self._record_rejects(rejects)
+            out.rejected += len(rejects)
+            return _Step(run, acks=[a for a in parsed if not isinstance(a, Reject)])
+        res = self._decode(run)
+        self._record_unknown(res.unknown)
+        self._record_rejects(res.rejects)
+        out.rejected += len(res.rejects)
+        out.accepted += res.accepted
+        return _Step(run, decoded=res)
+
+    def _apply(self, step: _Step, out: Evaluated) -> None:
+        """Phase two for a run: the engine takes it. `step` records how far it got."""
+        if step.decoded is not None:
+            self._absorb(out, self.engine.begin(step.decoded.batches.values()), None)
+            for family, batch in step.decoded.batches.items():
+                self._absorb(out, self.engine.process(batch), family)
+                step.applied.add(family)
+                self._after_family(batch)
+            step.done = True
+            return
+        while step.acks:
+            a = step.acks[0]
+            result = self.engine.acknowledge(a.device_id, a.rule, a.ts, a.by)
+            self._absorb(out, result, None)
+            if result.stale_acks:
+                self._metrics.stale_acks.labels(a.rule).inc(result.stale_acks)
+                self._stale_log.warning(
+                    a.device_id,
+                    "acknowledgement stamped before the alert it names began; not applied to it",
+                    {"device_id": a.device_id, "rule": a.rule, "ack_ts": a.ts},
+                    self._clock(),
+                )
+            out.accepted += 1
+            step.acks.pop(0)
+        step.done = True
+
+    def _advance(self, out: Evaluated) -> None:
+        if self.watermark > -math.inf:
+            self._absorb(out, self.engine.advance(self.watermark), None)
 
     def _after_family(self, batch: FamilyBatch) -> None:
         """Clock, metrics and the best-effort telemetry hand-off for one applied family."""
@@ -185,17 +240,20 @@ class Pipeline:
         res.rejects.extend(bad)
         return res
 
-    def _dead_letter_unapplied(
-        self,
-        readings: list[RawMessage],
-        families: set[Family],
-        acks: list[RawMessage],
-        out: Evaluated,
-    ) -> None:
-        names = {f.value for f in families}
-        left = [m for m in readings if (p := self.decoder.topic.parse(m.topic)) and p.family in names]
+    def _dead_letter_unapplied(self, steps: list[_Step], out: Evaluated) -> None:
+        """After an engine failure: every accepted message not yet applied, to dead-letter."""
+        left: list[RawMessage] = []
+        for step in steps:
+            if step.done:
+                continue
+            if step.decoded is None:
+                left += [a.message for a in step.acks]
+                continue
+            names = {f.value for f in set(step.decoded.batches) - step.applied}
+            parse = self.decoder.topic.parse
+            left += [m for m in step.messages if (p := parse(m.topic)) and p.family in names]
         detail = "the rule engine failed before applying this message; see the log, then replay it"
-        rejects = [Reject(m.topic, m.payload, m.received_at, "internal_error", detail) for m in left + acks]
+        rejects = [Reject(m.topic, m.payload, m.received_at, "internal_error", detail) for m in left]
         self._record_rejects(rejects)
         out.rejected += len(rejects)
 

@@ -107,7 +107,8 @@ class Engine(RowsMixin, StateRules, EventRules, LevelRules, Silence, Persistence
 
     def acknowledge(self, device_id: str, rule_name: str, ts: float, by: str = "") -> EngineResult:
         """The dispatch side acknowledged an alert: an open event alert resolves; a state
-        alert stops repeating until it resolves. Unknown device or rule: nothing."""
+        alert stops repeating until it resolves. Unknown device or rule: nothing. An ack
+        stamped before the open alert began is for an earlier one: nothing (counted)."""
         result = EngineResult()
         device = self._registry.get(device_id)
         fr = self._rules.by_family.get(device.family) if device is not None else None
@@ -117,10 +118,15 @@ class Engine(RowsMixin, StateRules, EventRules, LevelRules, Silence, Persistence
         for rule, st, dur in zip(fr.rules, self._state[device.family], self._dur[device.family], strict=True):
             if rule.name != rule_name or not st.firing[dv]:
                 continue
+            if ts < st.since.get(dv, -math.inf):
+                # Stamped before this alert began: a late or retried ack of an earlier
+                # one. Applying it would close a new SOS nobody has seen.
+                result.stale_acks += 1
+                continue
             if rule.kind == "event":
                 since = st.since.pop(dv)
                 start_vals = st.start_values.pop(dv, {})
-                at, vals = max(ts, since), {**start_vals, "ts": max(ts, since), "acknowledged_by": by}
+                at, vals = ts, {**start_vals, "ts": ts, "acknowledged_by": by}
                 expired = since + float(dur["resolve_after"][dv])
                 if at > expired:
                     # The alert had already expired when this ack was given: it resolves

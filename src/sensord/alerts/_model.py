@@ -55,6 +55,8 @@ class EngineResult:
     held: list[AlertEvent] = field(default_factory=list)
     # Checkpoint rows that change with no event (an acknowledged state alert).
     checkpoint: list[ActiveAlert] = field(default_factory=list)
+    # Acknowledgements stamped before the open alert they name began: for an earlier one.
+    stale_acks: int = 0
 
 
 @dataclass
