@@ -124,7 +124,14 @@ async def build_daemon(
         metrics=metrics,
         telemetry=telemetry,
     )
-    source = MqttSource(settings.broker, settings.secret("broker.password"), metrics, settings.batch)
+    source = MqttSource(
+        settings.broker,
+        settings.secret("broker.password"),
+        metrics,
+        settings.batch,
+        # The filters of the last session, to unsubscribe those the config dropped.
+        session_file=settings.state_dir / "mqtt-session.json",
+    )
     daemon = Daemon(
         settings,
         registry=registry,
@@ -135,10 +142,11 @@ async def build_daemon(
         deadletter=deadletter,
         metrics=metrics,
     )
-    daemon.background = [writer.run()] if writer is not None else []
+    if writer is not None:
+        daemon.background.append(("telemetry", writer.run))
     if forwarder is not None:
         # Published over the daemon's own broker connection.
-        daemon.background.append(forwarder.run(source))
+        daemon.background.append(("deadletter-mqtt", lambda: forwarder.run(source)))
     http: HttpServer | None = None
     if settings.http.enabled:
         http = HttpServer(settings.http.host, settings.http.port, metrics, daemon.health)

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol
 
 from sensord._errors import OutboxError, RuleError
@@ -46,6 +46,8 @@ class Source(Protocol):
     def batches(self) -> AsyncIterator[list[RawMessage]]: ...
 
     def ack(self, tokens: Sequence[int]) -> None: ...
+
+    async def aclose(self) -> None: ...
 
 
 
@@ -78,8 +80,9 @@ class Daemon:
         self._busy_since: float | None = None
         self._last_batch = time.monotonic()
         self.processed = 0
-        # Extra named coroutines to run beside the pipeline (the telemetry writer).
-        self.background: list[Coroutine[object, object, None]] = []
+        # Extra named tasks beside the pipeline (the telemetry writer, the dead-letter
+        # forwarder), each a factory so a failure restarts it instead of ending the daemon.
+        self.background: list[tuple[str, Callable[[], Awaitable[None]]]] = []
         # Held while a batch goes evaluate → commit → ack, and while rules are swapped, so
         # a reload lands between batches and no message is evaluated by a half-built engine.
         self._batch_lock = asyncio.Lock()
@@ -226,6 +229,15 @@ class Daemon:
         """Run every task until cancelled (SIGTERM) or one fails."""
         restored = self.restore()
         log.info("sensord starting", extra={"fields": {"restored_active_alerts": restored}})
+        try:
+            await self._run_tasks()
+        finally:
+            # A clean DISCONNECT (and the will's offline message), so the broker does not
+            # wait out the keep-alive and the dispatch side hears of a stop, not a death.
+            with contextlib.suppress(Exception):
+                await self.source.aclose()
+
+    async def _run_tasks(self) -> None:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.source.run(), name="ingest")
             tg.create_task(self._process_loop(), name="process")
@@ -245,8 +257,28 @@ class Daemon:
             tg.create_task(self._clock_loop(), name="clock")
             if self.settings.rules_watch_s > 0:
                 tg.create_task(self._watch_rules(), name="rules-watch")
-            for i, coro in enumerate(self.background):
-                tg.create_task(coro, name=f"background:{i}")
+            for name, factory in self.background:
+                tg.create_task(self._supervise(name, factory), name=name)
+
+    async def _supervise(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
+        """Run a secondary task; if it fails, log it and start it again after a backoff.
+        Only the pipeline's own tasks may end the daemon."""
+        delay = 1.0
+        while True:
+            try:
+                await factory()
+                return
+            except Exception as exc:
+                log.error(  # noqa: TRY400 - the traceback is in the exc_info below
+                    "background task failed; restarting it",
+                    extra={"fields": {"task": name, "error": repr(exc), "retry_s": delay}},
+                    exc_info=exc,
+                )
+                self.metrics.background_failures.labels(name).inc()
+            else:
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 60.0)
 
     async def _process_loop(self) -> None:
         async for messages in self.source.batches():

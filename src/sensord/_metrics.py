@@ -61,6 +61,17 @@ class Metrics:
             registry=r,
         )
         self.connected = Gauge("sensord_broker_connected", "1 while connected", registry=r)
+        self.background_failures = Counter(
+            "sensord_background_failures",
+            "Failures of secondary tasks (telemetry, dead-letter forwarding), each restarted",
+            ["task"],
+            registry=r,
+        )
+        self.oversized_packets = Counter(
+            "sensord_oversized_packets",
+            "PUBLISH packets over broker.max_packet_bytes (start kept for the dead-letter, rest dropped)",
+            registry=r,
+        )
         self.rule_reloads = Counter("sensord_rule_reloads", "Rule reloads, by result", ["result"], registry=r)
         self.outbox_shed = Counter(
             "sensord_outbox_shed",

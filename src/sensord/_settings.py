@@ -78,6 +78,25 @@ class ReconnectSettings(_Frozen):
     max_s: Annotated[float, Field(gt=0)] = 30.0
 
 
+class WillSettings(_Frozen):
+    """A last will: what the broker publishes for sensord if the box dies without a
+    goodbye, so the dispatch side learns the edge box is gone. `online` is published
+    (same topic, retained) on every connect, and `payload` again on a clean stop."""
+
+    topic: Annotated[str, Field(min_length=1, max_length=256)] = "sensord/status"
+    payload: str = '{"status": "offline"}'
+    online: str | None = '{"status": "online"}'
+    qos: Literal[0, 1] = 1
+    retain: bool = True
+
+    @field_validator("topic")
+    @classmethod
+    def _plain_topic(cls, v: str) -> str:
+        if "+" in v or "#" in v:
+            raise ValueError("a will topic cannot contain the wildcards + or #")
+        return v
+
+
 class BrokerSettings(_Frozen):
     """The MQTT broker and our persistent session on it."""
 
@@ -94,10 +113,22 @@ class BrokerSettings(_Frozen):
     subscriptions: tuple[str, ...] = ("sensord/+/+/+/+",)
     topic_template: str = "sensord/{community}/{family}/{device_id}/{kind}"
     qos: Literal[0, 1] = 1
-    # How many unacknowledged QoS 1 messages the broker may have in flight to us: this
-    # is the ceiling of one batch's worth of pending acknowledgements.
-    receive_maximum: Annotated[int, Field(ge=1, le=65535)] = 20000
+    # Most received messages held unacknowledged at once (queued or in the batch being
+    # processed): past it the socket is not read and the broker keeps the rest.
+    receive_maximum: Annotated[int, Field(ge=100, le=1_000_000)] = 20000
+    # Largest packet read whole. A bigger PUBLISH keeps only this much of its payload
+    # (then rejected as too_large) and the rest is dropped as it arrives.
+    max_packet_bytes: Annotated[int, Field(ge=1024, le=268_435_455)] = 262_144
+    will: WillSettings | None = None
     reconnect: ReconnectSettings = ReconnectSettings()
+
+    @model_validator(mode="after")
+    def _password_needs_username(self) -> BrokerSettings:
+        if self.password is not None and self.username is None:
+            # MQTT 3.1.1 (3.1.2.9) allows a password only with a user name; a broker
+            # refuses the CONNECT, and the daemon would retry forever.
+            raise ValueError("broker.password is set without broker.username: MQTT needs both")
+        return self
 
     @field_validator("topic_template")
     @classmethod
@@ -252,6 +283,17 @@ class Settings(_Frozen):
     # Filled by load_settings(); never written in YAML.
     secrets: dict[str, SecretStr] = Field(default_factory=dict, exclude=True)
     config_dir: Path = Field(default=Path(), exclude=True)
+
+    @model_validator(mode="after")
+    def _packet_cap_above_payload_limit(self) -> Settings:
+        if self.broker.max_packet_bytes <= self.decode.max_payload_bytes:
+            # An oversized PUBLISH keeps max_packet_bytes of payload so that decode
+            # rejects it as too_large (with its record), never as broken JSON.
+            raise ValueError(
+                f"broker.max_packet_bytes ({self.broker.max_packet_bytes}) must be larger than "
+                f"decode.max_payload_bytes ({self.decode.max_payload_bytes})"
+            )
+        return self
 
     def data_path(self, p: Path) -> Path:
         """A data file (outbox, dead-letter) lives in state_dir unless absolute."""

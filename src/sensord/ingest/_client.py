@@ -5,11 +5,18 @@ are in the outbox, and that happens per batch. Library clients either acknowledg
 per-message callback returns or need a task per message to defer it (bench/clients.py
 measures the candidates; README design notes give the figures). Here PUBLISH packets
 are parsed many per `data_received` call into a deque, the consumer takes them in
-batches, and `ack(tokens)` writes all of a batch's PUBACKs in one write.
+batches, and `ack(tokens)` writes all of a batch's PUBACKs (PUBRECs for QoS 2) in one
+write.
 
-Queue policy: never drop. Above `high_water` queued messages the socket stops being
-read (`pause_reading`), so the broker holds the rest (it keeps them for our persistent
-session); reading resumes below `low_water`.
+Queue policy: never drop. Above `receive_maximum` messages held (queued, or handed out
+and not yet acknowledged) the socket stops being read, so the broker holds the rest for
+our persistent session; reading resumes below half of it.
+
+Sessions (MQTT 3.1.1, 4.4): when the broker kept our session it redelivers every
+message we had not acknowledged, so those still queued from the old connection are
+dropped here (their acks could not reach it anyway). When it lost the session nothing
+comes back: the queued messages are kept and processed, nothing to acknowledge, and the
+loss is logged at WARNING. Our own unacknowledged QoS 1 publishes are resent with DUP.
 """
 
 from __future__ import annotations
@@ -22,108 +29,27 @@ import random
 import ssl
 import time
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
+import orjson
 from pydantic import SecretStr
 
 from sensord._errors import ConnectRefused, IngestError
 from sensord._metrics import Metrics
-from sensord._settings import BatchSettings, BrokerSettings, ReconnectSettings, TlsSettings
+from sensord._settings import BatchSettings, BrokerSettings
 from sensord._types import RawMessage
 from sensord.ingest import _packets as p
+from sensord.ingest._connection import Connection, reconnect_delay, tls_context, tls_failure
 
 log = logging.getLogger("sensord.ingest")
 
-
-def reconnect_delay(attempt: int, settings: ReconnectSettings, rng: random.Random) -> float:
-    """Capped exponential backoff, jittered: uniform in [initial_s/2, cap] (never zero)."""
-    cap = min(settings.max_s, settings.initial_s * 2 ** min(attempt, 30))
-    return rng.uniform(min(settings.initial_s, cap) / 2, cap)
-
-
-def tls_context(tls: TlsSettings) -> ssl.SSLContext:
-    """A client TLS context from the CA and optional client certificate."""
-    ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-    if tls.cert_file is not None:
-        ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
-    if tls.insecure_skip_verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
-class _Protocol(asyncio.Protocol):
-    """One broker connection. Knows nothing of reconnecting."""
-
-    def __init__(self, source: MqttSource, generation: int) -> None:
-        self._source = source
-        self.generation = generation
-        self.parser = p.Parser()
-        self.transport: asyncio.Transport | None = None
-        self.connack: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
-        self.suback: dict[int, asyncio.Future[bytes]] = {}
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.last_pingresp = time.monotonic()
-        self.paused = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
-        if not self.connack.done():
-            self.connack.set_exception(IngestError(f"connection closed before CONNACK: {exc}"))
-        self._source._connection_lost(self)  # noqa: SLF001 - the protocol is the source's own part
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            pubs, others = self.parser.feed(data)
-        except (ValueError, IndexError) as exc:
-            log.error("malformed packet from broker; reconnecting", extra={"fields": {"error": str(exc)}})  # noqa: TRY400
-            self.close()
-            return
-        if pubs:
-            self._source._received(self, pubs)  # noqa: SLF001
-        for pk in others:
-            self._control(pk)
-
-    def _control(self, pk: p.Packet) -> None:
-        if pk.kind == p.CONNACK and not self.connack.done():
-            self.connack.set_result((pk.body[0] & 1, pk.body[1]))
-        elif pk.kind == p.SUBACK:
-            pid = int.from_bytes(pk.body[:2], "big")
-            fut = self.suback.pop(pid, None)
-            if fut is not None and not fut.done():
-                fut.set_result(pk.body[2:])
-        elif pk.kind == p.PUBACK:
-            self._source._puback(int.from_bytes(pk.body[:2], "big"))  # noqa: SLF001
-        elif pk.kind == p.PINGRESP:
-            self.last_pingresp = time.monotonic()
-
-    def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-
-    def pause(self) -> None:
-        if self.transport is not None and not self.paused:
-            self.paused = True
-            self.transport.pause_reading()
-
-    def resume(self) -> None:
-        if self.transport is not None and self.paused:
-            self.paused = False
-            self.transport.resume_reading()
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+_SUBSCRIBE_ID, _UNSUBSCRIBE_ID = 1, 2
 
 
 class MqttSource:
     """The broker as a source of message batches, with a persistent session."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the client's collaborators
         self,
         settings: BrokerSettings,
         password: SecretStr | None,
@@ -131,24 +57,29 @@ class MqttSource:
         batch: BatchSettings,
         *,
         high_water: int | None = None,
+        session_file: Path | None = None,
     ) -> None:
         self._settings = settings
         self._password = password
         self._metrics = metrics
         self._batch = batch
-        self._high = high_water or max(4 * batch.max_size, 10_000)
+        self._high = high_water or max(settings.receive_maximum, batch.max_size)
         self._low = self._high // 2
+        self._session_file = session_file
         self._queue: collections.deque[RawMessage] = collections.deque()
         self._has_data = asyncio.Event()
-        self._proto: _Protocol | None = None
+        self._proto: Connection | None = None
         self._generation = 0
         self._rng = random.Random()  # noqa: S311 - jitter, not crypto
         self._out_ids = 0
-        self._pending_pubacks: dict[int, asyncio.Future[None]] = {}
+        # Our QoS 1 publishes the broker has not acknowledged: resent on reconnect.
+        self._outgoing: dict[int, tuple[str, bytes, bool, asyncio.Future[None]]] = {}
         self._inflight = asyncio.Semaphore(1000)
+        self._handed_out = 0  # messages in batches not yet acknowledged
         self.connected = asyncio.Event()
         self.progress = 0
         self.session_present = False
+        self._had_session = False
         self._closing = False
 
     # -- connection -------------------------------------------------------------------
@@ -169,22 +100,34 @@ class MqttSource:
                 log.warning(
                     "broker connection failed", extra={"fields": {"error": str(exc) or type(exc).__name__}}
                 )
+            if self._proto is not None:
+                self._proto.close()
             self.connected.clear()
             self._metrics.connected.set(0)
             delay = reconnect_delay(attempt, self._settings.reconnect, self._rng)
             attempt += 1
             await asyncio.sleep(delay)
 
-    async def _connect(self) -> _Protocol:
+    async def _connect(self) -> Connection:
         s = self._settings
         loop = asyncio.get_running_loop()
         self._generation += 1
         gen = self._generation
         ctx = tls_context(s.tls) if s.tls is not None else None
-        async with asyncio.timeout(10):
-            _, proto = await loop.create_connection(lambda: _Protocol(self, gen), s.host, s.port, ssl=ctx)
+        try:
+            async with asyncio.timeout(10):
+                _, proto = await loop.create_connection(
+                    lambda: Connection(self, gen, s.max_packet_bytes), s.host, s.port, ssl=ctx
+                )
+        except (ssl.SSLError, ConnectionResetError, BrokenPipeError) as exc:
+            if ctx is None:
+                raise
+            raise tls_failure(exc, s.host, s.port) from None
         self._proto = proto
         password = self._password.get_secret_value() if self._password is not None else None
+        will = None
+        if s.will is not None:
+            will = p.Will(s.will.topic, s.will.payload.encode(), s.will.qos, s.will.retain)
         # clean session off: the broker keeps our subscription and queues QoS 1 messages
         # while we are away (restart, crash), and redelivers what we had not acknowledged.
         proto.write(
@@ -194,6 +137,7 @@ class MqttSource:
                 keepalive=s.keepalive_s,
                 username=s.username,
                 password=password,
+                will=will,
             )
         )
         async with asyncio.timeout(10):
@@ -202,63 +146,122 @@ class MqttSource:
             proto.close()
             raise ConnectRefused(p.CONNACK_REASONS.get(code, f"CONNACK code {code}"))
         self.session_present = bool(present)
-        self._drop_stale()
+        self._after_connack()
         await self._subscribe(proto)
+        proto.established = True
+        self._resend(proto)
         self.connected.set()
         self._metrics.connected.set(1)
         log.info(
             "connected to broker",
-            extra={"fields": {"host": s.host, "port": s.port, "session_present": present}},
+            extra={"fields": {"host": s.host, "port": s.port, "session_present": self.session_present}},
         )
+        if s.will is not None and s.will.online is not None:
+            proto.write(p.publish(s.will.topic, s.will.online.encode(), qos=0, retain=s.will.retain))
         return proto
 
-    async def _subscribe(self, proto: _Protocol) -> None:
+    def _after_connack(self) -> None:
+        """Apply what the broker said about our session to the messages still queued."""
+        gen = self._generation
+
+        def stale(m: RawMessage) -> bool:
+            return m.token is not None and (m.token >> 16) != gen
+
+        n_stale = sum(1 for m in self._queue if stale(m))
+        if self.session_present:
+            if n_stale:  # the broker redelivers them; processing these too would be twice
+                self._queue = collections.deque(m for m in self._queue if not stale(m))
+        elif not self._settings.clean_session:
+            # Nothing will come back: process what we have, with nothing to acknowledge.
+            self._queue = collections.deque(
+                RawMessage(m.topic, m.payload, m.received_at) if stale(m) else m for m in self._queue
+            )
+            if self._had_session:
+                log.warning(
+                    "the broker lost our session: messages it held for sensord are gone (readings may be "
+                    "missing); those already received are kept",
+                    extra={"fields": {"kept": n_stale}},
+                )
+            else:
+                log.info("no session on the broker yet (first start, or the broker lost it)")
+        self._had_session = not self._settings.clean_session
+
+    async def _subscribe(self, proto: Connection) -> None:
         filters = [(f, self._settings.qos) for f in self._settings.subscriptions]
+        gone = [f for f in self._previous_filters() if f not in self._settings.subscriptions]
+        if gone and self.session_present:
+            fut = proto.expect(p.UNSUBACK, _UNSUBSCRIBE_ID)
+            proto.write(p.unsubscribe(_UNSUBSCRIBE_ID, gone))
+            async with asyncio.timeout(10):
+                await fut
+            log.info("unsubscribed filters no longer in the config", extra={"fields": {"filters": gone}})
         if not filters:  # a publish-only client (simulator, dead-letter forwarder)
             return
-        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        proto.suback[1] = fut
-        proto.write(p.subscribe(1, filters))
+        fut = proto.expect(p.SUBACK, _SUBSCRIBE_ID)
+        proto.write(p.subscribe(_SUBSCRIBE_ID, filters))
         async with asyncio.timeout(10):
             codes = await fut
-        for (filt, _), code in zip(filters, codes, strict=False):
-            if code == 0x80:
+        if len(codes) != len(filters):
+            proto.close()
+            raise IngestError(f"broker answered {len(codes)} subscription results for {len(filters)} filters")
+        for (filt, want), code in zip(filters, codes, strict=True):
+            if code == p.SUBACK_FAILURE:
                 proto.close()
                 raise IngestError(f"broker refused subscription {filt!r} (check its ACL)")
+            if code < want:
+                log.error(
+                    "broker granted a lower QoS than asked: messages on this filter arrive at most once "
+                    "and a crash can lose them (check the broker's max_qos)",
+                    extra={"fields": {"filter": filt, "asked": want, "granted": code}},
+                )
+        self._save_filters()
 
-    async def _serve(self, proto: _Protocol) -> None:
+    def _previous_filters(self) -> list[str]:
+        if self._session_file is None or not self._session_file.exists():
+            return []
+        try:
+            got = orjson.loads(self._session_file.read_bytes()).get("filters", [])
+        except (OSError, orjson.JSONDecodeError, AttributeError):
+            return []
+        return [f for f in got if isinstance(f, str)]
+
+    def _save_filters(self) -> None:
+        if self._session_file is None:
+            return
+        try:
+            self._session_file.write_bytes(orjson.dumps({"filters": list(self._settings.subscriptions)}))
+        except OSError as exc:
+            log.warning("could not record the subscriptions", extra={"fields": {"error": str(exc)}})
+
+    def _resend(self, proto: Connection) -> None:
+        """MQTT-4.4.0-1: our unacknowledged QoS 1 publishes go again, same ids, DUP set."""
+        for pid, (topic, payload, retain, _) in self._outgoing.items():
+            proto.write(p.publish(topic, payload, qos=1, packet_id=pid, retain=retain, dup=True))
+
+    async def _serve(self, proto: Connection) -> None:
         """Keepalive until the connection closes."""
-        interval = max(1.0, self._settings.keepalive_s / 2)
+        keepalive = self._settings.keepalive_s
+        interval = max(1.0, keepalive / 2)
         while not proto.closed.done():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval):
                     await asyncio.shield(proto.closed)
             if proto.closed.done():
                 break
-            if time.monotonic() - proto.last_pingresp > self._settings.keepalive_s * 1.5:
-                log.warning("broker stopped answering pings; reconnecting")
+            if proto.silent_for() > keepalive * 1.5:
+                log.warning("broker sent nothing for 1.5 x keepalive; reconnecting")
                 proto.close()
                 break
             proto.write(p.PINGREQ_PACKET)
         raise IngestError("connection to broker lost")
 
-    def _connection_lost(self, proto: _Protocol) -> None:
+    def _connection_lost(self, proto: Connection) -> None:
         if proto is self._proto:
             self.connected.clear()
             self._metrics.connected.set(0)
-        for fut in self._pending_pubacks.values():
-            if not fut.done():
-                fut.set_exception(IngestError("connection lost before PUBACK"))
-        self._pending_pubacks.clear()
-
-    def _drop_stale(self) -> None:
-        """QoS 1 messages of a dead connection will be redelivered; don't process them twice."""
-        if self._queue:
-            keep = [m for m in self._queue if m.token is None or (m.token >> 16) == self._generation]
-            self._queue = collections.deque(keep)
 
     # -- receiving --------------------------------------------------------------------
-    def _received(self, proto: _Protocol, pubs: list[tuple[str, bytes, int, int]]) -> None:
+    def _received(self, proto: Connection, pubs: list[p.Publish]) -> None:
         now = time.time()
         gen = proto.generation << 16
         q = self._queue
@@ -266,8 +269,18 @@ class MqttSource:
             q.append(RawMessage(topic, payload, now, (gen | pid) if qos else None))
         self.progress += len(pubs)
         self._has_data.set()
-        if len(q) >= self._high:
+        if len(q) + self._handed_out >= self._high:
             proto.pause()
+
+    def _oversized(self, packets: list[p.Oversized]) -> None:
+        cap = self._settings.max_packet_bytes
+        for o in packets:
+            self._metrics.oversized_packets.inc()
+            log.warning(
+                "PUBLISH larger than broker.max_packet_bytes: its start is kept for the dead-letter "
+                "(too_large), the rest dropped",
+                extra={"fields": {"topic": o.topic[:200], "bytes": o.size, "cap": cap}},
+            )
 
     async def batches(self) -> AsyncIterator[list[RawMessage]]:
         """Batches cut at max_size, or max_wait_ms after the first message arrived."""
@@ -289,52 +302,67 @@ class MqttSource:
             q = self._queue
             n = min(max_size, len(q))
             out = [q.popleft() for _ in range(n)]
-            if self._proto is not None and self._proto.paused and len(q) <= self._low:
-                self._proto.resume()
+            self._handed_out += sum(1 for m in out if m.token is not None)
+            self._maybe_resume()
             yield out
 
-    def ack(self, tokens: Sequence[int]) -> None:
-        """Acknowledge a batch's QoS 1 messages in one write; stale tokens are ignored."""
+    def _maybe_resume(self) -> None:
         proto = self._proto
-        if not tokens or proto is None or proto.closed.done():
-            return
-        gen = proto.generation
-        puback = p.puback
-        data = b"".join(puback(t & 0xFFFF) for t in tokens if t >> 16 == gen)
-        if data:
-            proto.write(data)
+        if proto is not None and proto.paused and len(self._queue) + self._handed_out <= self._low:
+            proto.resume()
+
+    def ack(self, tokens: Sequence[int]) -> None:
+        """Acknowledge a batch's messages in one write; stale tokens are ignored."""
+        self._handed_out = max(0, self._handed_out - len(tokens))
+        proto = self._proto
+        if tokens and proto is not None and not proto.closed.done():
+            gen = proto.generation
+            proto.ack([t & 0xFFFF for t in tokens if t >> 16 == gen])
+        self._maybe_resume()
 
     # -- publishing -------------------------------------------------------------------
-    async def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
-        """Publish; with QoS 1, return once the broker has acknowledged it.
-
-        In-flight QoS 1 messages are bounded (packet ids are 16-bit; see DOMAIN.md).
-        """
+    async def publish(self, topic: str, payload: bytes, qos: int = 1, *, retain: bool = False) -> None:
+        """Publish; with QoS 1, return once the broker has acknowledged it, across
+        reconnects (it is resent with DUP on each). In-flight QoS 1 messages are bounded
+        (packet ids are 16-bit; see DOMAIN.md)."""
         await self.connected.wait()
-        proto = self._proto
-        assert proto is not None
         if qos == 0:
-            proto.write(p.publish(topic, payload, qos=0))
+            if self._proto is not None:
+                self._proto.write(p.publish(topic, payload, qos=0, retain=retain))
             return
         async with self._inflight:
             self._out_ids = self._out_ids % 65535 + 1
-            while self._out_ids in self._pending_pubacks:
+            while self._out_ids in self._outgoing:
                 self._out_ids = self._out_ids % 65535 + 1
             pid = self._out_ids
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._pending_pubacks[pid] = fut
-            proto.write(p.publish(topic, payload, qos=1, packet_id=pid))
-            await fut
+            self._outgoing[pid] = (topic, payload, retain, fut)
+            if self._proto is not None and self.connected.is_set():
+                self._proto.write(p.publish(topic, payload, qos=1, packet_id=pid, retain=retain))
+            try:
+                await fut
+            finally:
+                self._outgoing.pop(pid, None)
 
     def _puback(self, pid: int) -> None:
-        fut = self._pending_pubacks.pop(pid, None)
-        if fut is not None and not fut.done():
-            fut.set_result(None)
+        entry = self._outgoing.get(pid)
+        if entry is not None and not entry[3].done():
+            entry[3].set_result(None)
 
     async def aclose(self) -> None:
-        """Disconnect cleanly (the session stays on the broker)."""
+        """Say goodbye: the will's offline payload (a clean stop does not trigger the
+        will), then DISCONNECT. The session stays on the broker."""
         self._closing = True
         proto = self._proto
-        if proto is not None and not proto.closed.done():
-            proto.write(p.DISCONNECT_PACKET)
-            proto.close()
+        if proto is None or proto.closed.done():
+            return
+        will = self._settings.will
+        if will is not None:
+            proto.write(p.publish(will.topic, will.payload.encode(), qos=0, retain=will.retain))
+        proto.write(p.DISCONNECT_PACKET)
+        if proto.transport is not None:
+            # Let the transport flush the DISCONNECT before the socket closes.
+            proto.transport.close()
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                async with asyncio.timeout(2):
+                    await asyncio.shield(proto.closed)

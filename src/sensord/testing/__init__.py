@@ -10,12 +10,14 @@ from sensord.testing._memory import MemorySource
 from sensord.testing._servers import (
     InfluxServer,
     MosquittoServer,
+    NatsServer,
     Received,
     VictoriaMetricsServer,
     WebhookReceiver,
     free_port,
     start_influxdb_v1,
     start_mosquitto,
+    start_nats,
     start_victoria_metrics,
 )
 
@@ -26,6 +28,7 @@ __all__ = [
     "MemorySink",
     "MemorySource",
     "MosquittoServer",
+    "NatsServer",
     "Publisher",
     "Received",
     "Run",
@@ -40,5 +43,6 @@ __all__ = [
     "sinks_down",
     "start_influxdb_v1",
     "start_mosquitto",
+    "start_nats",
     "start_victoria_metrics",
 ]

@@ -21,6 +21,7 @@ class MemorySource:
             self._queue.put_nowait(list(b))
         self.connected = asyncio.Event()
         self.acked: list[int] = []
+        self.closed = False
         self.drained = asyncio.Event()
 
     def put(self, batch: Sequence[RawMessage]) -> None:
@@ -40,3 +41,6 @@ class MemorySource:
 
     def ack(self, tokens: Sequence[int]) -> None:
         self.acked.extend(tokens)
+
+    async def aclose(self) -> None:
+        self.closed = True

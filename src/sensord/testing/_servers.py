@@ -336,3 +336,45 @@ class WebhookReceiver:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@dataclass
+class NatsServer(_Process):
+    """nats-server with its MQTT listener (sessions and QoS 1 messages kept in
+    JetStream on disk), on loopback. `port` is the MQTT port; `mqtt_conf` is added
+    inside the `mqtt {}` block (tls, ack_wait, ...), `extra_conf` at the top level."""
+
+    client_port: int = field(default_factory=free_port)
+    mqtt_conf: str = ""
+    extra_conf: str = ""
+
+    def start(self) -> NatsServer:
+        w = self.workdir
+        w.mkdir(parents=True, exist_ok=True)
+        conf = w / "nats.conf"
+        conf.write_text(
+            f"server_name: sensord-test-{self.port}\n"
+            f"listen: 127.0.0.1:{self.client_port}\n"
+            f'jetstream {{ store_dir: "{w}/js" }}\n'
+            f"mqtt {{\n  listen: 127.0.0.1:{self.port}\n{self.mqtt_conf}\n}}\n"
+            f"{self.extra_conf}\n"
+        )
+        log = w / "nats.log"
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(  # noqa: S603 - fixed binary, our own config
+                [_binary("nats-server", "/usr/sbin/nats-server"), "-c", str(conf)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        _wait_port(self.port, self.proc, 20, log)
+        return self
+
+    def restart(self) -> NatsServer:
+        """Stop (if running) and start again on the same ports with the same data."""
+        self.stop()
+        return self.start()
+
+
+def start_nats(workdir: Path, *, mqtt_conf: str = "", extra_conf: str = "") -> NatsServer:
+    """Start nats-server with MQTT on a free port."""
+    return NatsServer(workdir, free_port(), mqtt_conf=mqtt_conf, extra_conf=extra_conf).start()

@@ -1,0 +1,181 @@
+"""One broker connection (an asyncio Protocol): packets in, the source told; no
+reconnecting here. Also the TLS context and the reconnect backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+import time
+from typing import TYPE_CHECKING
+
+from sensord._errors import IngestError
+from sensord._settings import ReconnectSettings, TlsSettings
+from sensord.ingest import _packets as p
+
+if TYPE_CHECKING:
+    from sensord.ingest._client import MqttSource
+
+log = logging.getLogger("sensord.ingest")
+
+
+def reconnect_delay(attempt: int, settings: ReconnectSettings, rng: random.Random) -> float:
+    """Capped exponential backoff, jittered: uniform in [initial_s/2, cap] (never zero)."""
+    cap = min(settings.max_s, settings.initial_s * 2 ** min(attempt, 30))
+    return rng.uniform(min(settings.initial_s, cap) / 2, cap)
+
+
+def tls_context(tls: TlsSettings) -> ssl.SSLContext:
+    """A client TLS context from the CA and optional client certificate."""
+    ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+    if tls.cert_file is not None:
+        ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+    if tls.insecure_skip_verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def tls_failure(exc: BaseException, host: str, port: int) -> IngestError:
+    """A TLS connect failure in words an operator can act on."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return IngestError(
+            f"TLS to {host}:{port}: the broker's certificate was not accepted ({exc.verify_message}); "
+            "check broker.tls.ca_file and that the host name matches the certificate"
+        )
+    return IngestError(
+        f"TLS handshake with {host}:{port} failed ({type(exc).__name__}: {exc}); "
+        "the port may not speak TLS (is it the broker's plain listener?)"
+    )
+
+
+class Connection(asyncio.Protocol):
+    """One broker connection. Liveness is judged by what the broker sent: every byte
+    read counts, and while reading is paused (backpressure) nothing is judged, since
+    the broker's answers wait unread in the socket."""
+
+    def __init__(self, source: MqttSource, generation: int, max_packet: int) -> None:
+        self._source = source
+        self.generation = generation
+        self.parser = p.Parser(max_packet)
+        self.transport: asyncio.Transport | None = None
+        loop = asyncio.get_running_loop()
+        self.connack: asyncio.Future[tuple[int, int]] = loop.create_future()
+        self.acks: dict[tuple[int, int], asyncio.Future[bytes]] = {}  # (kind, packet id)
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self.last_heard = time.monotonic()
+        self.paused = False
+        # Reading is never paused before the subscription is confirmed: the broker sends
+        # queued messages right after CONNACK, and the SUBACK is behind them.
+        self.established = False
+        # QoS 2 received: delivered, PUBREC not yet sent (it goes with the batch's acks).
+        self.qos2_held: set[int] = set()
+        # QoS 2 received: PUBREC sent, waiting for PUBREL (a DUP of these is not new).
+        self.qos2_released: set[int] = set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+        if not self.connack.done():
+            self.connack.set_exception(IngestError(f"connection closed before CONNACK: {exc}"))
+        for fut in self.acks.values():
+            if not fut.done():
+                fut.set_exception(IngestError("connection closed while waiting for the broker"))
+        self._source._connection_lost(self)  # noqa: SLF001 - the connection is the source's own part
+
+    def data_received(self, data: bytes) -> None:
+        self.last_heard = time.monotonic()
+        try:
+            pubs, others = self.parser.feed(data)
+        except (ValueError, IndexError) as exc:
+            log.error(  # noqa: TRY400 - the reason is the message; no traceback helps
+                "malformed packet from the broker; closing the connection",
+                extra={"fields": {"error": str(exc)}},
+            )
+            self.close()
+            return
+        if self.parser.oversized:
+            self._source._oversized(self.parser.oversized)  # noqa: SLF001
+            self.parser.oversized = []
+        if pubs:
+            self._source._received(self, self._new_only(pubs))  # noqa: SLF001
+        for pk in others:
+            self._control(pk)
+
+    def _new_only(self, pubs: list[p.Publish]) -> list[p.Publish]:
+        """QoS 2: a PUBLISH whose id is still held or released is a DUP, not a new message."""
+        if not any(q == 2 for _, _, q, _ in pubs):
+            return pubs
+        out: list[p.Publish] = []
+        for pub in pubs:
+            pid = pub[3]
+            if pub[2] == 2:
+                if pid in self.qos2_released:
+                    self.write(p.pubrec(pid))
+                    continue
+                if pid in self.qos2_held:
+                    continue
+                self.qos2_held.add(pid)
+            out.append(pub)
+        return out
+
+    def _control(self, pk: p.Packet) -> None:
+        if pk.kind == p.CONNACK and not self.connack.done():
+            self.connack.set_result((pk.body[0] & 1, pk.body[1]))
+        elif pk.kind in (p.SUBACK, p.UNSUBACK):
+            fut = self.acks.pop((pk.kind, pk.packet_id), None)
+            if fut is not None and not fut.done():
+                fut.set_result(pk.body[2:])
+        elif pk.kind == p.PUBACK:
+            self._source._puback(pk.packet_id)  # noqa: SLF001
+        elif pk.kind == p.PUBREL:
+            # MQTT-4.3.3-2: answer PUBCOMP, even for an id we no longer know.
+            self.qos2_released.discard(pk.packet_id)
+            self.write(p.pubcomp(pk.packet_id))
+
+    def expect(self, kind: int, packet_id: int) -> asyncio.Future[bytes]:
+        """A future for the SUBACK/UNSUBACK of `packet_id`."""
+        fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self.acks[kind, packet_id] = fut
+        return fut
+
+    def ack(self, pids: list[int]) -> None:
+        """PUBACK (QoS 1) or PUBREC (QoS 2) for these received messages, in one write."""
+        out = []
+        for pid in pids:
+            if pid in self.qos2_held:
+                self.qos2_held.discard(pid)
+                self.qos2_released.add(pid)
+                out.append(p.pubrec(pid))
+            else:
+                out.append(p.puback(pid))
+        self.write(b"".join(out))
+
+    def silent_for(self) -> float:
+        """Seconds since the broker last sent anything; 0 while we are not reading."""
+        return 0.0 if self.paused else time.monotonic() - self.last_heard
+
+    def write(self, data: bytes) -> None:
+        if data and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def pause(self) -> None:
+        if self.transport is not None and not self.paused and self.established:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self.transport is not None and self.paused:
+            self.paused = False
+            # Whatever the broker sent meanwhile is in the socket: it was alive.
+            self.last_heard = time.monotonic()
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()

@@ -1,0 +1,198 @@
+"""Our MQTT client against real brokers we did not write (Mosquitto with the shipped
+settings, nats-server's MQTT): persistent sessions across restarts of either side, a
+session the broker lost, redelivery, keep-alive while reading is paused, our own QoS 1
+publishes resent after a reconnect, a broker-initiated disconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+from collections.abc import Callable
+
+import pytest
+
+from sensord.ingest import MqttSource
+from tests.conformance.conftest import Broker, make_source, payloads, running, take
+
+pytestmark = pytest.mark.integration
+
+
+async def wait_for(cond: Callable[[], bool], limit_s: float = 20) -> None:
+    """Poll `cond` (state of the client under test, which has no event for it)."""
+    async with asyncio.timeout(limit_s):
+        while not cond():  # noqa: ASYNC110 - polling a condition of the code under test
+            await asyncio.sleep(0.05)
+
+
+class TestPersistentSession:
+    def test_messages_queued_while_away_arrive(self, broker: Broker) -> None:
+        """Messages published while sensord is stopped arrive when it comes back, and
+        the broker says it kept the session."""
+
+        async def body() -> tuple[bool, set[bytes]]:
+            first = make_source(broker.port)
+            async with running(first):
+                pass
+            await asyncio.to_thread(broker.publish, "conf/a", payloads(300))
+            again = make_source(broker.port)
+            async with running(again):
+                got = await take(again, 300)
+                return again.session_present, {m.payload for m in got}
+
+        present, got = asyncio.run(body())
+        assert present
+        assert got == set(payloads(300))
+
+    def test_unacknowledged_are_redelivered_after_a_crash(self, broker: Broker) -> None:
+        """Messages received but not acknowledged when the connection dies abruptly come
+        again on the next connection."""
+
+        async def body() -> set[bytes]:
+            src = make_source(broker.port)
+            async with running(src):
+                await asyncio.to_thread(broker.publish, "conf/a", payloads(100))
+                await take(src, 100, ack=False)
+                assert src._proto is not None
+                assert src._proto.transport is not None
+                src._proto.transport.abort()
+            again = make_source(broker.port)
+            async with running(again):
+                return {m.payload for m in await take(again, 100)}
+
+        assert asyncio.run(body()) == set(payloads(100))
+
+    def test_session_survives_a_broker_restart(self, broker: Broker) -> None:
+        """A broker restart (with its data kept) keeps the session: what was published
+        before and after it arrives, and the broker says the session was present."""
+
+        async def body() -> tuple[bool, set[bytes]]:
+            src = make_source(broker.port)
+            async with running(src):
+                await asyncio.to_thread(broker.publish, "conf/a", payloads(100))
+                got = {m.payload for m in await take(src, 100)}
+                await asyncio.to_thread(broker.restart)
+                await wait_for(src.connected.is_set)
+                await asyncio.to_thread(broker.publish, "conf/a", payloads(100, 100))
+                got |= {m.payload for m in await take(src, 100)}
+                return src.session_present, got
+
+        present, got = asyncio.run(body())
+        assert present
+        assert got == set(payloads(200))
+
+    def test_session_lost_by_the_broker_keeps_what_was_received(
+        self, broker: Broker, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """When the broker comes back without our session, the messages already received
+        (not yet processed) are processed, not dropped waiting for a redelivery that
+        will never come, and the loss is logged at WARNING."""
+
+        async def body() -> set[bytes]:
+            src = make_source(broker.port)
+            async with running(src):
+                await asyncio.to_thread(broker.publish, "conf/a", payloads(100))
+                await wait_for(lambda: src.progress >= 100)
+                await asyncio.to_thread(broker.restart, lose_sessions=True)
+                await wait_for(src.connected.is_set)
+                assert not src.session_present
+                return {m.payload for m in await take(src, 100, limit_s=10)}
+
+        with caplog.at_level(logging.WARNING, "sensord.ingest"):
+            got = asyncio.run(body())
+        assert got == set(payloads(100))
+        assert any("lost our session" in r.getMessage() for r in caplog.records)
+
+
+class TestBackpressure:
+    def test_keepalive_holds_while_reading_is_paused(self, broker: Broker) -> None:
+        """A consumer stalled for longer than 1.5 x keep-alive with reading paused does
+        not make the client drop a healthy connection; everything arrives after."""
+
+        async def body() -> tuple[int, set[bytes]]:
+            src = make_source(broker.port, keepalive_s=5, high_water=100)
+            async with running(src):
+                await asyncio.to_thread(broker.publish, "conf/a", payloads(2000))
+                await asyncio.sleep(12)  # the consumer is stuck (a full outbox, say)
+                got = {m.payload for m in await take(src, 2000)}
+                return src._generation, got
+
+        generation, got = asyncio.run(body())
+        assert generation == 1, "the client reconnected although the broker was fine"
+        assert got == set(payloads(2000))
+
+    def test_reconnect_with_a_full_queue_completes_the_subscribe(self, broker: Broker) -> None:
+        """After a connection drop with a full queue, the redelivered messages do not
+        stop the SUBACK from being read: the client is connected again at once, not in a
+        loop of subscribe timeouts."""
+
+        async def body() -> tuple[int, set[bytes]]:
+            src = make_source(broker.port, high_water=100)
+            async with running(src):
+                await asyncio.to_thread(broker.publish, "conf/a", payloads(500))
+                await wait_for(lambda: src.progress >= 100)
+                assert src._proto is not None
+                assert src._proto.transport is not None
+                src._proto.transport.abort()
+                await wait_for(lambda: src._generation >= 2 and src.connected.is_set(), 15)
+                got = {m.payload for m in await take(src, 500)}
+                return src._generation, got
+
+        generation, got = asyncio.run(body())
+        assert generation == 2
+        assert got >= set(payloads(500))
+
+
+class TestPublishing:
+    def test_qos1_publishes_survive_a_broker_restart(self, broker: Broker) -> None:
+        """QoS 1 messages we publish while the broker restarts are resent on the new
+        connection (DUP) and every publish returns; the subscriber gets all of them."""
+
+        async def body() -> set[bytes]:
+            sub = make_source(broker.port, client_id="conf-sub")
+            pub = make_source(broker.port, client_id="conf-pub", subscriptions=())
+            async with running(sub), running(pub):
+                sends = [asyncio.create_task(pub.publish("conf/p", m)) for m in payloads(200)]
+                await asyncio.sleep(0.05)
+                await asyncio.to_thread(broker.restart)
+                await asyncio.wait_for(asyncio.gather(*sends), 30)
+                return {m.payload for m in await take(sub, 200)}
+
+        assert asyncio.run(body()) >= set(payloads(200))
+
+
+class TestBrokerDisconnect:
+    def test_taken_over_session_comes_back(self, broker: Broker) -> None:
+        """When the broker closes our connection (another client took the client id
+        over), the client reconnects and receives what is published after."""
+
+        async def body() -> tuple[int, set[bytes]]:
+            src: MqttSource = make_source(broker.port)
+            async with running(src):
+                await asyncio.to_thread(
+                    subprocess.run,
+                    [
+                        "mosquitto_sub",
+                        "-p",
+                        str(broker.port),
+                        "-i",
+                        "sensord-conf",
+                        "-c",
+                        "-q",
+                        "1",
+                        "-t",
+                        "conf/x",
+                        "-W",
+                        "1",
+                    ],
+                    check=False,
+                    timeout=20,
+                    capture_output=True,
+                )
+                await wait_for(lambda: src._generation >= 2 and src.connected.is_set(), 20)
+                await asyncio.to_thread(broker.publish, "conf/a", payloads(50))
+                return src._generation, {m.payload for m in await take(src, 50)}
+
+        generation, got = asyncio.run(body())
+        assert generation >= 2
+        assert got == set(payloads(50))
