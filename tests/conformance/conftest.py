@@ -12,6 +12,7 @@ import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -90,7 +91,8 @@ def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
 def make_source(port: int, *, client_id: str = "sensord-conf", **kw: object) -> MqttSource:
     """A source as the daemon builds it (persistent session, QoS 1 on conf/#); `kw`
     overrides broker settings, `high_water` the source's pause threshold."""
-    high_water = kw.pop("high_water", None)
+    high_water = cast("int | None", kw.pop("high_water", None))
+    session_file = cast("Path | None", kw.pop("session_file", None))
     fields: dict[str, object] = {
         "port": port,
         "client_id": client_id,
@@ -101,7 +103,14 @@ def make_source(port: int, *, client_id: str = "sensord-conf", **kw: object) -> 
     }
     settings = BrokerSettings.model_validate(fields)
     batch = BatchSettings(max_size=500, max_wait_ms=20)
-    return MqttSource(settings, None, Metrics(), batch, high_water=high_water)  # type: ignore[arg-type]
+    return MqttSource(
+        settings,
+        None,
+        Metrics(),
+        batch,
+        high_water=high_water,
+        session_file=session_file,
+    )
 
 
 @contextlib.asynccontextmanager

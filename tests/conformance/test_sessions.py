@@ -9,9 +9,11 @@ import asyncio
 import logging
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from sensord._settings import WillSettings
 from sensord.ingest import MqttSource
 from tests.conformance.conftest import Broker, make_source, payloads, running, take
 
@@ -196,3 +198,57 @@ class TestBrokerDisconnect:
         generation, got = asyncio.run(body())
         assert generation >= 2
         assert got == set(payloads(50))
+
+
+class TestSubscriptions:
+    def test_filters_dropped_from_the_config_are_unsubscribed(self, broker: Broker, tmp_path: Path) -> None:
+        """A filter the previous run subscribed (kept in the persistent session) and the
+        config no longer has is unsubscribed: its messages stop arriving."""
+        session = tmp_path / "mqtt-session.json"
+
+        async def body() -> set[str]:
+            old = make_source(broker.port, subscriptions=("conf/#", "old/#"), session_file=session)
+            async with running(old):
+                pass
+            new = make_source(broker.port, session_file=session)
+            async with running(new):
+                await asyncio.to_thread(broker.publish, "old/x", [b"stale"])
+                await asyncio.to_thread(broker.publish, "conf/a", [b"fresh"])
+                got = await take(new, 1)
+                await asyncio.sleep(1)
+                got += list(new._queue)
+                return {m.topic for m in got}
+
+        assert asyncio.run(body()) == {"conf/a"}
+
+
+class TestWill:
+    def test_will_tells_of_a_death_and_of_a_clean_stop(self, broker: Broker) -> None:
+        """With a will configured, a subscriber on its topic sees `online` on connect,
+        `offline` from the broker when the connection dies without DISCONNECT, and
+        `offline` again on a clean stop."""
+        will = WillSettings(topic="box/status", payload="offline", online="online", retain=False)
+        watcher = subprocess.Popen(
+            ["mosquitto_sub", "-p", str(broker.port), "-t", "box/status", "-q", "1", "-W", "30"],
+            stdout=subprocess.PIPE,
+        )
+
+        async def body() -> None:
+            await asyncio.sleep(0.5)
+            src = make_source(broker.port, will=will, keepalive_s=5)
+            async with running(src):
+                await asyncio.sleep(0.5)
+                assert src._proto is not None
+                assert src._proto.transport is not None
+                src._proto.transport.abort()  # died: the broker sends the will
+                await asyncio.sleep(1.0)
+                await wait_for(src.connected.is_set)
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)
+
+        try:
+            asyncio.run(body())
+        finally:
+            watcher.terminate()
+            out, _ = watcher.communicate(timeout=10)
+        assert out.decode().split() == ["online", "offline", "online", "offline"]

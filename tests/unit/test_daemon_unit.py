@@ -132,3 +132,33 @@ class TestProcessLoop:
 
         asyncio.run(scenario())
         assert order[:2] == ["sync", "ack"]
+
+
+class TestSecondaryTasks:
+    def test_a_failing_background_task_is_restarted_not_fatal(self, tmp_path: Path) -> None:
+        """A secondary task that raises (the dead-letter forwarder when the broker
+        restarts mid-publish, say) is logged, counted and started again; the daemon
+        keeps processing and the source is closed cleanly on stop."""
+        now = time.time()
+        sink = MemorySink("webhook")
+        source = MemorySource([[msg(1, "wb-01", "wristband", {"ts": now, "sos": True})]])
+        runs: list[int] = []
+
+        async def flaky() -> None:
+            runs.append(1)
+            if len(runs) == 1:
+                raise ConnectionResetError("broker went away mid-publish")
+            await asyncio.sleep(3600)
+
+        async def scenario() -> tuple[float, bool]:
+            daemon, _ = await build_daemon(settings_for(tmp_path), sinks=[sink])
+            daemon.source = source
+            daemon.background.append(("flaky", flaky))
+            await run_until(daemon, lambda: len(runs) >= 2 and bool(sink.events), within_s=10)
+            return daemon.metrics.background_failures.labels("flaky")._value.get(), source.closed
+
+        failures, closed = asyncio.run(scenario())
+        assert len(runs) == 2
+        assert failures == 1
+        assert [e.rule for e in sink.events] == ["wristband_sos"]
+        assert closed
