@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 import sensord
+from sensord._settings import load_settings
 from sensord.testing import MosquittoServer, free_port
 from tests.integration._helpers import ready, stop_daemon, wait_for
 
@@ -68,7 +69,10 @@ def service_values(path: Path, key: str) -> list[str]:
 
 def load_credentials(path: Path) -> list[tuple[str, str]]:
     """The unit's `LoadCredential=ID:PATH` lines as (ID, PATH)."""
-    return [tuple(v.split(":", 1)) for v in service_values(path, "LoadCredential")]  # type: ignore[misc]
+    return [
+        (cred_id, file)
+        for cred_id, _, file in (v.partition(":") for v in service_values(path, "LoadCredential"))
+    ]
 
 
 def stand_in_package(root: Path) -> None:
@@ -256,16 +260,13 @@ class TestInstalledFiles:
 
         assert used(cfg) <= loaded
 
-    def test_sample_config_inputs_resolve_inside_etc_sensord(self, installed: Path) -> None:
+    def test_sample_config_inputs_resolve_inside_etc_sensord(
+        self, installed: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """The installed config's registry and rules folder are the copies in /etc/sensord."""
-        from sensord._settings import load_settings  # noqa: PLC0415
-
         etc = installed / "etc/sensord"
-        os.environ["CREDENTIALS_DIRECTORY"] = str(etc / "secrets")
-        try:
-            settings = load_settings(etc / "sensord.yaml")
-        finally:
-            del os.environ["CREDENTIALS_DIRECTORY"]
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(etc / "secrets"))
+        settings = load_settings(etc / "sensord.yaml")
         rules = settings.input_path(settings.rules_dir)
         assert rules.resolve() == (etc / "rules").resolve()
         assert sorted(rules.glob("*.yaml"))
