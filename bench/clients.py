@@ -6,6 +6,7 @@ receive every message and acknowledge it (QoS 1 acknowledgement under the caller
 control where the library allows it). The C client `mosquitto_sub` is the baseline,
 measured in the same run.
 
+    .venv/bin/pip install -e '.[bench]'     # gmqtt and paho-mqtt, used only here
     .venv/bin/python bench/clients.py [--messages 100000]
 
 Candidates: sensord's own asyncio MQTT 3.1.1 client (batched PUBACKs, no per-message
