@@ -57,6 +57,7 @@ def drain_sensord(session: Session, n: int, work: Path, registry: dict[str, Any]
     pipeline = Pipeline(
         decoder=Decoder(reg, DecodeSettings(max_clock_skew_s=0), TOPIC_TEMPLATE),
         engine=Engine(load_rules(ROOT / "rules", reg), reg, AlertSettings()),
+        ack_topic_template=BrokerSettings().ack_topic_template,
         deadletter=DeadLetter(work / f"dl-{client_id}.jsonl"),
         metrics=metrics,
     )

@@ -245,6 +245,7 @@ def time_rules(n: int, reg: Registry, batches: list[list[RawMessage]], work: Pat
     pipeline = Pipeline(
         decoder=Decoder(reg, DecodeSettings(max_clock_skew_s=0), TOPIC_TEMPLATE),
         engine=Engine(load_rules(rules_dir, reg), reg, AlertSettings()),
+        ack_topic_template=None,
         deadletter=deadletter,
         metrics=Metrics(),
     )

@@ -120,6 +120,8 @@ async def build_daemon(
     pipeline = Pipeline(
         decoder=Decoder(registry, settings.decode, settings.broker.topic_template),
         engine=Engine(rules, registry, settings.alerts),
+        ack_topic_template=settings.broker.ack_topic_template,
+        ack_slack_s=settings.alerts.ack_slack_s,
         deadletter=deadletter,
         metrics=metrics,
         telemetry=telemetry,

@@ -7,11 +7,13 @@ outbox in one durable transaction.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import NamedTuple
 
 import orjson
@@ -21,13 +23,11 @@ from sensord._logging import RateLimited
 from sensord._metrics import Metrics
 from sensord._types import AlertEvent, AlertStatus, Family, RawMessage, Reject
 from sensord.alerts import TEMPLATE_ERROR, ActiveAlert, Engine, EngineResult
-from sensord.decode import Decoder, DecodeResult, FamilyBatch, shown
+from sensord.decode import Decoder, DecodeResult, FamilyBatch, TopicTemplate, shown
 from sensord.outbox import Outbox
 from sensord.sinks import DeadLetter
 
 log = logging.getLogger("sensord")
-# The topic kind that carries an acknowledgement from the dispatch side.
-ACK_KIND = "ack"
 _FAMILIES = frozenset(f.value for f in Family)
 
 @dataclass
@@ -49,12 +49,13 @@ class Evaluated:
 
 
 class ParsedAck(NamedTuple):
-    """An acknowledgement, checked before the engine runs."""
+    """An acknowledgement, checked before the engine runs. It is dated when applied."""
 
     device_id: str
     rule: str
-    ts: float
     by: str
+    # The start of the alert it answers (`startsAt` of the notification), if given.
+    starts_at: float | None
     message: RawMessage
 
 
@@ -108,10 +109,14 @@ class Pipeline:
         engine: Engine,
         deadletter: DeadLetter,
         metrics: Metrics,
+        ack_topic_template: str | None,
+        ack_slack_s: float = 15.0,
         telemetry: Callable[[FamilyBatch], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.decoder = decoder
+        self._acks = TopicTemplate(ack_topic_template) if ack_topic_template is not None else None
+        self._ack_slack_s = ack_slack_s
         self.engine = engine
         self._deadletter = deadletter
         self._metrics = metrics
@@ -190,19 +195,30 @@ class Pipeline:
             return
         while step.acks:
             a = step.acks[0]
-            result = self.engine.acknowledge(a.device_id, a.rule, a.ts, a.by)
+            at = self._ack_time(a.message.received_at)
+            result = self.engine.acknowledge(a.device_id, a.rule, at, a.by, starts_at=a.starts_at)
             self._absorb(out, result, None)
             if result.stale_acks:
                 self._metrics.stale_acks.labels(a.rule).inc(result.stale_acks)
                 self._stale_log.warning(
                     a.device_id,
-                    "acknowledgement stamped before the alert it names began; not applied to it",
-                    {"device_id": a.device_id, "rule": a.rule, "ack_ts": a.ts},
+                    "acknowledgement of an earlier alert than the one open now; not applied to it",
+                    {"device_id": a.device_id, "rule": a.rule, "starts_at": a.starts_at, "at": at},
                     self._clock(),
                 )
             out.accepted += 1
             step.acks.pop(0)
         step.done = True
+
+    def _ack_time(self, received_at: float) -> float:
+        """When an ack took effect: its receive time (a payload's time is never trusted),
+        kept within [stream clock, clock + slack]. Before the clock it would predate the
+        readings ahead of it; far after it, the ack waited in a backlog while sensord was
+        down, and the readings around it date it better than the moment it was read."""
+        wm = self.watermark
+        if not math.isfinite(wm):
+            return received_at
+        return received_at if wm <= received_at <= wm + self._ack_slack_s else wm
 
     def _advance(self, out: Evaluated) -> None:
         if self.watermark > -math.inf:
@@ -265,10 +281,9 @@ class Pipeline:
         return out
 
     def _is_ack(self, m: RawMessage) -> bool:
-        if not m.topic.endswith(ACK_KIND):
-            return False  # the cheap test first: this runs for every message
-        parts = self.decoder.topic.parse(m.topic)
-        return parts is not None and parts.kind == ACK_KIND
+        acks = self._acks
+        # The cheap test first: this runs for every message.
+        return acks is not None and m.topic.startswith(acks.prefix) and acks.parse(m.topic) is not None
 
     def _parse_acks(self, messages: list[RawMessage]) -> list[ParsedAck | Reject]:
         out: list[ParsedAck | Reject] = []
@@ -280,30 +295,41 @@ class Pipeline:
         return out
 
     def _parse_ack(self, m: RawMessage) -> ParsedAck:
-        """`<prefix>/<community>/<family>/<device>/ack` with {"rule": ..., "by": ..., "ts": ...}:
-        the dispatch side acknowledged an alert. It travels in the stream, so a recording
-        replays acknowledgements too. Raises DecodeError with the reason to reject it."""
-        parts = self.decoder.topic.parse(m.topic)
+        """`sensord-dispatch/ack/<community>/<family>/<device>` (broker.ack_topic_template)
+        with {"rule": ..., "by": ..., "startsAt": ...}: the dispatch side acknowledged an
+        alert. It travels in the stream, so a recording replays acknowledgements too.
+        Raises DecodeError with the reason to reject it."""
+        assert self._acks is not None
+        parts = self._acks.parse(m.topic)
         assert parts is not None
         device = self.decoder.device(parts.device_id)
         if device is None:
             raise DecodeError("unknown_device", f"ack for {shown(parts.device_id)}, not in the registry")
-        shape = 'an ack is a JSON object {"rule": "<rule name>", "by": "<who>", "ts": <epoch seconds>}'
+        where = (parts.community or device.entry.community, parts.family or device.family.value)
+        if where != (device.entry.community, device.family.value):
+            # The ACL may give a community's desk only its own community's ack topics.
+            raise DecodeError(
+                "invalid_ack",
+                f"ack topic says {shown(where[0])}/{shown(where[1])}; {parts.device_id} is a "
+                f"{device.family.value} in {device.entry.community}",
+            )
+        shape = (
+            'an ack is a JSON object {"rule": "<rule name>", "by": "<who acknowledged>"} with an optional '
+            '"startsAt" (the alert\'s, as notified)'
+        )
         try:
             body = orjson.loads(m.payload)
         except orjson.JSONDecodeError as exc:
             raise DecodeError("invalid_ack", f"{shape}; not JSON: {exc}") from None
         if not isinstance(body, dict):
             raise DecodeError("invalid_ack", f"{shape}; got {shown(body)}")
-        rule, by, ts = body.get("rule"), body.get("by", ""), body.get("ts", m.received_at)
-        if not isinstance(rule, str) or not isinstance(by, str):
+        rule, by, starts = body.get("rule"), body.get("by"), body.get("startsAt")
+        if not isinstance(rule, str) or not isinstance(by, str) or not by.strip():
             got = f"{shown(rule)}, {shown(by)}"
-            raise DecodeError("invalid_ack", f"{shape}; rule and by must be text, got {got}")
-        if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
-            raise DecodeError("invalid_ack", f"{shape}; ts must be a number, got {shown(ts)}")
+            raise DecodeError("invalid_ack", f"{shape}; rule and by must be text, by not empty, got {got}")
         if not self.engine.has_rule(device.family, rule):
             raise DecodeError("invalid_ack", f"no rule {shown(rule)} for {device.family.value} devices")
-        return ParsedAck(parts.device_id, rule, float(ts), by, m)
+        return ParsedAck(parts.device_id, rule, by.strip(), _starts_at(starts, shape), m)
 
     def _absorb(self, out: Evaluated, result: EngineResult, family: Family | None) -> None:
         events = result.events
@@ -357,3 +383,17 @@ def commit(outbox: Outbox, ev: Evaluated) -> None:
     delete = [fp for fp, body in ev.checkpoint.items() if body is None]
     outbox.commit(ev.events, upsert_active=upsert, delete_active=delete, snapshot=ev.snapshot)
 
+
+
+def _starts_at(value: object, shape: str) -> float | None:
+    """An ack's `startsAt` (RFC 3339 with its zone, as in the notification) in epoch seconds."""
+    if value is None:
+        return None
+    when = None
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            when = datetime.fromisoformat(value)
+    if when is None or when.tzinfo is None:
+        detail = f"{shape}; startsAt is not an RFC 3339 time with a zone: {shown(value)}"
+        raise DecodeError("invalid_ack", detail)
+    return when.timestamp()

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from sensord._errors import ConfigError
+from sensord.decode._topic import TopicTemplate, filter_matches
 
 
 class _Frozen(BaseModel):
@@ -112,6 +113,10 @@ class BrokerSettings(_Frozen):
     keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
     subscriptions: tuple[str, ...] = ("sensord/+/+/+/+",)
     topic_template: str = "sensord/{community}/{family}/{device_id}/{kind}"
+    # Acknowledgements come from the dispatch side only, on their own topic tree that the
+    # broker's ACL lets no device write (config/mosquitto.acl); an ack on a device's own
+    # topic is rejected. Subscribed beside `subscriptions`. None: no acks over MQTT.
+    ack_topic_template: str | None = "sensord-dispatch/ack/{community}/{family}/{device_id}"
     qos: Literal[0, 1] = 1
     # Most received messages held unacknowledged at once (queued or in the batch being
     # processed): past it the socket is not read and the broker keeps the rest.
@@ -137,6 +142,43 @@ class BrokerSettings(_Frozen):
             if name not in v:
                 raise ValueError(f"topic_template must contain {name}")
         return v
+
+    @field_validator("ack_topic_template")
+    @classmethod
+    def _ack_template(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if "{device_id}" not in v or "{kind}" in v:
+            raise ValueError("ack_topic_template must contain {device_id} and no {kind}")
+        if "+" in v or "#" in v or v.startswith(("{", "/")):
+            raise ValueError(
+                "ack_topic_template must start with a fixed topic level (the one the broker's ACL "
+                "gives to the dispatch side) and contain no wildcards"
+            )
+        TopicTemplate(v)  # raises on an unknown placeholder
+        return v
+
+    @model_validator(mode="after")
+    def _acks_apart(self) -> BrokerSettings:
+        if self.ack_topic_template is None:
+            return self
+        sample = TopicTemplate(self.ack_topic_template).fill()
+        overlap = [f for f in self.subscriptions if filter_matches(f, sample)]
+        if overlap or TopicTemplate(self.topic_template).parse(sample) is not None:
+            # A device allowed to write its telemetry tree could then write acks.
+            raise ValueError(
+                f"ack_topic_template {self.ack_topic_template!r} lies inside the device topics "
+                f"({overlap[0] if overlap else self.topic_template!r}); give acks their own top level"
+            )
+        return self
+
+    @property
+    def filters(self) -> tuple[str, ...]:
+        """Everything subscribed: the device topics, then the dispatch side's acks (a
+        client subscribed to nothing, a publisher, takes no acks either)."""
+        if self.ack_topic_template is None or not self.subscriptions:
+            return self.subscriptions
+        return (*self.subscriptions, TopicTemplate(self.ack_topic_template).filter)
 
 
 class BatchSettings(_Frozen):
@@ -252,6 +294,10 @@ class AlertSettings(_Frozen):
     # How often the whole engine state (timers, windows, cooldowns) is saved beside the
     # outbox; firing and pending alerts themselves are saved with every batch.
     snapshot_every_s: Annotated[float, Field(gt=0)] = 10.0
+    # An ack is dated at its receive time, kept within [stream clock, clock + this]: a
+    # time before the readings ahead of it would make it look stale, and one far after
+    # them means a backlog (sensord was down), where the stream clock is the better date.
+    ack_slack_s: Annotated[float, Field(ge=0)] = 15.0
 
 
 class LogSettings(_Frozen):

@@ -191,6 +191,8 @@ def _broker(
         clean_session=True,
         username=args.username,
         subscriptions=subscriptions,
+        # Filters given by hand are all that is recorded; by default acks are recorded too.
+        ack_topic_template=None if getattr(args, "topic", None) else BrokerSettings().ack_topic_template,
         qos=1,
     )
     return settings, password

@@ -47,8 +47,8 @@ def reading(device: str, family: str, t: float, **body: Any) -> RawMessage:
 
 
 def ack(device: str, family: str, rule: str, t: float) -> RawMessage:
-    topic = f"sensord/maple-court/{family}/{device}/ack"
-    return RawMessage(topic, orjson.dumps({"rule": rule, "by": "desk", "ts": T0 + t}), T0 + t, None)
+    topic = f"sensord-dispatch/ack/maple-court/{family}/{device}"
+    return RawMessage(topic, orjson.dumps({"rule": rule, "by": "desk"}), T0 + t, None)
 
 
 class Box:

@@ -89,6 +89,36 @@ class TestSettings:
             settings.broker.port = 1
 
 
+class TestAckTopics:
+    """Acks have their own topic tree, apart from the devices' (issue 8, item 10)."""
+
+    def test_ack_filter_is_subscribed_beside_the_device_topics(self, tmp_path: Path) -> None:
+        """The daemon subscribes to the device topics and the dispatch side's ack tree."""
+        broker = load_settings(write_config(tmp_path)).broker
+        assert broker.filters == ("sensord/+/+/+/+", "sensord-dispatch/ack/+/+/+")
+
+    def test_no_ack_topic_subscribes_to_devices_only(self, tmp_path: Path) -> None:
+        """`ack_topic_template: null` turns MQTT acks off."""
+        broker = load_settings(write_config(tmp_path, "broker: {ack_topic_template: null}\n")).broker
+        assert broker.filters == ("sensord/+/+/+/+",)
+
+    @pytest.mark.parametrize(
+        "extra",
+        [
+            "broker: {ack_topic_template: 'sensord/{community}/{family}/{device_id}/ack'}\n",
+            "broker: {subscriptions: ['#']}\n",
+            "broker: {ack_topic_template: 'acks/{family}/{device_id}/{kind}'}\n",
+            "broker: {ack_topic_template: '{device_id}/ack'}\n",
+            "broker: {ack_topic_template: 'acks/+/{device_id}'}\n",
+        ],
+    )
+    def test_ack_topic_inside_the_device_topics_is_refused(self, tmp_path: Path, extra: str) -> None:
+        """An ack topic a device filter would also take (so a device's write permission
+        could reach it), or without a fixed first level for the ACL, is a config error."""
+        with pytest.raises(ConfigError, match=r"broker\.ack_topic_template|ack_topic_template"):
+            load_settings(write_config(tmp_path, extra))
+
+
 class TestCli:
     def test_check_clean_config_exits_zero(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """`sensord check` on the shipped registry and rules says ok and exits 0."""

@@ -244,7 +244,8 @@ class TestCommunityLateReadings:
 
 class TestAcknowledgement:
     def test_ack_message_resolves_event_alert(self, tmp_path: Path) -> None:
-        """A `<device>/ack` message naming the rule resolves an open event alert at its ts."""
+        """An ack from the dispatch side naming the rule resolves an open event alert at
+        its receive time; a malformed one is rejected."""
         reg = registry(2)
         d = tmp_path / "rules"
         d.mkdir()
@@ -253,14 +254,15 @@ class TestAcknowledgement:
         pipeline = Pipeline(
             decoder=Decoder(reg, DecodeSettings(max_clock_skew_s=0), TOPIC),
             engine=Engine(load_rules(d, reg), reg, AlertSettings()),
+            ack_topic_template="sensord-dispatch/ack/{community}/{family}/{device_id}",
             deadletter=dead,
             metrics=Metrics(),
         )
         sos = RawMessage("sensord/c0/wristband/wb-0/telemetry", orjson.dumps({"ts": T0, "sos": True}), T0, 1)
         ack = RawMessage(
-            "sensord/c0/wristband/wb-0/ack", orjson.dumps({"ts": T0 + 5, "rule": "sos", "by": "desk"}), T0, 2
+            "sensord-dispatch/ack/c0/wristband/wb-0", orjson.dumps({"rule": "sos", "by": "desk"}), T0 + 5, 2
         )
-        bad = RawMessage("sensord/c0/wristband/wb-0/ack", b"[1]", T0, 3)
+        bad = RawMessage("sensord-dispatch/ack/c0/wristband/wb-0", b"[1]", T0 + 5, 3)
         first = pipeline.evaluate([sos])
         second = pipeline.evaluate([ack, bad])
         dead.close()
@@ -305,7 +307,7 @@ class TestEventLatch:
         reg = registry(2)
         eng = make_engine(tmp_path, reg)
         fired = eng.process(batch([(0, 0.0, {"sos": 1.0})])).events
-        acked = eng.acknowledge("wb-0", "sos", T0 + 1)
+        acked = eng.acknowledge("wb-0", "sos", T0 + 1, "desk")
         eng.process(batch([(0, 5.0, {"sos": 1.0})]))
         eng.process(batch([(0, 10.0, {"sos": 0.0})]))
         again = eng.process(batch([(0, 15.0, {"sos": 1.0})])).events
@@ -328,11 +330,11 @@ class TestAckAfterExpiry:
         (tmp_path / "cut").mkdir()
         one = make_engine(tmp_path / "one", reg)
         whole = feed(one, batch([(0, 0, {"sos": 1}), (0, 50, {"heart_rate": 80})]))
-        whole += one.acknowledge("wb-0", "sos", T0 + 60).events + one.advance(T0 + 50).events
+        whole += one.acknowledge("wb-0", "sos", T0 + 60, "desk").events + one.advance(T0 + 50).events
         cut = make_engine(tmp_path / "cut", reg)
         parts = feed(cut, batch([(0, 0, {"sos": 1})])) + cut.advance(T0).events
         parts += feed(cut, batch([(0, 50, {"heart_rate": 80})])) + cut.advance(T0 + 50).events
-        parts += cut.acknowledge("wb-0", "sos", T0 + 60).events
+        parts += cut.acknowledge("wb-0", "sos", T0 + 60, "desk").events
         sos = [e for e in whole if e.rule == "sos"]
         assert [(e.status.value, e.event_time - T0) for e in sos] == [("firing", 0.0), ("resolved", 40.0)]
         assert [e.event_id for e in sos] == [e.event_id for e in parts if e.rule == "sos"]

@@ -118,24 +118,32 @@ hostile_ack = st.one_of(
     st.fixed_dictionaries({"rule": odd_text.filter(lambda r: not r.startswith(("wristband", "bin")))}).map(
         orjson.dumps
     ),
-    st.fixed_dictionaries({"rule": st.just("wristband_sos"), "ts": st.sampled_from(["x", True, None])}).map(
+    st.fixed_dictionaries({"rule": st.just("wristband_sos"), "by": st.sampled_from(["", "  ", None, 1])}).map(
         orjson.dumps
     ),
+    st.fixed_dictionaries(
+        {"rule": st.just("wristband_sos"), "by": st.just("desk"), "startsAt": st.one_of(odd_text, i64)}
+    ).map(orjson.dumps),
     st.just(b'{"rule": "wristband_sos", "by": {"name": "x"}}'),
 )
+# A well-formed ack: still hostile on a device's own topic (only the dispatch side acks).
+device_ack = st.just(b'{"rule": "wristband_sos", "by": "desk"}')
 
 
 @st.composite
 def hostile(draw: st.DrawFn) -> RawMessage:
     """One message that must be rejected: its topic and payload are both drawn."""
     family = draw(st.sampled_from(sorted(KNOWN)))
-    kind = draw(st.sampled_from(["known", "ack", "unknown_device", "bad_topic"]))
+    kind = draw(st.sampled_from(["known", "ack", "device_ack", "unknown_device", "bad_topic"]))
     if kind == "known":
         topic = f"sensord/maple-court/{family}/{KNOWN[family]}/telemetry"
         payload = draw(hostile_payload)
     elif kind == "ack":
-        topic = f"sensord/maple-court/wristband/{KNOWN['wristband']}/ack"
+        topic = f"sensord-dispatch/ack/maple-court/wristband/{KNOWN['wristband']}"
         payload = draw(hostile_ack)
+    elif kind == "device_ack":
+        topic = f"sensord/maple-court/wristband/{KNOWN['wristband']}/ack"
+        payload = draw(device_ack)
     elif kind == "unknown_device":
         name = draw(odd_text.filter(lambda s: "/" not in s))
         topic = f"sensord/maple-court/{family}/{name}x/telemetry"

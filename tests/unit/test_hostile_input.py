@@ -105,7 +105,7 @@ class TestTopicLimits:
 class TestAcks:
     def test_ack_for_unregistered_device_is_rejected(self, daemon: Daemon) -> None:
         """An ack naming a device missing from the registry is `unknown_device`, counted."""
-        topic = "sensord/maple-court/wristband/wb-99/ack"
+        topic = "sensord-dispatch/ack/maple-court/wristband/wb-99"
         ev = daemon.pipeline.evaluate([raw(topic, b'{"rule": "wristband_sos", "by": "desk"}')])
         assert (ev.rejected, ev.accepted) == (1, 0)
         assert rejects(daemon, "unknown_device") == 1
@@ -116,19 +116,22 @@ class TestAcks:
             b'{"rule": 42}',
             b'{"rule": ["wristband_sos"]}',
             b'{"rule": "wristband_sos", "by": {"name": "x"}}',
-            b'{"rule": "wristband_sos", "ts": "soon"}',
-            b'{"rule": "wristband_sos", "ts": true}',
-            b'{"rule": "no_such_rule"}',
+            b'{"rule": "wristband_sos"}',
+            b'{"rule": "wristband_sos", "by": ""}',
+            b'{"rule": "wristband_sos", "by": "desk", "startsAt": "soon"}',
+            b'{"rule": "wristband_sos", "by": "desk", "startsAt": "2026-09-21T12:00:00"}',
+            b'{"rule": "no_such_rule", "by": "desk"}',
             b'"wristband_sos"',
             b"{not json",
             b'{"rule": ' + b"[" * 2000 + b"]" * 2000 + b"}",
         ],
     )
     def test_malformed_ack_is_rejected_with_a_reason(self, daemon: Daemon, body: bytes) -> None:
-        """An ack whose rule is not a known rule's name (text), whose `by` is not text, or
-        whose ts is not a number is `invalid_ack`, counted, and the SOS stays open."""
+        """An ack whose rule is not a known rule's name (text), whose `by` is missing, empty
+        or not text, or whose startsAt is not an RFC 3339 time with a zone is `invalid_ack`,
+        counted, and the SOS stays open."""
         daemon.pipeline.evaluate([reading("wb-01", "wristband", 0, sos=True)])
-        ev = daemon.pipeline.evaluate([raw("sensord/maple-court/wristband/wb-01/ack", body)])
+        ev = daemon.pipeline.evaluate([raw("sensord-dispatch/ack/maple-court/wristband/wb-01", body)])
         assert ev.events == []
         assert rejects(daemon, "invalid_ack") == 1
         assert any(a.rule == "wristband_sos" for a in daemon.pipeline.engine.active())

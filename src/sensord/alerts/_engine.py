@@ -105,10 +105,13 @@ class Engine(RowsMixin, StateRules, EventRules, LevelRules, Silence, Persistence
         fr = self._rules.by_family.get(family)
         return fr is not None and any(r.name == name for r in fr.rules)
 
-    def acknowledge(self, device_id: str, rule_name: str, ts: float, by: str = "") -> EngineResult:
-        """The dispatch side acknowledged an alert: an open event alert resolves; a state
-        alert stops repeating until it resolves. Unknown device or rule: nothing. An ack
-        stamped before the open alert began is for an earlier one: nothing (counted)."""
+    def acknowledge(
+        self, device_id: str, rule_name: str, ts: float, by: str, *, starts_at: float | None = None
+    ) -> EngineResult:
+        """The dispatch side acknowledged an alert at `ts`: an open event alert resolves; a
+        state alert stops repeating until it resolves. Unknown device or rule: nothing. An
+        ack for an earlier alert than the open one (its `starts_at` is another, or it is
+        dated before the open one began) changes nothing and is counted."""
         result = EngineResult()
         device = self._registry.get(device_id)
         fr = self._rules.by_family.get(device.family) if device is not None else None
@@ -118,9 +121,11 @@ class Engine(RowsMixin, StateRules, EventRules, LevelRules, Silence, Persistence
         for rule, st, dur in zip(fr.rules, self._state[device.family], self._dur[device.family], strict=True):
             if rule.name != rule_name or not st.firing[dv]:
                 continue
-            if ts < st.since.get(dv, -math.inf):
-                # Stamped before this alert began: a late or retried ack of an earlier
-                # one. Applying it would close a new SOS nobody has seen.
+            since = st.since.get(dv, -math.inf)
+            # startsAt is written to the millisecond: within 1 ms it names this alert.
+            if ts < since or (starts_at is not None and abs(starts_at - since) >= 1e-3):
+                # A late or retried ack of an earlier alert. Applying it would close a
+                # new SOS nobody has seen.
                 result.stale_acks += 1
                 continue
             if rule.kind == "event":

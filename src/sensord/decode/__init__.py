@@ -3,7 +3,7 @@
 from sensord.decode._batch import FamilyBatch
 from sensord.decode._decoder import Decoder, DecodeResult, shown
 from sensord.decode._schemas import SCHEMAS, FieldSpec, field_specs
-from sensord.decode._topic import TopicParts, TopicTemplate
+from sensord.decode._topic import TopicParts, TopicTemplate, filter_matches
 
 __all__ = [
     "SCHEMAS",
@@ -14,5 +14,6 @@ __all__ = [
     "TopicParts",
     "TopicTemplate",
     "field_specs",
+    "filter_matches",
     "shown",
 ]

@@ -191,6 +191,14 @@ class Decoder:
             raise DecodeError(
                 "bad_topic", f"a topic level is {longest} characters, limit {limits.max_topic_level_chars}"
             )
+        if parts.kind == "ack":
+            # Acks used to come this way; a device (or a leaked gateway login) could close
+            # its own SOS. Only the dispatch side's ack topics are taken now.
+            raise DecodeError(
+                "ack_on_device_topic",
+                "acknowledgements are taken only from the dispatch side's topic (broker."
+                "ack_topic_template), never from a device's own topics",
+            )
         family = _FAMILIES.get(parts.family)
         if family is None:
             families = sorted(_FAMILIES)

@@ -33,6 +33,17 @@ class TopicTemplate:
         if unknown:
             raise ValueError(f"unknown placeholder(s) {sorted(unknown)} in topic template")
         self._pos = tuple(pos.get(n, -1) for n in _NAMES)
+        # The subscription filter that takes every topic of the template, and its literal
+        # start: the cheap test of whether a topic can be one of ours.
+        self.filter = "/".join("+" if lv.startswith("{") else lv for lv in levels)
+        literal = levels[: min(pos.values(), default=self._n)]
+        self.prefix = "/".join(literal) + "/" if literal else ""
+
+    def fill(self, **parts: str) -> str:
+        """The topic with these parts (a part not given is `x`)."""
+        return "/".join(
+            parts.get(lv[1:-1], "x") if lv.startswith("{") else lv for lv in self.template.split("/")
+        )
 
     def parse(self, topic: str) -> TopicParts | None:
         """The parts of `topic`, or None when it does not fit the template."""
@@ -50,3 +61,14 @@ class TopicTemplate:
     def format(self, *, community: str, family: str, device_id: str, kind: str) -> str:
         """The topic a device with these parts publishes to."""
         return self.template.format(community=community, family=family, device_id=device_id, kind=kind)
+
+
+def filter_matches(topic_filter: str, topic: str) -> bool:
+    """Does an MQTT subscription filter (with + and #) match this topic?"""
+    f, t = topic_filter.split("/"), topic.split("/")
+    for i, lv in enumerate(f):
+        if lv == "#":
+            return True
+        if i >= len(t) or (lv not in ("+", t[i])):
+            return False
+    return len(f) == len(t)

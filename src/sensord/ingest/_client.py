@@ -187,8 +187,8 @@ class MqttSource:
         self._had_session = not self._settings.clean_session
 
     async def _subscribe(self, proto: Connection) -> None:
-        filters = [(f, self._settings.qos) for f in self._settings.subscriptions]
-        gone = [f for f in self._previous_filters() if f not in self._settings.subscriptions]
+        filters = [(f, self._settings.qos) for f in self._settings.filters]
+        gone = [f for f in self._previous_filters() if f not in self._settings.filters]
         if gone and self.session_present:
             fut = proto.expect(p.UNSUBACK, _UNSUBSCRIBE_ID)
             proto.write(p.unsubscribe(_UNSUBSCRIBE_ID, gone))
@@ -229,7 +229,7 @@ class MqttSource:
         if self._session_file is None:
             return
         try:
-            self._session_file.write_bytes(orjson.dumps({"filters": list(self._settings.subscriptions)}))
+            self._session_file.write_bytes(orjson.dumps({"filters": list(self._settings.filters)}))
         except OSError as exc:
             log.warning("could not record the subscriptions", extra={"fields": {"error": str(exc)}})
 

@@ -56,6 +56,8 @@ def replay(  # noqa: PLR0913 - the inputs of a replay are these
     pipeline = Pipeline(
         decoder=Decoder(registry, settings.decode, settings.broker.topic_template),
         engine=Engine(rules, registry, settings.alerts),
+        ack_topic_template=settings.broker.ack_topic_template,
+        ack_slack_s=settings.alerts.ack_slack_s,
         deadletter=dead,
         metrics=Metrics(),
     )

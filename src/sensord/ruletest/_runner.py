@@ -27,6 +27,8 @@ from sensord.sinks import DeadLetter
 # Any fixed origin works: test times are offsets from it, so results never depend on today.
 T0 = 1_700_000_000.0
 TOPIC = "sensord/{community}/{family}/{device_id}/{kind}"
+# Acks come from the dispatch side, as the daemon takes them; dated at receive time.
+ACK_TOPIC = "sensord-dispatch/ack/{community}/{family}/{device_id}"
 
 
 @dataclass
@@ -96,10 +98,9 @@ def _ack_messages(case: Case, registry: Registry) -> list[RawMessage]:
         device = registry.get(ack.device)
         if device is None:
             raise ValueError(f"ack for {ack.device!r}, which is not under `devices:`")
-        topic = TOPIC.format(
-            community=device.entry.community, family=device.family.value, device_id=ack.device, kind="ack"
-        )
-        body = {"ts": T0 + ack.at, "rule": ack.rule, "by": ack.by}
+        community, family = device.entry.community, device.family.value
+        topic = ACK_TOPIC.format(community=community, family=family, device_id=ack.device)
+        body = {"rule": ack.rule, "by": ack.by}
         out.append(RawMessage(topic, orjson.dumps(body), T0 + ack.at))
     return out
 
@@ -130,6 +131,7 @@ def run_case(case: Case, spec: TestFile, registry: Registry, rules: RuleSet) -> 
     pipeline = Pipeline(
         decoder=Decoder(registry, DecodeSettings(max_clock_skew_s=0), TOPIC),
         engine=Engine(rules, registry, AlertSettings()),
+        ack_topic_template=ACK_TOPIC,
         deadletter=dead,
         metrics=Metrics(),
     )
@@ -155,7 +157,8 @@ def run_case(case: Case, spec: TestFile, registry: Registry, rules: RuleSet) -> 
             pos += 1
         if batch:
             events.extend(pipeline.evaluate(batch).events)
-        events.extend(pipeline.engine.advance(T0 + at).events)
+        # The clock moves to each checkpoint as a live daemon's quiet-stream tick would.
+        events.extend(pipeline.tick(T0 + at).events)
         for exp in (e for e in case.expect if e.at == at):
             result.failures.extend(_compare_state(exp.at, exp.alerts, pipeline.engine, by_name, scope))
     dead.close()

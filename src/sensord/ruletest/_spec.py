@@ -82,7 +82,7 @@ class ExpectedEvent(_Model):
 
 
 class Ack(_Model):
-    """An acknowledgement from the dispatch side, sent as a `<device>/ack` message."""
+    """An acknowledgement from the dispatch side, sent on its ack topic at `at`."""
 
     at: Duration
     device: str

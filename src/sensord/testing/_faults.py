@@ -142,7 +142,7 @@ class _Generator:
                 self.sos_open.pop(i if i >= 0 else -1 - i, None)
 
     def _ack(self, i: int, ts: float) -> None:
-        topic = _topic(("maple", "river")[i % 2], "wristband", f"wb-{i:04d}", "ack")
+        topic = f"sensord-dispatch/ack/{('maple', 'river')[i % 2]}/wristband/wb-{i:04d}"
         self.emit(ts, topic, {"rule": "wristband_sos", "by": "desk 1"})
 
 
@@ -371,5 +371,8 @@ def reference(config: Path, stream: list[Outgoing]) -> list[AlertEvent]:
     settings = settings.model_copy(update={"decode": decode})
     registry = load_registry(settings.input_path(settings.registry))
     rules = load_rule_files(rule_files(settings.input_path(settings.rules_dir)), registry)
-    messages = (RawMessage(topic, payload, ts) for ts, topic, payload, _ in stream)
+    # The stream is stamped in the past and received now: the daemon dates acks by the
+    # stream clock, and so does the reference if its messages are received now too.
+    now = time.time()
+    messages = (RawMessage(topic, payload, max(ts, now)) for ts, topic, payload, _ in stream)
     return replay(messages, registry=registry, rules=rules, settings=settings).notifications()
