@@ -15,7 +15,7 @@ from pathlib import Path
 from sensord import __version__
 from sensord._errors import ConfigError, RuleError, SensordError
 from sensord._logging import configure_logging
-from sensord._registry import load_registry
+from sensord._registry import Registry, load_registry
 from sensord._settings import WEBHOOK_SECRET_PREFIX, LogSettings, Settings, load_settings
 
 log = logging.getLogger("sensord")
@@ -100,6 +100,9 @@ def _operator_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     export.add_argument("files", type=Path, nargs="+", help="dead-letter files (deadletter.jsonl, .1, …)")
     export.add_argument("--reason", action="append", help="only this reason (repeatable): unknown_device")
     export.add_argument("--out", type=Path, required=True, help="recording to write (.jsonl or .jsonl.gz)")
+    from sensord._routes import add_parser as add_routes  # noqa: PLC0415 - argparse only
+
+    add_routes(sub)
     secret = sub.add_parser("secret", help="make secrets")
     secret.add_subparsers(dest="secret_command", required=True).add_parser(
         "new", help="print a new webhook signing secret (whsec_ + base64 of 32 random bytes)"
@@ -130,12 +133,29 @@ def _check(config: Path) -> int:
 
     rules_dir = settings.input_path(settings.rules_dir)
     errors.extend(str(e) for e in check_rules(rules_dir, registry))
+    if settings.dispatch is not None and not errors:
+        errors.extend(_check_dispatch(settings, registry))
     for line in errors:
         print(f"error: {line}", file=sys.stderr)
     if errors:
         return 1
     print(f"ok: {config}: {len(registry.by_id)} devices, rules in {rules_dir}")
     return 0
+
+
+def _check_dispatch(settings: Settings, registry: Registry) -> list[str]:
+    """The dispatch file's problems (file:line: reason), judged against rules and registry."""
+    from sensord.dispatch import Router, check_dispatch, read_dispatch  # noqa: PLC0415
+    from sensord.rules import load_rule_files, rule_files  # noqa: PLC0415
+
+    assert settings.dispatch is not None
+    try:
+        loaded = read_dispatch(settings.input_path(settings.dispatch))
+    except ConfigError as exc:
+        return [str(exc)]
+    rules = load_rule_files(rule_files(settings.input_path(settings.rules_dir)), registry)
+    builtin = ("webhook",) if settings.sinks.webhook is not None else ()
+    return check_dispatch(loaded, Router(loaded.spec, builtin=builtin), rules, registry)
 
 
 async def _run_daemon(settings: Settings) -> None:
@@ -213,6 +233,12 @@ def _deadletter(args: argparse.Namespace) -> int:
     return _ops.deadletter_export(args)
 
 
+def _routes(args: argparse.Namespace) -> int:
+    from sensord._routes import routes_test  # noqa: PLC0415 - only when needed
+
+    return routes_test(args)
+
+
 def _outbox(args: argparse.Namespace) -> int:
     from sensord import _ops  # noqa: PLC0415 - opens SQLite and metrics; only when needed
 
@@ -225,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands |= {"rules": lambda: _rules(args), "replay": lambda: _replay(args)}
     commands |= {"record": lambda: _live(args), "play": lambda: _live(args)}
     commands |= {"outbox": lambda: _outbox(args), "deadletter": lambda: _deadletter(args)}
-    commands |= {"secret": _new_secret}
+    commands |= {"secret": _new_secret, "routes": lambda: _routes(args)}
     return commands.get(args.command, lambda: _simulate(args))()
 
 

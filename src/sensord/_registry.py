@@ -13,6 +13,10 @@ A YAML file:
         location: {lat: 31.2304, lon: 121.4737}
         contacts: {family: "+86 138 0000 0000"}
         params: {hr_high: 110}      # this resident's doctor set a lower limit
+    grids:                          # who works each grid (网格员): the `grid_worker` receiver
+      g3:                           # or `maple-court/g3` when grid names repeat across communities
+        workers:
+          - {name: 张伟, phone: "+86 138 0000 0001", chat: {wecom: zhangwei}}
 
 Each family's devices get dense indices 0..n-1 so rule state is a plain array per rule.
 """
@@ -45,6 +49,25 @@ class DeviceEntry(BaseModel):
     contacts: dict[str, str] = Field(default_factory=dict)
     params: dict[str, float] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
+
+
+class PersonEntry(BaseModel):
+    """A person who receives alerts: a grid worker (网格员)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: Annotated[str, Field(min_length=1)]
+    phone: str | None = None
+    email: str | None = None
+    chat: dict[str, str] = Field(default_factory=dict)
+
+
+class GridEntry(BaseModel):
+    """One grid (网格) and the workers who take its jobs."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    workers: tuple[PersonEntry, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +106,13 @@ class Registry:
     # Only the devices that override a parameter: looking up overrides must not walk a
     # fleet of 100,000 devices once per parameter.
     with_params: dict[Family, tuple[Device, ...]] = field(default_factory=dict)
+    # Grid → its workers, keyed `grid` or `community/grid` (the latter wins).
+    grids: dict[str, GridEntry] = field(default_factory=dict)
 
     @classmethod
-    def from_entries(cls, entries: dict[str, DeviceEntry]) -> Registry:
+    def from_entries(
+        cls, entries: dict[str, DeviceEntry], grids: dict[str, GridEntry] | None = None
+    ) -> Registry:
         lists: dict[Family, list[Device]] = {f: [] for f in Family}
         by_id: dict[str, Device] = {}
         for device_id, entry in entries.items():
@@ -93,10 +120,14 @@ class Registry:
             lists[entry.family].append(dev)
             by_id[device_id] = dev
         with_params = {f: tuple(d for d in v if d.entry.params) for f, v in lists.items()}
-        return cls(by_id, {f: tuple(v) for f, v in lists.items()}, with_params)
+        return cls(by_id, {f: tuple(v) for f, v in lists.items()}, with_params, dict(grids or {}))
 
     def get(self, device_id: str) -> Device | None:
         return self.by_id.get(device_id)
+
+    def grid(self, community: str, grid: str) -> GridEntry | None:
+        """The workers of a grid: `community/grid` if registered so, else `grid`."""
+        return self.grids.get(f"{community}/{grid}") or self.grids.get(grid)
 
     def devices(self, family: Family) -> tuple[Device, ...]:
         return self.by_family.get(family, ())
@@ -129,7 +160,23 @@ def parse_registry(data: Any, *, source: str) -> Registry:
             err = exc.errors()[0]
             key = ".".join(["devices", device_id, *(str(p) for p in err["loc"])])
             raise ConfigError(err["msg"], source=source, key=key) from None
-    return Registry.from_entries(entries)
+    return Registry.from_entries(entries, _grids(data.get("grids"), source))
+
+
+def _grids(raw: Any, source: str) -> dict[str, GridEntry]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError("grids is a mapping of grid (or community/grid) → {workers: [...]}", source=source)
+    out: dict[str, GridEntry] = {}
+    for name, body in raw.items():
+        try:
+            out[str(name)] = GridEntry.model_validate(body)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            key = ".".join(["grids", str(name), *(str(p) for p in err["loc"])])
+            raise ConfigError(err["msg"], source=source, key=key) from None
+    return out
 
 
 def load_registry(path: Path) -> Registry:

@@ -318,6 +318,8 @@ class Settings(_Frozen):
     rules_dir: Path = Path("rules")
     # > 0: also reload the rules when a rule file changes, checked this often (besides SIGHUP).
     rules_watch_s: Annotated[float, Field(ge=0)] = 0.0
+    # Receivers and the routing tree (its own file, Alertmanager-shaped; README: Dispatch).
+    dispatch: Path | None = None
     state_dir: Path = Path("/var/lib/sensord")
     deadletter: DeadLetterSettings = DeadLetterSettings()
     outbox: OutboxSettings = OutboxSettings()

@@ -1,0 +1,21 @@
+"""Dispatch: which receivers an alert reaches (routing tree), and who they are."""
+
+from sensord.dispatch._check import alert_shapes, check_dispatch
+from sensord.dispatch._routing import FIXED_LABELS, Routed, RouteNode, Router, alert_labels
+from sensord.dispatch._spec import DispatchSpec, LoadedDispatch, Matcher, Receiver, read_dispatch, spec_from
+
+__all__ = [
+    "FIXED_LABELS",
+    "DispatchSpec",
+    "LoadedDispatch",
+    "Matcher",
+    "Receiver",
+    "RouteNode",
+    "Routed",
+    "Router",
+    "alert_labels",
+    "alert_shapes",
+    "check_dispatch",
+    "read_dispatch",
+    "spec_from",
+]

@@ -1,0 +1,122 @@
+"""Static checks of a dispatch file against the rules and the registry, as `sensord check`
+runs them: every problem as `file:line: reason`, so an operator can act on each.
+
+A route is judged by the alerts that can exist: every rule (each level's severity) for
+every place its family's devices are registered (community, grid, building, device
+labels), plus the community-silence alert. A route that none of them reaches either has
+matchers that nothing satisfies (a misspelt family, a rule that does not exist) or is
+shadowed by an earlier sibling that takes all its alerts without `continue: true`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from sensord._registry import Registry
+from sensord._types import Family
+from sensord.alerts._model import COMMUNITY_RULE
+from sensord.dispatch._routing import RouteNode, Router
+from sensord.dispatch._spec import LoadedDispatch
+from sensord.rules import RuleSet
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One kind of alert that can exist: its labels, and the rule's dispatch list."""
+
+    labels: dict[str, str]
+    dispatch: tuple[str, ...]
+    source: str  # the rule's file:line
+
+
+def alert_shapes(rules: RuleSet, registry: Registry) -> Iterator[Shape]:
+    """Every distinct label set an alert can carry (devices collapsed by place and labels)."""
+    for family, fr in rules.by_family.items():
+        places: dict[tuple[str, ...], dict[str, str]] = {}  # one device stands for its place
+        for d in registry.devices(family):
+            e = d.entry
+            place = {"community": e.community, "grid": e.grid, "building": e.building or "", **e.labels}
+            key = tuple(sorted(f"{k}={v}" for k, v in place.items()))
+            places.setdefault(key, {**place, "device": d.device_id})
+        for rule in fr.rules:
+            for sev in {lv.severity.value for lv in rule.levels} or {rule.severity.value}:
+                fixed = {
+                    "family": family.value,
+                    "rule": rule.name,
+                    "severity": sev,
+                    "life_safety": "true" if rule.life_safety else "false",
+                }
+                for place in places.values():
+                    yield Shape({**place, **rule.labels, **fixed}, rule.dispatch, rule.source)
+    for community in sorted({d.entry.community for f in Family for d in registry.devices(f)}):
+        labels = {
+            "team": "operations", "family": "community", "rule": COMMUNITY_RULE, "severity": "critical",
+            "life_safety": "true", "community": community, "grid": "", "building": "", "device": "",
+        }  # fmt: skip
+        yield Shape(labels, ("operator", "grid_worker"), "(built in: community silence)")
+
+
+def check_dispatch(loaded: LoadedDispatch, router: Router, rules: RuleSet, registry: Registry) -> list[str]:
+    """Every problem of the dispatch file, as `file:line: reason` lines."""
+    problems = _receiver_problems(loaded, router)
+    shapes = list(alert_shapes(rules, registry))
+    reached: set[tuple[int | str, ...]] = set()
+    for shape in shapes:
+        _visit(router.root, shape.labels, reached)
+    for parent in router.root.walk():
+        for i, node in enumerate(parent.children):
+            if node.loc in reached or parent.loc not in reached:
+                continue  # an unreached parent is reported, not each node below it
+            mine = [s for s in shapes if parent.matches(s.labels) and node.matches(s.labels)]
+            if not mine:
+                said = ", ".join(m.text for m in node.matchers)
+                why = f"no alert can match {said} (no such rule, family or place)"
+            else:
+                takers = [
+                    n.name
+                    for n in parent.children[:i]
+                    if not n.continue_ and any(n.matches(s.labels) for s in mine)
+                ]
+                why = (
+                    f"{' and '.join(takers)} above take every alert it would match (add `continue: true` "
+                    "there, or move this route up)"
+                )
+            problems.append(f"{loaded.where(*node.loc)}: {node.name}: {why}")
+    if router.spec.rule_dispatch:
+        for shape in shapes:
+            problems.extend(
+                f"{shape.source}: rule {shape.labels['rule']} dispatches to {name!r}, not a receiver in "
+                f"{loaded.path}"
+                for name in shape.dispatch
+                if name not in router.receivers and shape.labels["rule"] != COMMUNITY_RULE
+            )
+    return sorted(set(problems), key=problems.index)
+
+
+def _receiver_problems(loaded: LoadedDispatch, router: Router) -> list[str]:
+    known = router.receivers
+    problems = []
+    names = [r.name for r in router.spec.receivers]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            problems.append(f"{loaded.where('receivers', i, 'name')}: receiver {name!r} is defined twice")
+    for node in router.root.walk():
+        if not node.receiver:
+            problems.append(f"{loaded.where(*node.loc)}: the root route needs a receiver (or sinks.webhook)")
+        elif node.receiver not in known:
+            problems.append(
+                f"{loaded.where(*node.loc, 'receiver')}: {node.name}: unknown receiver {node.receiver!r} "
+                f"(receivers: {', '.join(sorted(known))})"
+            )
+    return problems
+
+
+def _visit(node: RouteNode, labels: dict[str, str], reached: set[tuple[int | str, ...]]) -> bool:
+    if not node.matches(labels):
+        return False
+    reached.add(node.loc)
+    for child in node.children:
+        if _visit(child, labels, reached) and not child.continue_:
+            break
+    return True
