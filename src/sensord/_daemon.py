@@ -208,6 +208,10 @@ class Daemon:
             rules = self.pipeline.engine.load_snapshot(blob)
             log.info("engine state restored", extra={"fields": {"rules_restored": rules}})
             self.pipeline.watermark = max(self.pipeline.watermark, self.pipeline.engine.origin)
+        clock = self.outbox.stream_clock()
+        if clock is not None:
+            # The snapshot's clock can be seconds older than the last batch committed.
+            self.pipeline.watermark = max(self.pipeline.watermark, clock)
         rows = [decode_active(b) for b in self.outbox.active_rows()]
         self.pipeline.engine.restore(rows)
         self._last_snapshot = time.monotonic()

@@ -42,6 +42,7 @@ class Evaluated:
     accepted: int = 0
     rejected: int = 0
     snapshot: bytes | None = None
+    clock: float | None = None  # the event-time clock after the batch, kept with it
 
     def drop(self, fingerprints: Iterable[str]) -> None:
         for fp in fingerprints:
@@ -155,6 +156,7 @@ class Pipeline:
             self._dead_letter_unapplied(steps, out)
         self._metrics.batches.inc()
         self._metrics.batch_size.observe(len(messages))
+        out.clock = self.watermark if math.isfinite(self.watermark) else None
         return out
 
     def _runs(self, messages: Sequence[RawMessage]) -> list[tuple[bool, list[RawMessage]]]:
@@ -278,6 +280,7 @@ class Pipeline:
         out = Evaluated()
         self.watermark = max(self.watermark, watermark)
         self._absorb(out, self.engine.advance(self.watermark), None)
+        out.clock = self.watermark if math.isfinite(self.watermark) else None
         return out
 
     def _is_ack(self, m: RawMessage) -> bool:
@@ -381,7 +384,7 @@ def commit(outbox: Outbox, ev: Evaluated) -> None:
     """One durable outbox transaction for the batch's events and checkpoint changes."""
     upsert = [(fp, body) for fp, body in ev.checkpoint.items() if body is not None]
     delete = [fp for fp, body in ev.checkpoint.items() if body is None]
-    outbox.commit(ev.events, upsert_active=upsert, delete_active=delete, snapshot=ev.snapshot)
+    outbox.commit(ev.events, upsert_active=upsert, delete_active=delete, snapshot=ev.snapshot, clock=ev.clock)
 
 
 

@@ -110,6 +110,20 @@ class TestCheckpointAuthority:
         assert again == []
         assert all(a.rule != "wristband_sos" for a in box.daemon.pipeline.engine.active())
 
+    def test_ack_read_first_after_a_crash_is_dated_by_the_last_committed_clock(self, box: Box) -> None:
+        """SOS after the last snapshot, crash, restart, and the ack (received long after,
+        as from a backlog) is the first message: it closes the SOS at the clock of the last
+        committed batch, as a daemon that never stopped would, not at the older snapshot's
+        clock (which predates the SOS and would make the ack look stale)."""
+        box.feed(reading("wb-01", "wristband", 0, sos=False, heart_rate=70), snapshot=True)
+        box.feed(reading("wb-01", "wristband", 20, sos=True))
+        box.feed(reading("wb-01", "wristband", 25, sos=False, heart_rate=70))
+        box = box.crash()
+        resolved = box.feed(ack("wb-01", "wristband", "wristband_sos", 3600))
+        assert [(s, e.event_time - T0) for s, e in zip(statuses(resolved), resolved, strict=True)] == [
+            (("wristband_sos", "wb-01", "resolved"), 25.0)
+        ]
+
     def test_alert_fired_and_resolved_in_one_batch_leaves_no_row(self, box: Box) -> None:
         """An SOS pressed and acknowledged in the same batch leaves nothing open in the
         checkpoint (its last change wins), so a crash does not bring it back."""

@@ -51,6 +51,12 @@ CREATE TABLE IF NOT EXISTS active_alerts (
 ) WITHOUT ROWID;
 -- The alert engine's whole state (timers, cooldowns, windows), saved every few seconds
 -- in the same transaction as a batch, so it never runs ahead of the events it explains.
+-- The stream's event-time clock after the last committed batch: a restart resumes it, so
+-- an ack read first after a crash is dated as a daemon that never stopped would date it.
+CREATE TABLE IF NOT EXISTS stream_clock (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS engine_snapshot (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     saved REAL NOT NULL,
@@ -148,6 +154,7 @@ class Outbox:
         upsert_active: Sequence[tuple[str, bytes]] = (),
         delete_active: Sequence[str] = (),
         snapshot: bytes | None = None,
+        clock: float | None = None,
     ) -> int:
         """Store events for every sink and update the checkpoint, in one durable transaction.
 
@@ -183,6 +190,8 @@ class Outbox:
                 self._db.executemany("INSERT OR REPLACE INTO active_alerts VALUES (?, ?)", upsert_active)
             if snapshot is not None:
                 self._db.execute("INSERT OR REPLACE INTO engine_snapshot VALUES (1, ?, ?)", (now, snapshot))
+            if clock is not None:
+                self._db.execute("INSERT OR REPLACE INTO stream_clock VALUES (1, ?)", (clock,))
         for sink in self._sinks:
             self._depth[sink] += new
         for sink, _ in shed:
@@ -228,6 +237,11 @@ class Outbox:
         """The last saved engine state, if any."""
         row = self._db.execute("SELECT body FROM engine_snapshot WHERE id = 1").fetchone()
         return bytes(row[0]) if row else None
+
+    def stream_clock(self) -> float | None:
+        """The event-time clock after the last committed batch, if any."""
+        row = self._db.execute("SELECT at FROM stream_clock WHERE id = 1").fetchone()
+        return float(row[0]) if row else None
 
     def active_rows(self) -> list[bytes]:
         """The checkpointed pending/firing alerts."""
