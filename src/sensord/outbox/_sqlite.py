@@ -182,16 +182,7 @@ class Outbox:
                     )
             if new:
                 shed = self._shed_over_bound(new)
-            if delete_active:
-                self._db.executemany(
-                    "DELETE FROM active_alerts WHERE fingerprint = ?", [(f,) for f in delete_active]
-                )
-            if upsert_active:
-                self._db.executemany("INSERT OR REPLACE INTO active_alerts VALUES (?, ?)", upsert_active)
-            if snapshot is not None:
-                self._db.execute("INSERT OR REPLACE INTO engine_snapshot VALUES (1, ?, ?)", (now, snapshot))
-            if clock is not None:
-                self._db.execute("INSERT OR REPLACE INTO stream_clock VALUES (1, ?)", (clock,))
+            self._write_state(upsert_active, delete_active, snapshot, clock, now)
         for sink in self._sinks:
             self._depth[sink] += new
         for sink, _ in shed:
@@ -200,6 +191,25 @@ class Outbox:
             self.life_safety_epoch += 1
         self._report_shed(shed)
         return new
+
+    def _write_state(
+        self,
+        upsert_active: Sequence[tuple[str, bytes]],
+        delete_active: Sequence[str],
+        snapshot: bytes | None,
+        clock: float | None,
+        now: float,
+    ) -> None:
+        """Inside the commit: the checkpoint of active alerts, the snapshot, the clock."""
+        if delete_active:
+            gone = [(f,) for f in delete_active]
+            self._db.executemany("DELETE FROM active_alerts WHERE fingerprint = ?", gone)
+        if upsert_active:
+            self._db.executemany("INSERT OR REPLACE INTO active_alerts VALUES (?, ?)", upsert_active)
+        if snapshot is not None:
+            self._db.execute("INSERT OR REPLACE INTO engine_snapshot VALUES (1, ?, ?)", (now, snapshot))
+        if clock is not None:
+            self._db.execute("INSERT OR REPLACE INTO stream_clock VALUES (1, ?)", (clock,))
 
     def _shed_over_bound(self, new: int) -> list[tuple[str, AlertEvent]]:
         """Inside the commit: drop each over-full sink's oldest ordinary deliveries."""
