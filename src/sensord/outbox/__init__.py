@@ -1,5 +1,5 @@
-"""Outbox stage: alert events on disk until every sink has them."""
+"""Outbox stage: alert events (and dispatch notices) on disk until every sink has them."""
 
-from sensord.outbox._sqlite import Outbox, decode_event, encode_event
+from sensord.outbox._sqlite import Notice, Outbox, decode_event, decode_message, encode_event, encode_message
 
-__all__ = ["Outbox", "decode_event", "encode_event"]
+__all__ = ["Notice", "Outbox", "decode_event", "decode_message", "encode_event", "encode_message"]

@@ -27,6 +27,7 @@ from sensord._errors import OutboxError
 from sensord._metrics import Metrics
 from sensord._settings import OutboxSettings
 from sensord._types import AlertEvent, AlertStatus, Severity
+from sensord.channels import Message, Recipient
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -51,6 +52,17 @@ CREATE TABLE IF NOT EXISTS active_alerts (
 ) WITHOUT ROWID;
 -- The alert engine's whole state (timers, cooldowns, windows), saved every few seconds
 -- in the same transaction as a batch, so it never runs ahead of the events it explains.
+-- Notifications (dispatch): one row per message to one channel, committed with the
+-- events that caused them; deleted when the channel took it (or refused it for good).
+CREATE TABLE IF NOT EXISTS notices (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    notice_id TEXT NOT NULL UNIQUE,
+    sink TEXT NOT NULL,
+    life_safety INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS notices_due ON notices (sink, life_safety DESC, seq);
 -- The stream's event-time clock after the last committed batch: a restart resumes it, so
 -- an ack read first after a crash is dated as a daemon that never stopped would date it.
 CREATE TABLE IF NOT EXISTS stream_clock (
@@ -84,6 +96,26 @@ def encode_event(event: AlertEvent) -> bytes:
     return orjson.dumps(asdict(event))
 
 
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A message for one channel (a receiver's WeCom robot, its SMS gateway, …), stored
+    with the batch that caused it; `sink` names the channel's queue."""
+
+    sink: str
+    message: Message
+
+
+def encode_message(message: Message) -> bytes:
+    return orjson.dumps(message)
+
+
+def decode_message(body: bytes) -> Message:
+    d: dict[str, Any] = orjson.loads(body)
+    d["severity"] = Severity(d["severity"])
+    d["recipients"] = tuple(Recipient(**r) for r in d["recipients"])
+    return Message(**d)
+
+
 def decode_event(body: bytes) -> AlertEvent:
     d: dict[str, Any] = orjson.loads(body)
     d["status"] = AlertStatus(d["status"])
@@ -95,7 +127,7 @@ def decode_event(body: bytes) -> AlertEvent:
 class Outbox:
     """Alert events waiting for their sinks, on disk."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - where, who reads it, its limits, and what to tell
         self,
         path: Path,
         sinks: Sequence[str],
@@ -103,8 +135,12 @@ class Outbox:
         metrics: Metrics,
         *,
         on_shed: OnShed | None = None,
+        channels: Sequence[str] = (),
     ) -> None:
+        """`sinks` take every alert event; `channels` (dispatch) take only the messages
+        routed to them."""
         self._sinks = tuple(sinks)
+        self._channels = tuple(channels)
         self._max = settings.max_events
         self._metrics = metrics
         self._on_shed = on_shed
@@ -123,11 +159,17 @@ class Outbox:
         self._depth = {
             s: self._scalar("SELECT COUNT(*) FROM deliveries WHERE sink = ?", s) for s in self._sinks
         }
-        # Deliveries of sinks no longer configured are kept until purged, not deleted.
+        count = "SELECT COUNT(*) FROM notices WHERE sink = ?"
+        self._depth |= {c: self._scalar(count, c) for c in self._channels}
+        # Deliveries of sinks (and messages of channels) no longer configured are kept
+        # until purged, not deleted.
         self.orphaned = {
             str(sink): int(n)
-            for sink, n in self._db.execute("SELECT sink, COUNT(*) FROM deliveries GROUP BY sink")
-            if sink not in self._sinks
+            for sink, n in self._db.execute(
+                "SELECT sink, COUNT(*) FROM deliveries GROUP BY sink "
+                "UNION ALL SELECT sink, COUNT(*) FROM notices GROUP BY sink"
+            )
+            if sink not in self._sinks and sink not in self._channels
         }
 
     def _scalar(self, sql: str, *args: object) -> int:
@@ -147,7 +189,7 @@ class Outbox:
         except sqlite3.Error as exc:
             raise OutboxError(f"outbox write failed: {exc}") from None
 
-    def commit(
+    def commit(  # noqa: PLR0913 - the parts of one transaction
         self,
         events: Sequence[AlertEvent],
         *,
@@ -155,6 +197,7 @@ class Outbox:
         delete_active: Sequence[str] = (),
         snapshot: bytes | None = None,
         clock: float | None = None,
+        notices: Sequence[Notice] = (),
     ) -> int:
         """Store events for every sink and update the checkpoint, in one durable transaction.
 
@@ -182,6 +225,7 @@ class Outbox:
                     )
             if new:
                 shed = self._shed_over_bound(new)
+            life_safety |= self._store_notices(notices, now)
             self._write_state(upsert_active, delete_active, snapshot, clock, now)
         for sink in self._sinks:
             self._depth[sink] += new
@@ -191,6 +235,40 @@ class Outbox:
             self.life_safety_epoch += 1
         self._report_shed(shed)
         return new
+
+    def _store_notices(self, notices: Sequence[Notice], now: float) -> bool:
+        """Inside the commit: each new notice for its channel. True if one is life-safety."""
+        life_safety = False
+        for n in notices:
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO notices (notice_id, sink, life_safety, body, created) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (n.message.id, n.sink, int(n.message.life_safety), encode_message(n.message), now),
+            )
+            if cur.rowcount:
+                life_safety |= n.message.life_safety
+                self._depth[n.sink] = self._depth.get(n.sink, 0) + 1
+        return life_safety
+
+    def due_notices(self, sink: str, limit: int) -> list[tuple[int, Message]]:
+        """The next messages for this channel: life-safety first, then in commit order."""
+        try:
+            rows = self._db.execute(
+                "SELECT seq, body FROM notices WHERE sink = ? ORDER BY life_safety DESC, seq LIMIT ?",
+                (sink, limit),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise OutboxError(f"outbox read failed: {exc}") from None
+        return [(int(seq), decode_message(bytes(body))) for seq, body in rows]
+
+    def ack_notices(self, sink: str, seqs: Sequence[int]) -> None:
+        """This channel took (or refused for good) these messages."""
+        if not seqs:
+            return
+        with self._tx():
+            cur = self._db.executemany("DELETE FROM notices WHERE seq = ?", [(s,) for s in seqs])
+            gone = max(cur.rowcount, 0)
+        self._depth[sink] = self._depth.get(sink, 0) - gone
 
     def _write_state(
         self,
@@ -291,20 +369,27 @@ class Outbox:
         return self._depth.get(sink, 0)
 
     def waiting_life_safety(self, sink: str) -> int:
-        """Life-safety events this sink has not yet taken."""
-        return self._scalar("SELECT COUNT(*) FROM deliveries WHERE sink = ? AND life_safety = 1", sink)
+        """Life-safety events (or messages, for a channel) this sink has not yet taken."""
+        return self._scalar(
+            "SELECT (SELECT COUNT(*) FROM deliveries WHERE sink = ? AND life_safety = 1)"
+            " + (SELECT COUNT(*) FROM notices WHERE sink = ? AND life_safety = 1)",
+            sink,
+            sink,
+        )
 
     def queues(self) -> list[SinkQueue]:
         """Every sink with deliveries waiting (configured or not), and every configured one."""
         rows = self._db.execute(
             "SELECT d.sink, COUNT(*), SUM(d.life_safety), MIN(e.created) FROM deliveries d "
-            "JOIN events e ON e.seq = d.seq GROUP BY d.sink"
+            "JOIN events e ON e.seq = d.seq GROUP BY d.sink "
+            "UNION ALL SELECT sink, COUNT(*), SUM(life_safety), MIN(created) FROM notices GROUP BY sink"
         ).fetchall()
+        known = (*self._sinks, *self._channels)
         found = {
-            str(r[0]): SinkQueue(str(r[0]), int(r[1]), int(r[2]), float(r[3]), configured=r[0] in self._sinks)
+            str(r[0]): SinkQueue(str(r[0]), int(r[1]), int(r[2]), float(r[3]), configured=r[0] in known)
             for r in rows
         }
-        for sink in self._sinks:
+        for sink in (*self._sinks, *self._channels):
             found.setdefault(sink, SinkQueue(sink, 0, 0, None, configured=True))
         return sorted(found.values(), key=lambda q: q.sink)
 
@@ -315,10 +400,11 @@ class Outbox:
             seqs = [int(r[0]) for r in self._db.execute("SELECT seq FROM deliveries WHERE sink = ?", (sink,))]
             self._db.execute("DELETE FROM deliveries WHERE sink = ?", (sink,))
             self._forget_unneeded(seqs)
+            notices = self._db.execute("DELETE FROM notices WHERE sink = ?", (sink,)).rowcount
         if sink in self._depth:
             self._depth[sink] = 0
         self.orphaned.pop(sink, None)
-        return len(seqs)
+        return len(seqs) + max(notices, 0)
 
     def close(self) -> None:
         self._db.close()

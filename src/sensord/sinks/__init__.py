@@ -3,7 +3,7 @@
 from sensord.sinks._base import Sink
 from sensord.sinks._deadletter import DeadLetter
 from sensord.sinks._deadletter_mqtt import DeadLetterForwarder
-from sensord.sinks._delivery import backoff, deliver_forever
+from sensord.sinks._delivery import backoff, deliver_channel_forever, deliver_forever
 from sensord.sinks._http import retry_after
 from sensord.sinks._influx import InfluxSink, alert_line, line, telemetry_lines
 from sensord.sinks._memory import MemorySink
@@ -18,6 +18,7 @@ __all__ = [
     "WebhookSink",
     "alert_line",
     "backoff",
+    "deliver_channel_forever",
     "deliver_forever",
     "line",
     "retry_after",

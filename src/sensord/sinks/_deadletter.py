@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from sensord._types import AlertEvent, Reject
+from sensord.channels import Message
 
 
 def _payload(raw: bytes, limit: int) -> dict[str, Any]:
@@ -129,6 +130,13 @@ class DeadLetter:
                 "event": asdict(event),
             }
         )
+        self.sync()
+        return record
+
+    def undeliverable_message(self, message: Message, sink: str, reason: str) -> dict[str, Any]:
+        """A dispatch message a channel refused for good: durable before this returns."""
+        body = {"kind": "undeliverable", "sink": sink, "reason": reason, "message": asdict(message)}
+        record = self._write({"at": time.time(), **body})
         self.sync()
         return record
 

@@ -28,16 +28,19 @@ import logging
 import random
 import time
 from collections.abc import Sequence
+from typing import Generic, Protocol, TypeVar
 
 from sensord._errors import OutboxError, PermanentSinkError, RetryableSinkError
 from sensord._metrics import Metrics
 from sensord._settings import DeliverySettings
 from sensord._types import AlertEvent
+from sensord.channels import Channel, Message
 from sensord.outbox import Outbox
 from sensord.sinks._base import Sink
 from sensord.sinks._deadletter import DeadLetter
 
 log = logging.getLogger("sensord.delivery")
+T = TypeVar("T")
 _SUMMARY_EVERY_S = 60.0
 
 
@@ -101,7 +104,7 @@ class _Health:
             )
         self.failures, self.retry_at, self.since = 0, 0.0, None
 
-    def refused(self, event: AlertEvent, reason: str, now: float) -> None:
+    def refused(self, item_id: str, reason: str, now: float) -> None:
         """A permanent refusal: logged at most once a minute per sink, with a count."""
         self._permanent += 1
         if now - self._permanent_logged_at >= _SUMMARY_EVERY_S:
@@ -111,7 +114,7 @@ class _Health:
                 extra={
                     "fields": {
                         "sink": self.name,
-                        "event_id": event.event_id,
+                        "event_id": item_id,
                         "refused_so_far": self._permanent,
                         "error": reason,
                     }
@@ -119,29 +122,98 @@ class _Health:
             )
 
 
-class _Worker:
-    def __init__(  # noqa: PLR0913, PLR0917 - the worker's collaborators
+class _Target(Protocol[T]):
+    """What a worker delivers to: an event sink or a dispatch channel, with its queue."""
+
+    name: str
+    batched: bool
+
+    def due(self, limit: int) -> list[tuple[int, T]]: ...
+
+    def ack(self, seqs: Sequence[int]) -> None: ...
+
+    async def send(self, items: Sequence[T]) -> None: ...
+
+    def refuse(self, item: T, reason: str) -> str:
+        """Dead-letter one item the target refused for good; returns its id for the log."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class _SinkTarget:
+    """An event sink: every alert event, from the outbox's deliveries."""
+
+    def __init__(self, outbox: Outbox, sink: Sink, deadletter: DeadLetter) -> None:
+        self.outbox, self.sink, self.deadletter = outbox, sink, deadletter
+        self.name, self.batched = sink.name, sink.batched
+
+    def due(self, limit: int) -> list[tuple[int, AlertEvent]]:
+        return self.outbox.due(self.name, limit)
+
+    def ack(self, seqs: Sequence[int]) -> None:
+        self.outbox.ack(self.name, seqs)
+
+    async def send(self, items: Sequence[AlertEvent]) -> None:
+        await self.sink.send(items)
+
+    def refuse(self, item: AlertEvent, reason: str) -> str:
+        self.deadletter.undeliverable(item, self.name, reason)
+        return item.event_id
+
+    async def aclose(self) -> None:
+        await self.sink.aclose()
+
+
+class _ChannelTarget:
+    """A dispatch channel: the messages routed to it, one per attempt."""
+
+    batched = False
+
+    def __init__(self, outbox: Outbox, channel: Channel, deadletter: DeadLetter) -> None:
+        self.outbox, self.channel, self.deadletter = outbox, channel, deadletter
+        self.name = channel.name
+
+    def due(self, limit: int) -> list[tuple[int, Message]]:
+        return self.outbox.due_notices(self.name, limit)
+
+    def ack(self, seqs: Sequence[int]) -> None:
+        self.outbox.ack_notices(self.name, seqs)
+
+    async def send(self, items: Sequence[Message]) -> None:
+        for m in items:
+            await self.channel.send(m)
+
+    def refuse(self, item: Message, reason: str) -> str:
+        self.deadletter.undeliverable_message(item, self.name, reason)
+        return item.id
+
+    async def aclose(self) -> None:
+        await self.channel.aclose()
+
+
+class _Worker(Generic[T]):
+    def __init__(
         self,
         outbox: Outbox,
-        sink: Sink,
+        target: _Target[T],
         settings: DeliverySettings,
         metrics: Metrics,
-        deadletter: DeadLetter,
         rng: random.Random,
     ) -> None:
-        self.outbox, self.sink, self.settings = outbox, sink, settings
-        self.metrics, self.deadletter, self.rng = metrics, deadletter, rng
-        self.name = sink.name
-        self.health = _Health(sink.name, outbox)
+        self.outbox, self.target, self.settings = outbox, target, settings
+        self.metrics, self.rng = metrics, rng
+        self.name = target.name
+        self.health = _Health(target.name, outbox)
 
     async def step(self) -> bool:
         """One round: deliver what waits, in order, until done, a failure or a new
         life-safety event. False when nothing was waiting."""
         epoch = self.outbox.life_safety_epoch
-        due = self.outbox.due(self.name, self.settings.batch_size)
+        due = self.target.due(self.settings.batch_size)
         if not due:
             return False
-        groups = [due] if self.sink.batched else [[d] for d in due]
+        groups = [due] if self.target.batched else [[d] for d in due]
         for group in groups:
             if not await self._deliver(group):
                 break  # the sink backs off as a whole; the rest keep their place
@@ -150,13 +222,13 @@ class _Worker:
         self.metrics.outbox_depth.labels(self.name).set(self.outbox.depth(self.name))
         return True
 
-    async def _deliver(self, group: Sequence[tuple[int, AlertEvent]]) -> bool:
+    async def _deliver(self, group: Sequence[tuple[int, T]]) -> bool:
         """Send one group; False when the sink failed in a way worth retrying."""
         seqs = [s for s, _ in group]
-        events = [e for _, e in group]
+        items = [e for _, e in group]
         self.metrics.delivery_attempts.labels(self.name).inc()
         try:
-            await self.sink.send(events)
+            await self.target.send(items)
         except RetryableSinkError as exc:
             delay = max(backoff(self.health.failures + 1, self.settings, self.rng), exc.retry_after or 0.0)
             self.metrics.delivery_failures.labels(self.name, "retryable").inc()
@@ -170,11 +242,11 @@ class _Worker:
                         return False
                 return True
             self.metrics.delivery_failures.labels(self.name, "permanent").inc()
-            self.deadletter.undeliverable(events[0], self.name, exc.reason)
-            self.outbox.ack(self.name, seqs)
-            self.health.refused(events[0], exc.reason, time.time())
+            item_id = self.target.refuse(items[0], exc.reason)
+            self.target.ack(seqs)
+            self.health.refused(item_id, exc.reason, time.time())
             return True
-        self.outbox.ack(self.name, seqs)
+        self.target.ack(seqs)
         self.metrics.delivered.labels(self.name).inc(len(seqs))
         self.health.succeeded(time.time())
         return True
@@ -190,8 +262,29 @@ async def deliver_forever(  # noqa: PLR0913 - collaborators are passed in
     wake: asyncio.Event,
     rng: random.Random | None = None,
 ) -> None:
-    """Deliver until cancelled. `wake` is set by whoever commits new events."""
-    worker = _Worker(outbox, sink, settings, metrics, deadletter, rng or random.Random())  # noqa: S311 - jitter, not crypto
+    """Deliver alert events to `sink` until cancelled. `wake` is set by whoever commits."""
+    rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
+    await _run(_Worker(outbox, _SinkTarget(outbox, sink, deadletter), settings, metrics, rng), settings, wake)
+
+
+async def deliver_channel_forever(  # noqa: PLR0913 - collaborators are passed in
+    outbox: Outbox,
+    channel: Channel,
+    settings: DeliverySettings,
+    metrics: Metrics,
+    deadletter: DeadLetter,
+    *,
+    wake: asyncio.Event,
+    rng: random.Random | None = None,
+) -> None:
+    """Deliver the messages routed to a dispatch channel until cancelled, exactly as
+    events go to a sink: life-safety first, in order, backing off as a whole."""
+    rng = rng or random.Random()  # noqa: S311 - jitter, not crypto
+    target = _ChannelTarget(outbox, channel, deadletter)
+    await _run(_Worker(outbox, target, settings, metrics, rng), settings, wake)
+
+
+async def _run(worker: _Worker[T], settings: DeliverySettings, wake: asyncio.Event) -> None:
     try:
         while True:
             wait_s = worker.health.retry_at - time.time()
@@ -202,11 +295,11 @@ async def deliver_forever(  # noqa: PLR0913 - collaborators are passed in
             try:
                 busy = await worker.step()
             except OutboxError as exc:
-                log.error("outbox read failed", extra={"fields": {"sink": sink.name, "error": str(exc)}})  # noqa: TRY400
+                log.error("outbox read failed", extra={"fields": {"sink": worker.name, "error": str(exc)}})  # noqa: TRY400
                 busy = False
                 worker.health.retry_at = time.time() + settings.initial_backoff_s
             if not busy:
                 await wake.wait()
     finally:
         with contextlib.suppress(Exception):
-            await sink.aclose()
+            await worker.target.aclose()
