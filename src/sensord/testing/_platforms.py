@@ -29,6 +29,8 @@ platform's rate-limit refusal, HTTP 503, or no answer until the server stops (or
 from __future__ import annotations
 
 import base64
+import dataclasses
+import functools
 import hashlib
 import hmac
 import http.server
@@ -57,6 +59,7 @@ class Accepted:
     text: str  # what the group reads (post paragraphs one per line)
     mentioned: tuple[str, ...]  # whom the platform would notify
     title: str = ""
+    size: int = 0  # bytes of the request body
 
 
 @dataclass(frozen=True)
@@ -148,7 +151,7 @@ class _RobotServer:
                 self.refused.append(Refused(refusal.code, refusal.msg))
             return 200, orjson.dumps(self.answer(refusal.code, refusal.msg))
         with self._lock:
-            self.accepted.append(accepted)
+            self.accepted.append(dataclasses.replace(accepted, size=len(raw)))
         return 200, orjson.dumps(self.answer(0, "ok"))
 
     def start(self) -> Self:
@@ -170,7 +173,9 @@ class _RobotServer:
 
         self._server = _QuietServer(("127.0.0.1", self.port), Handler)
         name = f"{type(self).__name__}-{self.port}"
-        threading.Thread(target=self._server.serve_forever, name=name, daemon=True).start()
+        # A short poll keeps stop() quick: shutdown waits for the loop's next poll.
+        serve = functools.partial(self._server.serve_forever, poll_interval=0.05)
+        threading.Thread(target=serve, name=name, daemon=True).start()
         return self
 
     def stop(self) -> None:
