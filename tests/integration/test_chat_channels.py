@@ -306,6 +306,7 @@ class TestFeishu:
 
     def test_older_status_code_answer_is_success(self, feishu: Platform) -> None:
         """An answer in the older shape (StatusCode 0, no code) counts as delivered."""
+        assert isinstance(feishu.server, FeishuBotServer)
         feishu.server.legacy_answer = True
         send(feishu.channel(), sos())
         assert len(feishu.server.accepted) == 1
