@@ -52,6 +52,14 @@ def feishu_sign(secret: str, timestamp_s: int) -> str:
     return base64.b64encode(mac.digest()).decode()
 
 
+_REFUSALS = {
+    19021: "Feishu signature check failed (wrong secret, or clock more than an hour off)",
+    19022: "Feishu: this address is not in the bot's IP allow list",
+    19024: "Feishu: none of the bot's keywords is in the message",
+    19001: "Feishu: invalid webhook (wrong token, or the bot was removed)",
+}
+
+
 def _verdict(code: int, msg: str) -> Verdict | None:
     if code == 9499:
         # The guide answers 9499 "Bad Request" to a malformed or over-size body, and
@@ -64,13 +72,7 @@ def _verdict(code: int, msg: str) -> Verdict | None:
         )
     if code == 11232:
         return Verdict(retry=True, why="Feishu frequency limited", retry_after=_LOAD_SHED_S)
-    refusals = {
-        19021: "Feishu signature check failed (wrong secret, or clock more than an hour off)",
-        19022: "Feishu: this address is not in the bot's IP allow list",
-        19024: "Feishu: none of the bot's keywords is in the message",
-        19001: "Feishu: invalid webhook (wrong token, or the bot was removed)",
-    }
-    return Verdict(retry=False, why=refusals[code]) if code in refusals else None
+    return Verdict(retry=False, why=_REFUSALS[code]) if code in _REFUSALS else None
 
 
 _ANSWER = Answer(
@@ -124,7 +126,7 @@ class FeishuChannel:
         if not fits(build("")):
             raise PermanentSinkError(self.name, "message is over 20 KB without any text (title, mentions)")
         # JSON escapes and one paragraph per line make the body's size no simple function
-        # of the text's: search the largest cut that fits (about 15 rounds for 20 KB).
+        # of the text's: binary-search the largest cut that fits (log2 of the text's bytes rounds).
         low, high = 0, len(message.text.encode())
         while low < high:
             mid = (low + high + 1) // 2
