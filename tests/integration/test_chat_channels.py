@@ -33,7 +33,8 @@ from sensord.testing import Accepted, DingTalkRobotServer, FeishuBotServer, WeCo
 pytestmark = pytest.mark.integration
 
 WANG = Recipient("王建国", phone="13800001111", chat={"feishu": "ou_wang", "wecom": "wangjg"})
-LI = Recipient("李秀英", phone="13900002222", chat={"feishu": "ou_li"})
+# Registered as the registry writes phones; the robots want the bare mainland number.
+LI = Recipient("李秀英", phone="+86 139 0000 2222", chat={"feishu": "ou_li"})
 DING_SECRET = "SEC" + "5a3ecf88f2b3eb50db30ecfc00f53033ac909c99bf7f88fd612bda89d7f3a9dc"
 FEISHU_SECRET = "nIMtb7r3N9pkXyXdtAbx6e"
 

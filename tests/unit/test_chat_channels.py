@@ -26,7 +26,7 @@ from sensord.channels import (
     WeComChannel,
     WeComSettings,
 )
-from sensord.channels._robot import ELLIPSIS, cut_utf8, with_tail
+from sensord.channels._robot import ELLIPSIS, cut_utf8, mention_phone, with_tail
 
 MESSAGE = Message(
     id="m-1",
@@ -53,6 +53,19 @@ class TestCutting:
         out = with_tail(body, tail, limit)
         assert len(out.encode()) <= limit
         assert out.endswith("\n" + tail)
+
+    @pytest.mark.parametrize(
+        ("phone", "mention"),
+        [
+            ("+86 138 0000 0001", "13800000001"),
+            ("0086-139-0000-2222", "13900002222"),
+            ("13700003333", "13700003333"),
+            ("+852 6123 4567", "+85261234567"),
+        ],
+    )
+    def test_phone_as_mentioned(self, phone: str, mention: str) -> None:
+        """Phones are mentioned as digits, mainland numbers without +86, others with their code."""
+        assert mention_phone(phone) == mention
 
     def test_cut_never_splits_a_character(self) -> None:
         """A limit in the middle of a three-byte character cuts before that character."""

@@ -33,7 +33,7 @@ from pydantic import SecretStr
 
 from sensord._errors import ConfigError
 from sensord.channels._base import Message
-from sensord.channels._robot import Answer, Verdict, id_line, judge, post_json, with_tail
+from sensord.channels._robot import Answer, Verdict, id_line, judge, mention_phone, post_json, with_tail
 from sensord.channels._settings import DingTalkSettings
 
 # The custom-robot guide states no length limit; DingTalk's global error table (34016)
@@ -77,7 +77,7 @@ def _title(title: str) -> str:
 
 def dingtalk_body(message: Message, id_label: str) -> dict[str, Any]:
     """The robot's markdown JSON for one message, mentions written into the text."""
-    phones = [r.phone for r in message.recipients if r.phone]
+    phones = [mention_phone(r.phone) for r in message.recipients if r.phone]
     user_ids = [r.chat["dingtalk"] for r in message.recipients if r.chat.get("dingtalk")]
     mentions = " ".join(f"@{who}" for who in (*phones, *user_ids))
     # Blank lines: DingTalk's markdown joins single newlines into one paragraph.

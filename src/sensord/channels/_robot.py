@@ -8,6 +8,7 @@ platform module gives the code table it documents, and `judge` applies it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,19 @@ def with_tail(body: str, tail: str, limit: int, sep: str = "\n") -> str:
     if room < 0:
         return cut_utf8(tail, limit)
     return cut_utf8(body, room) + sep + tail
+
+
+def mention_phone(phone: str) -> str:
+    """A phone as the robots mention it: digits only, a mainland number without +86.
+
+    People are registered as "+86 138 0000 0001"; WeCom's mentioned_mobile_list and
+    DingTalk's atMobiles (and the `@138…` DingTalk needs in the text) take the bare
+    11-digit number. Other countries keep their + and code."""
+    compact = re.sub(r"[\s\-()]", "", phone)
+    for prefix in ("+86", "0086"):
+        if compact.startswith(prefix):
+            return compact.removeprefix(prefix)
+    return compact
 
 
 def id_line(label: str, message_id: str) -> str:

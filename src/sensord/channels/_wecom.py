@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from sensord.channels._base import Message
-from sensord.channels._robot import Answer, Verdict, id_line, judge, post_json, with_tail
+from sensord.channels._robot import Answer, Verdict, id_line, judge, mention_phone, post_json, with_tail
 from sensord.channels._settings import WeComSettings
 
 TEXT_LIMIT = 2048
@@ -57,7 +57,7 @@ _ANSWER = Answer(code_fields=("errcode",), message_fields=("errmsg",), verdict=_
 def wecom_body(message: Message, id_label: str) -> dict[str, Any]:
     """The robot's JSON for one message: text with mentions, or markdown."""
     tail = id_line(id_label, message.id)
-    phones = [r.phone for r in message.recipients if r.phone]
+    phones = [mention_phone(r.phone) for r in message.recipients if r.phone]
     user_ids = [r.chat["wecom"] for r in message.recipients if r.chat.get("wecom")]
     if not phones and not user_ids:
         content = with_tail(message.markdown, tail, MARKDOWN_LIMIT)
