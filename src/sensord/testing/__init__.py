@@ -1,12 +1,21 @@
 """Test helpers shipped with sensord, so operators and field testers can test too:
 real servers on free ports, an in-memory source, a webhook receiver that verifies, and
-the fault-injection scenarios (daemon or broker SIGKILLed, sinks down) with their judge."""
+the fault-injection scenarios (daemon or broker SIGKILLed, sinks down) with their judge,
+and stand-ins for the chat platforms' robot webhooks that check what they are sent."""
 
 from sensord.sinks import MemorySink
 from sensord.testing._faultcheck import Findings, judge
 from sensord.testing._faultruns import Run, broker_kills, daemon_kills, sinks_down
 from sensord.testing._faults import Daemon, Publisher, Workload, reference
 from sensord.testing._memory import MemorySource
+from sensord.testing._platforms import (
+    Accepted,
+    DingTalkRobotServer,
+    Fault,
+    FeishuBotServer,
+    Refused,
+    WeComRobotServer,
+)
 from sensord.testing._servers import (
     InfluxServer,
     MosquittoServer,
@@ -22,7 +31,11 @@ from sensord.testing._servers import (
 )
 
 __all__ = [
+    "Accepted",
     "Daemon",
+    "DingTalkRobotServer",
+    "Fault",
+    "FeishuBotServer",
     "Findings",
     "InfluxServer",
     "MemorySink",
@@ -31,8 +44,10 @@ __all__ = [
     "NatsServer",
     "Publisher",
     "Received",
+    "Refused",
     "Run",
     "VictoriaMetricsServer",
+    "WeComRobotServer",
     "WebhookReceiver",
     "Workload",
     "broker_kills",
