@@ -17,7 +17,7 @@ import httpx
 import orjson
 
 from sensord._errors import PermanentSinkError, RetryableSinkError
-from sensord.sinks import classify, retry_after, transport_error
+from sensord.sinks._http import classify, retry_after, transport_error
 
 ELLIPSIS = "…"
 
