@@ -14,6 +14,7 @@ from sensord._registry import Registry, load_registry
 from sensord._settings import Settings
 from sensord.alerts import Engine
 from sensord.decode import Decoder, FamilyBatch
+from sensord.dispatch._build import build_dispatch
 from sensord.ingest import MqttSource
 from sensord.outbox import Outbox
 from sensord.rules import load_rules
@@ -95,12 +96,14 @@ async def build_daemon(
         keep=settings.deadletter.keep_files,
         max_payload_bytes=settings.deadletter.max_payload_bytes,
     )
+    dispatcher, channels = build_dispatch(settings, registry, metrics)
     outbox = Outbox(
         settings.data_path(settings.outbox.path),
         [s.name for s in sink_list],
         settings.outbox,
         metrics,
         on_shed=deadletter.undeliverable,
+        channels=[c.name for c in channels],
     )
     for sink, waiting in sorted(outbox.orphaned.items()):
         log.warning(
@@ -125,6 +128,7 @@ async def build_daemon(
         deadletter=deadletter,
         metrics=metrics,
         telemetry=telemetry,
+        dispatcher=dispatcher,
     )
     source = MqttSource(
         settings.broker,
@@ -143,6 +147,7 @@ async def build_daemon(
         sinks=sink_list,
         deadletter=deadletter,
         metrics=metrics,
+        channels=channels,
     )
     if writer is not None:
         daemon.background.append(("telemetry", writer.run))

@@ -153,9 +153,11 @@ def _check_dispatch(settings: Settings, registry: Registry) -> list[str]:
         loaded = read_dispatch(settings.input_path(settings.dispatch))
     except ConfigError as exc:
         return [str(exc)]
+    from sensord.dispatch._build import builtin_receivers, check_channels  # noqa: PLC0415
+
     rules = load_rule_files(rule_files(settings.input_path(settings.rules_dir)), registry)
-    builtin = ("webhook",) if settings.sinks.webhook is not None else ()
-    return check_dispatch(loaded, Router(loaded.spec, builtin=builtin), rules, registry)
+    router = Router(loaded.spec, builtin=builtin_receivers(settings))
+    return check_dispatch(loaded, router, rules, registry) + check_channels(loaded, settings)
 
 
 async def _run_daemon(settings: Settings) -> None:

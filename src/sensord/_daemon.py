@@ -29,9 +29,10 @@ from sensord._settings import Settings
 from sensord._systemd import Notifier
 from sensord._types import RawMessage, Reject
 from sensord.alerts import Engine
+from sensord.channels import Channel
 from sensord.outbox import Outbox
 from sensord.rules import load_rules
-from sensord.sinks import DeadLetter, Sink, deliver_forever
+from sensord.sinks import DeadLetter, Sink, deliver_channel_forever, deliver_forever
 
 log = logging.getLogger("sensord")
 
@@ -66,6 +67,7 @@ class Daemon:
         deadletter: DeadLetter,
         metrics: Metrics,
         notifier: Notifier | None = None,
+        channels: Sequence[Channel] = (),
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -73,10 +75,13 @@ class Daemon:
         self.source = source
         self.outbox = outbox
         self.sinks = list(sinks)
+        # Dispatch channels: each receiver's WeCom robot, SMS gateway, … with its own queue.
+        self.channels = list(channels)
         self.deadletter = deadletter
         self.metrics = metrics
         self.notifier = notifier or Notifier()
-        self._wake = {s.name: asyncio.Event() for s in self.sinks}
+        names = [s.name for s in self.sinks] + [c.name for c in self.channels]
+        self._wake = {name: asyncio.Event() for name in names}
         self._busy_since: float | None = None
         self._last_batch = time.monotonic()
         self.processed = 0
@@ -225,7 +230,7 @@ class Daemon:
             "broker_connected": connected,
             "processing_stuck": stuck,
             "messages_processed": self.processed,
-            "outbox_depth": {s.name: self.outbox.depth(s.name) for s in self.sinks},
+            "outbox_depth": {name: self.outbox.depth(name) for name in self._wake},
         }
         return connected and not stuck, detail
 
@@ -256,6 +261,18 @@ class Daemon:
                         wake=self._wake[sink.name],
                     ),
                     name=f"deliver:{sink.name}",
+                )
+            for channel in self.channels:
+                tg.create_task(
+                    deliver_channel_forever(
+                        self.outbox,
+                        channel,
+                        self.settings.delivery,
+                        self.metrics,
+                        self.deadletter,
+                        wake=self._wake[channel.name],
+                    ),
+                    name=f"deliver:{channel.name}",
                 )
             tg.create_task(self._watchdog(), name="watchdog")
             tg.create_task(self._clock_loop(), name="clock")
@@ -345,8 +362,8 @@ class Daemon:
             # systemd restart us, and unacknowledged messages are redelivered.
             if ok or not self.source.connected.is_set():
                 self.notifier.watchdog()
-            for sink in self.sinks:
-                self.metrics.outbox_depth.labels(sink.name).set(self.outbox.depth(sink.name))
+            for name in self._wake:
+                self.metrics.outbox_depth.labels(name).set(self.outbox.depth(name))
 
 
 async def run_until_cancelled(daemon: Daemon) -> None:

@@ -81,7 +81,7 @@ class Metrics:
         )
         self.stale_acks = Counter(
             "sensord_stale_acks",
-            "Acknowledgements stamped before the alert they name began, so not applied to it",
+            "Acknowledgements of an earlier alert than the one open, so not applied to it",
             ["rule"],
             registry=r,
         )
@@ -89,5 +89,17 @@ class Metrics:
             "sensord_template_errors",
             "Alert events whose summary/description template could not be filled (sent with a plain text)",
             ["rule"],
+            registry=r,
+        )
+        self.notices = Counter(
+            "sensord_notices",
+            "Dispatch messages stored for a receiver's channels (one per channel, or per person for SMS)",
+            ["receiver"],
+            registry=r,
+        )
+        self.unreachable = Counter(
+            "sensord_notices_unreachable",
+            "Alerts a receiver's per-person channel (SMS) could not send: nobody with a phone to send to",
+            ["receiver"],
             registry=r,
         )

@@ -16,6 +16,7 @@ import orjson
 from sensord._errors import ConfigError, OutboxError
 from sensord._metrics import Metrics
 from sensord._settings import Settings, load_settings
+from sensord.dispatch import read_dispatch
 from sensord.outbox import Outbox
 from sensord.replay import write_recording
 from sensord.sinks import InfluxSink, WebhookSink
@@ -31,11 +32,23 @@ def _configured_sinks(settings: Settings) -> list[str]:
     return names
 
 
+def _configured_channels(settings: Settings) -> list[str]:
+    """The queue names of the dispatch file's channels (`receiver/type`)."""
+    if settings.dispatch is None:
+        return []
+    loaded = read_dispatch(settings.input_path(settings.dispatch))
+    return [name for r in loaded.spec.receivers for name in r.channel_sinks()]
+
+
 def outbox_command(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
         outbox = Outbox(
-            settings.data_path(settings.outbox.path), _configured_sinks(settings), settings.outbox, Metrics()
+            settings.data_path(settings.outbox.path),
+            _configured_sinks(settings),
+            settings.outbox,
+            Metrics(),
+            channels=_configured_channels(settings),
         )
     except (ConfigError, OutboxError) as exc:
         print(f"error: {exc}")

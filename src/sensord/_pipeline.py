@@ -24,7 +24,8 @@ from sensord._metrics import Metrics
 from sensord._types import AlertEvent, AlertStatus, Family, RawMessage, Reject
 from sensord.alerts import TEMPLATE_ERROR, ActiveAlert, Engine, EngineResult
 from sensord.decode import Decoder, DecodeResult, FamilyBatch, TopicTemplate, shown
-from sensord.outbox import Outbox
+from sensord.dispatch import Dispatcher
+from sensord.outbox import Notice, Outbox
 from sensord.sinks import DeadLetter
 
 log = logging.getLogger("sensord")
@@ -43,6 +44,7 @@ class Evaluated:
     rejected: int = 0
     snapshot: bytes | None = None
     clock: float | None = None  # the event-time clock after the batch, kept with it
+    notices: list[Notice] = field(default_factory=list)  # dispatch messages for the events
 
     def drop(self, fingerprints: Iterable[str]) -> None:
         for fp in fingerprints:
@@ -113,6 +115,7 @@ class Pipeline:
         ack_topic_template: str | None,
         ack_slack_s: float = 15.0,
         telemetry: Callable[[FamilyBatch], None] | None = None,
+        dispatcher: Dispatcher | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.decoder = decoder
@@ -122,6 +125,7 @@ class Pipeline:
         self._deadletter = deadletter
         self._metrics = metrics
         self._telemetry = telemetry
+        self._dispatcher = dispatcher
         self._clock = clock
         self._unknown_log = RateLimited(log)
         self._stale_log = RateLimited(log)
@@ -157,6 +161,7 @@ class Pipeline:
         self._metrics.batches.inc()
         self._metrics.batch_size.observe(len(messages))
         out.clock = self.watermark if math.isfinite(self.watermark) else None
+        self._dispatch(out)
         return out
 
     def _runs(self, messages: Sequence[RawMessage]) -> list[tuple[bool, list[RawMessage]]]:
@@ -281,7 +286,19 @@ class Pipeline:
         self.watermark = max(self.watermark, watermark)
         self._absorb(out, self.engine.advance(self.watermark), None)
         out.clock = self.watermark if math.isfinite(self.watermark) else None
+        self._dispatch(out)
         return out
+
+    def _dispatch(self, out: Evaluated) -> None:
+        """The receivers' messages for the batch's events. A failure here is a defect: it
+        is logged and the events still go to the sinks (the webhook has every one)."""
+        if self._dispatcher is None or not out.events:
+            return
+        try:
+            out.notices = self._dispatcher.notices(out.events)
+        except Exception:
+            log.exception("dispatch failed for a batch; its events still go to the sinks")
+            self._metrics.delivery_failures.labels("dispatch", "error").inc()
 
     def _is_ack(self, m: RawMessage) -> bool:
         acks = self._acks
@@ -384,7 +401,14 @@ def commit(outbox: Outbox, ev: Evaluated) -> None:
     """One durable outbox transaction for the batch's events and checkpoint changes."""
     upsert = [(fp, body) for fp, body in ev.checkpoint.items() if body is not None]
     delete = [fp for fp, body in ev.checkpoint.items() if body is None]
-    outbox.commit(ev.events, upsert_active=upsert, delete_active=delete, snapshot=ev.snapshot, clock=ev.clock)
+    outbox.commit(
+        ev.events,
+        upsert_active=upsert,
+        delete_active=delete,
+        snapshot=ev.snapshot,
+        clock=ev.clock,
+        notices=ev.notices,
+    )
 
 
 

@@ -1,12 +1,14 @@
 """Dispatch: which receivers an alert reaches (routing tree), and who they are."""
 
 from sensord.dispatch._check import alert_shapes, check_dispatch
+from sensord.dispatch._notify import Dispatcher, message_id
 from sensord.dispatch._routing import FIXED_LABELS, Routed, RouteNode, Router, alert_labels
 from sensord.dispatch._spec import DispatchSpec, LoadedDispatch, Matcher, Receiver, read_dispatch, spec_from
 
 __all__ = [
     "FIXED_LABELS",
     "DispatchSpec",
+    "Dispatcher",
     "LoadedDispatch",
     "Matcher",
     "Receiver",
@@ -16,6 +18,7 @@ __all__ = [
     "alert_labels",
     "alert_shapes",
     "check_dispatch",
+    "message_id",
     "read_dispatch",
     "spec_from",
 ]

@@ -30,6 +30,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
@@ -111,6 +112,19 @@ class Receiver(_Frozen):
     recipients: Literal["none", "grid", "contacts"] = "none"
     people: tuple[Person, ...] = ()
     channels: tuple[ChannelSpec, ...] = ()
+    # May see readings (heart rate, SpO2, …) and coordinates: desks, doctors, families.
+    sensitive: bool = False
+    send_resolved: bool = True
+
+    def channel_sinks(self) -> list[str]:
+        """The outbox queue of each channel: `receiver/type`, `-2`, `-3` … for repeats."""
+        names: list[str] = []
+        seen: dict[str, int] = {}
+        for c in self.channels:
+            base = f"{self.name}/{c.type}"
+            seen[base] = seen.get(base, 0) + 1
+            names.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
+        return names
 
     @field_validator("name")
     @classmethod
@@ -138,9 +152,21 @@ class DispatchSpec(_Frozen):
 
     receivers: tuple[Receiver, ...] = ()
     route: Route = Route()
+    # Times in messages (and, later, quiet hours) are local to the communities.
+    timezone: str = "Asia/Shanghai"
     # The receivers a rule names in `dispatch:` are reached too (with the settings of the
     # route the alert lands on), so the rule owner's intent holds without a route each.
     rule_dispatch: bool = True
+
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (an IANA name such as Asia/Shanghai)") from None
+        return v
 
 
 def line_at(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int:
