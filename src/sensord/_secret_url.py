@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import quote, unquote, unquote_plus, urlsplit
+from urllib.parse import quote, quote_plus, unquote, unquote_plus, urlsplit
 
 from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
@@ -86,7 +86,8 @@ def _secret_parts(url: str) -> tuple[str, ...]:
         name, eq, value = item.partition("=")
         found.append(value if eq else name)
     found.append(parts.fragment)
-    variants = {v for f in found for v in (f, unquote(f), unquote_plus(f), quote(unquote(f), safe=""))}
+    decoded = {d for f in found for d in (f, unquote(f), unquote_plus(f))}
+    variants = {v for d in decoded for v in (d, quote(d), quote(d, safe=""), quote_plus(d, safe=""))}
     return tuple(sorted((v for v in variants if len(v) >= _MIN_SEARCHED), key=len, reverse=True))
 
 
