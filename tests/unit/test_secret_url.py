@@ -254,6 +254,14 @@ class TestSinkErrors:
         assert TOKEN not in str(info.value)
         assert f"HTTP {code}: no route for POST {TOKENED_SHOWN}" in str(info.value)
 
+    def test_long_answer_cut_through_the_token_leaves_no_piece_of_it(self) -> None:
+        """A reason keeps the first 300 characters of the answer; when that cut falls inside
+        the token, no piece of the token is kept either."""
+        body = "x" * 280 + f" access_token={TOKEN} " + "y" * 1000  # the token spans character 300
+        with pytest.raises(RetryableSinkError) as info:
+            asyncio.run(webhook_sink(TOKENED, lambda _r: httpx.Response(500, text=body)).send([event()]))
+        assert TOKEN[:6] not in str(info.value)
+
     def test_transport_error_quoting_the_url_leaves_no_token_in_the_reason(self) -> None:
         """An httpx connection error whose message names the URL is retryable and its
         reason shows the URL redacted."""

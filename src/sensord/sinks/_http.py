@@ -35,7 +35,8 @@ def classify(sink: str, response: httpx.Response, url: SecretUrl) -> None:
     code = response.status_code
     if 200 <= code < 300:
         return
-    text = url.scrub(response.text[:300].strip())
+    # Scrubbed before it is cut short: a cut through a token would leave a piece of it.
+    text = url.scrub(response.text)[:300].strip()
     if code == 429 or code >= 500:
         raise RetryableSinkError(
             sink, f"HTTP {code}: {text}", retry_after=retry_after(response.headers.get("retry-after"))
