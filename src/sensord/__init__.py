@@ -12,6 +12,7 @@ from sensord._errors import (
     SensordError,
     SinkError,
 )
+from sensord._secret_url import SecretUrl
 from sensord._settings import Settings, load_settings
 from sensord._types import AlertEvent, AlertStatus, Family, RawMessage, Reject, Severity
 
@@ -31,6 +32,7 @@ __all__ = [
     "Reject",
     "RetryableSinkError",
     "RuleError",
+    "SecretUrl",
     "SensordError",
     "Settings",
     "Severity",

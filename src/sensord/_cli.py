@@ -140,6 +140,10 @@ def _check(config: Path) -> int:
     if errors:
         return 1
     print(f"ok: {config}: {len(registry.by_id)} devices, rules in {rules_dir}")
+    for name, sink in (("influx", settings.sinks.influx), ("webhook", settings.sinks.webhook)):
+        if sink is not None:
+            # Redacted by SecretUrl: enough to tell which endpoint, never its token.
+            print(f"  sink {name}: {sink.url}")
     return 0
 
 

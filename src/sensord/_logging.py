@@ -1,7 +1,10 @@
 """Structured logs: one JSON object per line on stderr, which journald keeps.
 
 Callers pass facts as `extra={"fields": {...}}`; secrets are never among them (settings
-hold secrets as SecretStr, which renders as '**********').
+hold secrets as SecretStr, which renders as '**********', and sink URLs as SecretUrl,
+which renders redacted). As the last step before the journal, both formatters show
+every http(s) URL in a line redacted, whoever wrote it: an exception's text or a
+library's log record may quote a URL with its token.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from sensord._secret_url import redact_urls
 from sensord._settings import LogSettings
 
 
@@ -30,7 +34,7 @@ class JsonFormatter(logging.Formatter):
             doc.update(fields)
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(doc, default=str).decode()
+        return redact_urls(orjson.dumps(doc, default=str).decode())
 
 
 class TextFormatter(logging.Formatter):
@@ -45,7 +49,7 @@ class TextFormatter(logging.Formatter):
         line = f"{stamp} {record.levelname:<7} {record.getMessage()}{tail}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return line
+        return redact_urls(line)
 
 
 def configure_logging(settings: LogSettings) -> None:
@@ -55,8 +59,9 @@ def configure_logging(settings: LogSettings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.level)
-    # httpx and httpcore log every request at INFO: a line per webhook POST would bury
-    # what matters (delivery failures are logged by sensord itself, per sink).
+    # httpx and httpcore log every request at INFO, URL and all: a line per webhook POST
+    # would bury what matters (delivery failures are logged by sensord itself, per sink),
+    # and the URL may carry the webhook's token. Kept at WARNING even when sensord logs DEBUG.
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
 

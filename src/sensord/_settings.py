@@ -2,7 +2,8 @@
 
 Secrets are never inline: a secret is a reference to a file, or to a systemd credential
 (`$CREDENTIALS_DIRECTORY/<name>`, from `LoadCredential=`). The value is read once at
-load time into a `SecretStr`, so it never shows up in a repr or a log line.
+load time into a `SecretStr`, so it never shows up in a repr or a log line. Sink URLs
+are written inline but may carry a token, so they are `SecretUrl`s: shown redacted.
 """
 
 from __future__ import annotations
@@ -25,11 +26,14 @@ from pydantic import (
 )
 
 from sensord._errors import ConfigError
+from sensord._secret_url import SecretUrl
 from sensord.decode._topic import TopicTemplate, filter_matches
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # A validation error's text quotes the input it refused, which for a sink URL may be
+    # its token; the reasons (`_format_validation`) never needed the input.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
 
 class SecretRef(_Frozen):
@@ -237,7 +241,7 @@ class DeliverySettings(_Frozen):
 class InfluxSettings(_Frozen):
     """InfluxDB sink. `api: v1` serves InfluxDB 1.x; `api: v2` serves 2.x/3.x and VictoriaMetrics."""
 
-    url: str
+    url: SecretUrl
     api: Literal["v1", "v2"] = "v1"
     database: str = "sensord"
     retention_policy: str | None = None
@@ -256,7 +260,7 @@ class InfluxSettings(_Frozen):
 class WebhookSettings(_Frozen):
     """Dispatch webhook, signed per Standard Webhooks."""
 
-    url: str
+    url: SecretUrl
     secret: SecretRef
     timeout_s: Annotated[float, Field(gt=0)] = 10.0
     statuses: tuple[Literal["pending", "firing", "resolved"], ...] = ("firing", "resolved")
@@ -415,6 +419,16 @@ def parse_settings(data: Any, *, source: str, config_dir: Path) -> Settings:
     return settings.model_copy(update={"secrets": secrets, "config_dir": config_dir})
 
 
+def _yaml_reason(exc: yaml.YAMLError) -> str:
+    """Where and what, without PyYAML's quote of the line: that line may be a URL with its token."""
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return f"not valid YAML: {type(exc).__name__}"
+    mark = exc.problem_mark
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    what = ", ".join(p for p in (exc.context, exc.problem) if p)
+    return f"not valid YAML{where}: {what}"
+
+
 def load_settings(path: Path, **overrides: Any) -> Settings:
     """Load and validate the config file at `path`; `overrides` replace top-level keys."""
     try:
@@ -424,9 +438,7 @@ def load_settings(path: Path, **overrides: Any) -> Settings:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"not valid YAML{line}: {exc}", source=str(path)) from None
+        raise ConfigError(_yaml_reason(exc), source=str(path)) from None
     if isinstance(data, dict):
         data.update(overrides)
     return parse_settings(data, source=str(path), config_dir=path.resolve().parent)

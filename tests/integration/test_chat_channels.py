@@ -15,6 +15,7 @@ import pytest
 from pydantic import SecretStr
 
 from sensord._errors import PermanentSinkError, RetryableSinkError
+from sensord._secret_url import SecretUrl
 from sensord._settings import SecretRef
 from sensord._types import Severity
 from sensord.channels import (
@@ -88,7 +89,7 @@ def _wecom() -> Platform:
     server = WeComRobotServer(key="693a91f6-7xxx-4bc4-97a0-0ec2sifa5aaa")
 
     def channel(url: str | None = None, timeout_s: float = 5.0) -> Channel:
-        settings = WeComSettings(type="wecom", url=url or server.url)
+        settings = WeComSettings(type="wecom", url=SecretUrl(url or server.url))
         return WeComChannel(settings, client=client(timeout_s))
 
     return Platform("wecom", server, channel)
@@ -100,7 +101,9 @@ def _dingtalk() -> Platform:
     def channel(
         secret: str = DING_SECRET, timeout_s: float = 5.0, clock: Callable[[], float] = time.time
     ) -> Channel:
-        settings = DingTalkSettings(type="dingtalk", url=server.url, secret=SecretRef(credential="ding"))
+        settings = DingTalkSettings(
+            type="dingtalk", url=SecretUrl(server.url), secret=SecretRef(credential="ding")
+        )
         return DingTalkChannel(settings, secret=SecretStr(secret), client=client(timeout_s), clock=clock)
 
     return Platform("dingtalk", server, channel)
@@ -112,7 +115,9 @@ def _feishu() -> Platform:
     def channel(
         secret: str = FEISHU_SECRET, timeout_s: float = 5.0, clock: Callable[[], float] = time.time
     ) -> Channel:
-        settings = FeishuSettings(type="feishu", url=server.url, secret=SecretRef(credential="feishu"))
+        settings = FeishuSettings(
+            type="feishu", url=SecretUrl(server.url), secret=SecretRef(credential="feishu")
+        )
         return FeishuChannel(settings, secret=SecretStr(secret), client=client(timeout_s), clock=clock)
 
     return Platform("feishu", server, channel)

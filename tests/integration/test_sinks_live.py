@@ -12,6 +12,7 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
+from sensord import SecretUrl
 from sensord._errors import PermanentSinkError, RetryableSinkError
 from sensord._metrics import Metrics
 from sensord._settings import DeliverySettings, InfluxSettings, OutboxSettings, SecretRef, WebhookSettings
@@ -44,7 +45,7 @@ def recent(n: int, **kw: object) -> object:
 class TestInflux:
     def test_v1_write_and_read_back(self, influxdb_v1: InfluxServer) -> None:
         """api v1 writes alert points that InfluxQL reads back with tags and fields."""
-        sink = InfluxSink(InfluxSettings(url=influxdb_v1.url, api="v1", database="sensord"))
+        sink = InfluxSink(InfluxSettings(url=SecretUrl(influxdb_v1.url), api="v1", database="sensord"))
         send_once(sink, [event(1), event(2, life_safety=True)])
         rows = influxdb_v1.rows(
             'SELECT "fingerprint", "r_fill_pct" FROM "sensord_alert" GROUP BY "device_id"'
@@ -56,13 +57,15 @@ class TestInflux:
 
     def test_v1_unknown_database_is_permanent(self, influxdb_v1: InfluxServer) -> None:
         """Writing to a database that does not exist is a permanent error naming it."""
-        sink = InfluxSink(InfluxSettings(url=influxdb_v1.url, api="v1", database="nope"))
+        sink = InfluxSink(InfluxSettings(url=SecretUrl(influxdb_v1.url), api="v1", database="nope"))
         with pytest.raises(PermanentSinkError, match="nope"):
             send_once(sink, [event(1)])
 
     def test_v2_write_to_victoria_metrics(self, victoria_metrics: VictoriaMetricsServer) -> None:
         """api v2 (/api/v2/write, org/bucket/token) lands in a server that speaks it."""
-        settings = InfluxSettings(url=victoria_metrics.url, api="v2", org="community", bucket="sensord")
+        settings = InfluxSettings(
+            url=SecretUrl(victoria_metrics.url), api="v2", org="community", bucket="sensord"
+        )
         sink = InfluxSink(settings, token=SecretStr("token"))
         send_once(sink, [recent(7)])
         for _ in range(100):
@@ -75,7 +78,7 @@ class TestInflux:
 
     def test_dead_server_is_retryable(self, tmp_path: Path) -> None:
         """Nothing listening is a retryable error, not a crash."""
-        sink = InfluxSink(InfluxSettings(url="http://127.0.0.1:9", api="v1", timeout_s=1))
+        sink = InfluxSink(InfluxSettings(url=SecretUrl("http://127.0.0.1:9"), api="v1", timeout_s=1))
         with pytest.raises(RetryableSinkError):
             send_once(sink, [event(1)])
 
@@ -89,7 +92,7 @@ class TestWebhookLive:
         ob = Outbox(tmp_path / "o.sqlite3", ["webhook"], OutboxSettings(), Metrics())
         ob.commit([event(1)])
         sink = WebhookSink(
-            WebhookSettings(url=webhook_receiver.url, secret=SecretRef(file=Path("x"))),
+            WebhookSettings(url=SecretUrl(webhook_receiver.url), secret=SecretRef(file=Path("x"))),
             secret=SecretStr(webhook_secret),
         )
         dl = DeadLetter(tmp_path / "dl.jsonl")
@@ -115,7 +118,7 @@ class TestWebhookLive:
         webhook_receiver.script(400)
         ob.commit([event(2)])
         sink = WebhookSink(
-            WebhookSettings(url=webhook_receiver.url, secret=SecretRef(file=Path("x"))),
+            WebhookSettings(url=SecretUrl(webhook_receiver.url), secret=SecretRef(file=Path("x"))),
             secret=SecretStr(webhook_secret),
         )
         asyncio.run(run_until(lambda: ob.depth("webhook") == 0))

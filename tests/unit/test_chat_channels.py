@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from pydantic import Field, SecretStr, TypeAdapter, ValidationError
 
 from sensord._errors import ConfigError, PermanentSinkError, RetryableSinkError
+from sensord._secret_url import SecretUrl
 from sensord._settings import SecretRef
 from sensord._types import Severity
 from sensord.channels import (
@@ -75,12 +76,15 @@ class TestCutting:
 def _channel(platform: str, answer: httpx.Response) -> Any:
     client = httpx.AsyncClient(transport=httpx.MockTransport(lambda _request: answer))
     if platform == "wecom":
-        return WeComChannel(WeComSettings(type="wecom", url="http://robot/send?key=k"), client=client)
+        return WeComChannel(
+            WeComSettings(type="wecom", url=SecretUrl("http://robot/send?key=k")), client=client
+        )
     if platform == "dingtalk":
         return DingTalkChannel(
-            DingTalkSettings(type="dingtalk", url="http://robot/send?access_token=t"), client=client
+            DingTalkSettings(type="dingtalk", url=SecretUrl("http://robot/send?access_token=t")),
+            client=client,
         )
-    return FeishuChannel(FeishuSettings(type="feishu", url="http://robot/hook/t"), client=client)
+    return FeishuChannel(FeishuSettings(type="feishu", url=SecretUrl("http://robot/hook/t")), client=client)
 
 
 def _send(platform: str, answer: httpx.Response) -> None:
@@ -183,6 +187,12 @@ class TestSettings:
     def test_secret_given_without_being_configured_is_a_config_error(self) -> None:
         """A channel refuses a secret its settings do not name (or the reverse)."""
         with pytest.raises(ConfigError):
-            FeishuChannel(FeishuSettings(type="feishu", url="u"), secret=SecretStr("s"))
+            FeishuChannel(
+                FeishuSettings(type="feishu", url=SecretUrl("http://robot/u")), secret=SecretStr("s")
+            )
         with pytest.raises(ConfigError):
-            DingTalkChannel(DingTalkSettings(type="dingtalk", url="u", secret=SecretRef(credential="f")))
+            DingTalkChannel(
+                DingTalkSettings(
+                    type="dingtalk", url=SecretUrl("http://robot/u"), secret=SecretRef(credential="f")
+                )
+            )

@@ -13,6 +13,7 @@ import orjson
 import pytest
 from pydantic import SecretStr
 
+from sensord import SecretUrl
 from sensord._errors import PermanentSinkError, RetryableSinkError
 from sensord._metrics import Metrics
 from sensord._settings import DeliverySettings, InfluxSettings, OutboxSettings, SecretRef, WebhookSettings
@@ -190,7 +191,7 @@ class TestWebhookSink:
             return httpx.Response(200)
 
         sink = WebhookSink(
-            WebhookSettings(url="http://dispatch/alerts", secret=SecretRef(file=Path("x"))),
+            WebhookSettings(url=SecretUrl("http://dispatch/alerts"), secret=SecretRef(file=Path("x"))),
             secret=SecretStr(SPEC_SECRET),
             client=_client(handler),
         )
@@ -212,7 +213,7 @@ class TestWebhookSink:
     def test_failure_classes(self, code: int, error: type[Exception], after: float | None) -> None:
         """5xx and 429 (with Retry-After) are retryable; other 4xx are permanent."""
         sink = WebhookSink(
-            WebhookSettings(url="http://dispatch/alerts", secret=SecretRef(file=Path("x"))),
+            WebhookSettings(url=SecretUrl("http://dispatch/alerts"), secret=SecretRef(file=Path("x"))),
             secret=SecretStr(SPEC_SECRET),
             client=_client(
                 lambda _r: httpx.Response(code, headers={"retry-after": "7"} if code == 429 else {})
@@ -229,7 +230,7 @@ class TestWebhookSink:
             raise httpx.ReadTimeout("slow", request=req)
 
         sink = WebhookSink(
-            WebhookSettings(url="http://d/a", secret=SecretRef(file=Path("x"))),
+            WebhookSettings(url=SecretUrl("http://d/a"), secret=SecretRef(file=Path("x"))),
             secret=SecretStr(SPEC_SECRET),
             client=_client(handler),
         )
@@ -255,7 +256,7 @@ class TestLineProtocol:
             seen.append(req)
             return httpx.Response(204)
 
-        settings = InfluxSettings(url="http://influx:8086", api="v2", org="o", bucket="b")
+        settings = InfluxSettings(url=SecretUrl("http://influx:8086"), api="v2", org="o", bucket="b")
         sink = InfluxSink(settings, token=SecretStr("tok"), client=_client(handler))
         asyncio.run(sink.send([event(1)]))
         assert seen[0].url.path == "/api/v2/write"

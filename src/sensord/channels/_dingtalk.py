@@ -111,18 +111,18 @@ class DingTalkChannel:
         self._clock = clock
         self._client = client or httpx.AsyncClient(timeout=settings.timeout_s)
 
-    def _url(self) -> httpx.URL:
-        url = httpx.URL(self._settings.url)
+    def _params(self) -> dict[str, str]:
         if self._secret is None:
-            return url
+            return {}
         ts = int(self._clock() * 1000)
         sign = dingtalk_sign(self._secret.get_secret_value(), ts)
-        return url.copy_merge_params({"timestamp": str(ts), "sign": sign})
+        return {"timestamp": str(ts), "sign": sign}
 
     async def send(self, message: Message) -> None:
         body = dingtalk_body(message, self._settings.id_label)
-        response = await post_json(self._client, self.name, self._url(), body)
-        judge(self.name, response, _ANSWER)
+        url = self._settings.url
+        response = await post_json(self._client, self.name, url, body, params=self._params())
+        judge(self.name, response, _ANSWER, url)
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -140,7 +140,7 @@ class FeishuChannel:
 
     async def send(self, message: Message) -> None:
         response = await post_json(self._client, self.name, self._settings.url, self.body(message))
-        judge(self.name, response, _ANSWER)
+        judge(self.name, response, _ANSWER, self._settings.url)
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -17,6 +17,7 @@ import httpx
 import orjson
 
 from sensord._errors import PermanentSinkError, RetryableSinkError
+from sensord._secret_url import SecretUrl
 from sensord.sinks._http import classify, retry_after, transport_error
 
 ELLIPSIS = "…"
@@ -90,17 +91,23 @@ class Answer:
 
 
 async def post_json(
-    client: httpx.AsyncClient, channel: str, url: str | httpx.URL, payload: Mapping[str, Any]
+    client: httpx.AsyncClient,
+    channel: str,
+    url: SecretUrl,
+    payload: Mapping[str, Any],
+    *,
+    params: Mapping[str, str] | None = None,
 ) -> httpx.Response:
-    """POST `payload` as UTF-8 JSON; a timeout or a refused connection is retryable."""
+    """POST `payload` as UTF-8 JSON; a timeout or a refused connection is retryable.
+    The robot's token is in `url`: only the request sees it, every reason is scrubbed."""
     try:
         return await client.post(
-            url,
+            httpx.URL(url.reveal()).copy_merge_params(dict(params or {})),
             content=orjson.dumps(payload),
             headers={"content-type": "application/json; charset=utf-8"},
         )
     except httpx.HTTPError as exc:
-        raise transport_error(channel, exc) from None
+        raise transport_error(channel, exc, url) from None
 
 
 def _json(response: httpx.Response) -> Mapping[str, Any] | None:
@@ -111,20 +118,21 @@ def _json(response: httpx.Response) -> Mapping[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def judge(channel: str, response: httpx.Response, answer: Answer) -> None:
+def judge(channel: str, response: httpx.Response, answer: Answer, url: SecretUrl) -> None:
     """Return if the platform took the message; raise the sink error its answer means."""
     status = response.status_code
     if status == 429 or status >= 500:
-        classify(channel, response)
+        classify(channel, response, url)
     doc = _json(response)
     code, msg = answer.read(doc) if doc is not None else (None, "")
     if code is None:
-        classify(channel, response)  # a 4xx refusal without a platform code
+        classify(channel, response, url)  # a 4xx refusal without a platform code
         # HTTP 200 without the platform's code is not the robot answering (a proxy, a
         # captive portal): not a delivery, and nothing says it will stay that way.
-        raise RetryableSinkError(channel, f"HTTP {status} without a result code: {response.text[:200]!r}")
+        text = url.scrub(response.text)[:200]
+        raise RetryableSinkError(channel, f"HTTP {status} without a result code: {text!r}")
     if code == 0:
-        classify(channel, response)  # 0 under a 4xx status is still a refusal
+        classify(channel, response, url)  # 0 under a 4xx status is still a refusal
         return
     verdict = answer.verdict(code, msg) or _unknown(code)
     reason = f"{verdict.why} (code {code}: {msg})" if msg else f"{verdict.why} (code {code})"

@@ -2,8 +2,8 @@
 `type` so the configured channels can become one discriminated union.
 
 The webhook URL carries the robot's token (WeCom `key`, DingTalk `access_token`, Feishu
-path); it is a plain `str` here. The signing secret, where the platform has one, is a
-`SecretRef` read at load time like every other secret.
+path): a `SecretUrl`, written as a plain string and shown redacted. The signing secret,
+where the platform has one, is a `SecretRef` read at load time like every other secret.
 """
 
 from __future__ import annotations
@@ -12,13 +12,15 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sensord._secret_url import SecretUrl
 from sensord._settings import SecretRef
 
 
 class _ChannelSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    url: Annotated[str, Field(min_length=1)]
+    # The robot's token is in the URL: shown redacted everywhere, read only to send.
+    url: SecretUrl
     timeout_s: Annotated[float, Field(gt=0)] = 10.0
     # Written before the message id on the last line, so a person can quote the id and
     # tell a resend from a new alert. A label, not a translation: the channel does not

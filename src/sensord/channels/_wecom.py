@@ -83,7 +83,7 @@ class WeComChannel:
     async def send(self, message: Message) -> None:
         body = wecom_body(message, self._settings.id_label)
         response = await post_json(self._client, self.name, self._settings.url, body)
-        judge(self.name, response, _ANSWER)
+        judge(self.name, response, _ANSWER, self._settings.url)
 
     async def aclose(self) -> None:
         await self._client.aclose()

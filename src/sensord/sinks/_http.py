@@ -1,4 +1,9 @@
-"""HTTP failure classification shared by the HTTP sinks."""
+"""HTTP failure classification shared by the HTTP sinks.
+
+The reason of a sink error is logged and kept in dead-letter records, and both an httpx
+error and a response body may quote the request URL (platforms answer "no route for POST
+/send?access_token=…"): every reason is scrubbed of the sink URL's secrets here.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from email.utils import parsedate_to_datetime
 import httpx
 
 from sensord._errors import PermanentSinkError, RetryableSinkError
+from sensord._secret_url import SecretUrl
 
 
 def retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -24,12 +30,13 @@ def retry_after(value: str | None, now: float | None = None) -> float | None:
     return max(0.0, when - (time.time() if now is None else now))
 
 
-def classify(sink: str, response: httpx.Response) -> None:
+def classify(sink: str, response: httpx.Response, url: SecretUrl) -> None:
     """Raise the sink error a non-2xx answer means; return on success."""
     code = response.status_code
     if 200 <= code < 300:
         return
-    text = response.text[:300].strip()
+    # Scrubbed before it is cut short: a cut through a token would leave a piece of it.
+    text = url.scrub(response.text)[:300].strip()
     if code == 429 or code >= 500:
         raise RetryableSinkError(
             sink, f"HTTP {code}: {text}", retry_after=retry_after(response.headers.get("retry-after"))
@@ -37,7 +44,7 @@ def classify(sink: str, response: httpx.Response) -> None:
     raise PermanentSinkError(sink, f"HTTP {code}: {text}")
 
 
-def transport_error(sink: str, exc: httpx.HTTPError) -> RetryableSinkError:
+def transport_error(sink: str, exc: httpx.HTTPError, url: SecretUrl) -> RetryableSinkError:
     """Timeouts and connection failures are worth retrying."""
     kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection failed"
-    return RetryableSinkError(sink, f"{kind}: {exc!s}" if str(exc) else kind)
+    return RetryableSinkError(sink, f"{kind}: {url.scrub(str(exc))}" if str(exc) else kind)

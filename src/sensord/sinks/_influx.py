@@ -128,7 +128,7 @@ class InfluxSink:
         if settings.api == "v1" and settings.username and password is not None:
             auth = httpx.BasicAuth(settings.username, password.get_secret_value())
         self._client = client or httpx.AsyncClient(timeout=settings.timeout_s, auth=auth)
-        base = settings.url.rstrip("/")
+        base = settings.url.reveal().rstrip("/")
         self._headers: dict[str, str] = {"content-type": "text/plain; charset=utf-8"}
         if settings.api == "v1":
             self._url = f"{base}/write"
@@ -150,8 +150,8 @@ class InfluxSink:
                 self._url, params=self._params, content=body.encode(), headers=self._headers
             )
         except httpx.HTTPError as exc:
-            raise transport_error(self.name, exc) from None
-        classify(self.name, response)
+            raise transport_error(self.name, exc, self._settings.url) from None
+        classify(self.name, response, self._settings.url)
 
     async def send(self, events: Sequence[AlertEvent]) -> None:
         if events:

@@ -133,10 +133,10 @@ class WebhookSink:
             "webhook-signature": sign(self._secret.get_secret_value(), e.event_id, ts, body),
         }
         try:
-            response = await self._client.post(self._settings.url, content=body, headers=headers)
+            response = await self._client.post(self._settings.url.reveal(), content=body, headers=headers)
         except httpx.HTTPError as exc:
-            raise transport_error(self.name, exc) from None
-        classify(self.name, response)
+            raise transport_error(self.name, exc, self._settings.url) from None
+        classify(self.name, response, self._settings.url)
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -250,6 +250,8 @@ class WebhookReceiver:
     `set_mode("503")` answers 503 to everything until `set_mode("ok")`; `set_mode("hang")`
     holds each request until the mode changes (at most `hang_s`), then answers 503: a
     request the sender may have given up on is never counted as delivered.
+    `echo_errors=True` gives every refusal a body that quotes the request's path and
+    query, as many platforms' error pages do, to show whether the sender logs it.
     """
 
     secret: str
@@ -257,6 +259,7 @@ class WebhookReceiver:
     received: list[Received] = field(default_factory=list)
     on_receive: Any = None
     hang_s: float = 60.0
+    echo_errors: bool = False
     _mode: str = "ok"
     _mode_changed: threading.Event = field(default_factory=threading.Event)
     _script: list[int] = field(default_factory=list)
@@ -307,11 +310,14 @@ class WebhookReceiver:
                 n = int(self.headers.get("content-length", "0"))
                 raw = self.rfile.read(n)
                 code = receiver._handle({k.lower(): v for k, v in self.headers.items()}, raw)
+                echo = receiver.echo_errors and code != 200
+                body = f"no route for POST {self.path}".encode() if echo else b""
                 self.send_response(code)
                 if code == 429:
                     self.send_header("Retry-After", "1")
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                self.wfile.write(body)
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002, ARG002 - silence the access log
                 return
