@@ -87,3 +87,39 @@ class AlertEvent:
     event_time: float
     repeat: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """A person a message is for: a grid worker, a family contact, a doctor.
+
+    `chat` holds per-platform ids (`wecom`: user id, `feishu`: open id) for @mentions;
+    chat robots mention by `phone` where the platform allows it (WeCom, DingTalk)."""
+
+    name: str
+    phone: str | None = None
+    email: str | None = None
+    chat: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One notification to one receiver's channel.
+
+    `id` is stable: the same on every retry and after a restart, so a platform (or the
+    person) can tell a resend from a new job; channels pass it where the platform has a
+    place for it (a header, a message id, the email Message-ID) and show it in the text.
+    `text` is plain and short, with the most important line first (SMS cuts it);
+    `markdown` is the same content for chat bots that render it.
+    """
+
+    id: str
+    receiver: str
+    severity: Severity
+    life_safety: bool
+    title: str
+    text: str
+    markdown: str
+    recipients: tuple[Recipient, ...] = ()
+    # Where to acknowledge: a one-tap link, or the id to quote (work orders).
+    ack: str = ""

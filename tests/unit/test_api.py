@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import subprocess
+import sys
 import types
 
 import pytest
@@ -11,6 +13,7 @@ PACKAGES = [
     "sensord.alerts",
     "sensord.channels",
     "sensord.decode",
+    "sensord.dispatch",
     "sensord.ingest",
     "sensord.outbox",
     "sensord.replay",
@@ -33,3 +36,11 @@ def test_all_is_exactly_the_public_names(name: str) -> None:
         if not n.startswith("_") and not isinstance(v, types.ModuleType) and n != "annotations"
     }
     assert set(module.__all__) == public
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_package_imports_first_in_a_fresh_interpreter(name: str) -> None:
+    """Each package can be the first one a program imports (no import cycle that only
+    works in some orders: `bench/faults.py` starts with `sensord.outbox`)."""
+    done = subprocess.run([sys.executable, "-c", f"import {name}"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -26,8 +26,7 @@ import orjson
 from sensord._errors import OutboxError
 from sensord._metrics import Metrics
 from sensord._settings import OutboxSettings
-from sensord._types import AlertEvent, AlertStatus, Severity
-from sensord.channels import Message, Recipient
+from sensord._types import AlertEvent, AlertStatus, Message, Recipient, Severity
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
