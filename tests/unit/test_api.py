@@ -42,5 +42,7 @@ def test_all_is_exactly_the_public_names(name: str) -> None:
 def test_package_imports_first_in_a_fresh_interpreter(name: str) -> None:
     """Each package can be the first one a program imports (no import cycle that only
     works in some orders: `bench/faults.py` starts with `sensord.outbox`)."""
-    done = subprocess.run([sys.executable, "-c", f"import {name}"], capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", f"import {name}"], capture_output=True, text=True, check=False
+    )
     assert done.returncode == 0, done.stderr[-2000:]
