@@ -143,7 +143,7 @@ class Daemon:
                     continue
                 self._maybe_snapshot(ev)
                 await self._commit(ev)
-            if ev.events:
+            if ev.events or ev.notices:  # a group falls due on the clock alone
                 for wake in self._wake.values():
                     wake.set()
 
@@ -219,6 +219,8 @@ class Daemon:
             self.pipeline.watermark = max(self.pipeline.watermark, clock)
         rows = [decode_active(b) for b in self.outbox.active_rows()]
         self.pipeline.engine.restore(rows)
+        if self.pipeline.dispatcher is not None:
+            self.pipeline.dispatcher.groups.load(self.outbox.dispatch_groups())
         self._last_snapshot = time.monotonic()
         return len(rows)
 
@@ -318,7 +320,7 @@ class Daemon:
                     self._busy_since = None
             self.processed += len(messages)
             self._last_batch = time.monotonic()
-            if ev.events:
+            if ev.events or ev.notices:
                 for wake in self._wake.values():
                     wake.set()
 

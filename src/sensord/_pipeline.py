@@ -45,6 +45,7 @@ class Evaluated:
     snapshot: bytes | None = None
     clock: float | None = None  # the event-time clock after the batch, kept with it
     notices: list[Notice] = field(default_factory=list)  # dispatch messages for the events
+    groups: dict[str, bytes | None] = field(default_factory=dict)  # dispatch groups changed
 
     def drop(self, fingerprints: Iterable[str]) -> None:
         for fp in fingerprints:
@@ -125,7 +126,7 @@ class Pipeline:
         self._deadletter = deadletter
         self._metrics = metrics
         self._telemetry = telemetry
-        self._dispatcher = dispatcher
+        self.dispatcher = dispatcher
         self._clock = clock
         self._unknown_log = RateLimited(log)
         self._stale_log = RateLimited(log)
@@ -292,10 +293,11 @@ class Pipeline:
     def _dispatch(self, out: Evaluated) -> None:
         """The receivers' messages for the batch's events. A failure here is a defect: it
         is logged and the events still go to the sinks (the webhook has every one)."""
-        if self._dispatcher is None or not out.events:
+        if self.dispatcher is None:
             return
         try:
-            out.notices = self._dispatcher.notices(out.events)
+            out.notices = self.dispatcher.notices(out.events, out.clock)
+            out.groups = self.dispatcher.group_changes()
         except Exception:
             log.exception("dispatch failed for a batch; its events still go to the sinks")
             self._metrics.delivery_failures.labels("dispatch", "error").inc()
@@ -408,6 +410,7 @@ def commit(outbox: Outbox, ev: Evaluated) -> None:
         snapshot=ev.snapshot,
         clock=ev.clock,
         notices=ev.notices,
+        groups=ev.groups,
     )
 
 

@@ -71,6 +71,9 @@ def bin_full(status: AlertStatus = AlertStatus.FIRING) -> AlertEvent:
     )  # fmt: skip
 
 
+T_BIN = 1_790_000_000.0  # event time of the bin alerts
+
+
 def dispatcher(metrics: Metrics | None = None) -> Dispatcher:
     per = {"grid_worker/sms": True}
     return Dispatcher(SPEC, REGISTRY, metrics or Metrics(), per_recipient=per, builtin=("webhook",))
@@ -104,15 +107,16 @@ class TestNotices:
     def test_locale_and_severity_words(self) -> None:
         """zh-CN receivers read 紧急/告警; an en receiver reads English."""
         zh = dispatcher().notices([sos()])[0].message.title
-        en = next(
-            n for n in dispatcher().notices([bin_full()]) if n.sink == "sanitation/feishu"
-        ).message.title
+        later = T_BIN + 30
+        en = next(n for n in dispatcher().notices([bin_full()], later) if n.sink == "sanitation/feishu")
+        assert en.message.title.startswith("[WARNING FIRING]")
         assert zh.startswith("【紧急·告警】")
-        assert en.startswith("[WARNING FIRING]")
 
     def test_resolved_only_to_receivers_that_want_it(self) -> None:
         """`send_resolved: false` (sanitation) gets the firing but not the resolved."""
-        sinks = {n.sink for n in dispatcher().notices([bin_full(AlertStatus.RESOLVED)])}
+        d = dispatcher()
+        d.notices([bin_full()], T_BIN + 30)
+        sinks = {n.sink for n in d.notices([bin_full(AlertStatus.RESOLVED)], T_BIN + 400)}
         assert "sanitation/feishu" not in sinks
         assert "grid_worker/wecom" in sinks
 
@@ -224,3 +228,83 @@ def test_channel_worker_retries_and_dead_letters(tmp_path: Path) -> None:
     assert '"m2"' in record
     assert "bad token" in record
     ob.close()
+
+
+def bins(
+    n: int, *, grid: str = "g1", at: float = T_BIN, status: AlertStatus = AlertStatus.FIRING
+) -> list[AlertEvent]:
+    return [
+        dataclasses.replace(
+            bin_full(status), event_id=f"ev-bin-{grid}-{i}-{status.value}", fingerprint=f"fp-bin-{grid}-{i}",
+            device_id=f"bin-{i}", grid=grid, summary=f"Bin bin-{i} full", event_time=at + i, starts_at=at + i,
+        )
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def sanitation(notices: list[Notice]) -> list[Notice]:
+    return [n for n in notices if n.sink == "sanitation/feishu"]
+
+
+class TestGrouping:
+    """Ordinary alerts gathered per receiver, route and group_by labels (issue 9, point 4)."""
+
+    def test_twelve_bins_in_one_grid_are_one_message_after_group_wait(self) -> None:
+        """Nothing before group_wait (30 s, event time); then one message listing all twelve."""
+        d = dispatcher()
+        assert sanitation(d.notices(bins(12), T_BIN + 20)) == []
+        sent = sanitation(d.notices([], T_BIN + 41))
+        assert len(sent) == 1
+        assert sent[0].message.title.startswith("[WARNING] 12 alerts")
+        assert sum(line.startswith("- Bin") for line in sent[0].message.text.splitlines()) == 12
+
+    def test_other_labels_make_another_group(self) -> None:
+        """group_by [community, grid, rule] (the default): bins of two grids are two messages."""
+        d = dispatcher()
+        sent = sanitation(d.notices([*bins(2), *bins(3, grid="g2")], T_BIN + 60))
+        assert sorted(len(n.message.text.splitlines()) for n in sent) == [4, 5]
+
+    def test_changes_wait_for_group_interval_and_resolved_are_told_once(self) -> None:
+        """After a send, a change goes out only group_interval (5 min) later; a resolved
+        alert is listed once and then leaves the group."""
+        d = dispatcher()
+        d.notices(bins(2), T_BIN + 40)
+
+        def grid(notices: list[Notice]) -> list[Notice]:  # the grid worker wants resolves
+            return [n for n in notices if n.sink == "grid_worker/wecom"]
+
+        assert grid(d.notices(bins(1, status=AlertStatus.RESOLVED), T_BIN + 100)) == []
+        later = grid(d.notices([], T_BIN + 40 + 300))
+        assert len(later) == 1
+        assert "[已恢复]" in later[0].message.text
+        assert {k.split("\x1f")[0]: set(g.alerts) for k, g in d.groups.open.items()} == {
+            "grid_worker": {"fp-bin-g1-1"},
+            "sanitation": {"fp-bin-g1-1"},  # send_resolved: false, yet bin-0 left its group
+        }
+
+    def test_unchanged_firing_group_is_repeated_after_repeat_interval(self) -> None:
+        """A group still firing and unchanged is sent again after repeat_interval (4 h)."""
+        d = dispatcher()
+        d.notices(bins(2), T_BIN + 40)
+        assert sanitation(d.notices([], T_BIN + 3600)) == []
+        assert len(sanitation(d.notices([], T_BIN + 40 + 4 * 3600))) == 1
+
+    def test_life_safety_is_never_grouped(self) -> None:
+        """An SOS goes out in the batch it fired in, with no clock at all."""
+        assert {n.sink for n in dispatcher().notices([sos()])} >= {"desk/wecom"}
+
+    def test_waiting_group_survives_a_restart(self, tmp_path: Path) -> None:
+        """Group state committed with the batch is restored: the message after a crash is
+        the one (same id) a daemon that never stopped would send."""
+        steady = dispatcher()
+        steady.notices(bins(3), T_BIN + 10)
+        want = [n.message.id for n in sanitation(steady.notices([], T_BIN + 45))]
+        first = dispatcher()
+        first.notices(bins(3), T_BIN + 10)
+        ob = outbox(tmp_path)
+        ob.commit([], groups=first.group_changes())
+        again = dispatcher()
+        again.groups.load(ob.dispatch_groups())
+        ob.close()
+        assert want
+        assert [n.message.id for n in sanitation(again.notices([], T_BIN + 45))] == want

@@ -15,10 +15,11 @@ from zoneinfo import ZoneInfo
 
 from sensord._metrics import Metrics
 from sensord._registry import Registry
-from sensord._types import AlertEvent, AlertStatus
+from sensord._types import AlertEvent, AlertStatus, Severity
 from sensord.channels import Message, Recipient
+from sensord.dispatch._group import Group, Groups
 from sensord.dispatch._recipients import recipients
-from sensord.dispatch._render import Text, render
+from sensord.dispatch._render import Text, render, render_group
 from sensord.dispatch._routing import Router, alert_labels
 from sensord.dispatch._spec import DispatchSpec
 from sensord.outbox import Notice
@@ -50,60 +51,104 @@ class Dispatcher:
         self._registry = registry
         self._metrics = metrics
         self._tz = ZoneInfo(spec.timezone)
+        self.groups = Groups()
 
-    def notices(self, events: Sequence[AlertEvent]) -> list[Notice]:
+    def notices(self, events: Sequence[AlertEvent], clock: float | None = None) -> list[Notice]:
+        """The messages a batch's events make now: life-safety at once, ordinary ones
+        into their groups; then every group due at `clock` (the stream's event time)."""
         out: list[Notice] = []
         for e in events:
             if e.status not in (AlertStatus.FIRING, AlertStatus.RESOLVED):
                 continue
-            for routed in self.router.route(alert_labels(e), e.dispatch):
+            labels = alert_labels(e)
+            for routed in self.router.route(labels, e.dispatch):
                 receiver = self._receivers.get(routed.receiver)
                 if receiver is None:  # a built-in receiver: sinks.webhook has every event
                     continue
                 if e.status is AlertStatus.RESOLVED and not receiver.send_resolved:
+                    # Not told, but no longer firing: it must not be repeated with its group.
+                    self.groups.forget(e, routed, labels)
                     continue
-                out.extend(self._for_receiver(e, routed.receiver))
+                if e.life_safety:
+                    out.extend(self._single(e, receiver.name))
+                else:
+                    self.groups.add(e, routed, labels)
+        if clock is not None:
+            for g in self.groups.take_due(clock):
+                out.extend(self._grouped(g, clock))
         return out
 
-    def _for_receiver(self, e: AlertEvent, name: str) -> list[Notice]:
+    def group_changes(self) -> dict[str, bytes | None]:
+        """Group states changed since the last call, to commit with the batch."""
+        return self.groups.changes()
+
+    def _single(self, e: AlertEvent, name: str) -> list[Notice]:
         receiver = self._receivers[name]
-        people = recipients(
-            receiver, device_id=e.device_id, community=e.community, grid=e.grid, registry=self._registry
-        )
+        people = self._people(name, [e])
         words = render(
             e, locale=receiver.locale, tz=self._tz, sensitive=receiver.sensitive, answer_id=e.fingerprint
         )
+        return self._messages(name, e.event_id, words, people, (e.severity, e.life_safety, e.fingerprint))
+
+    def _grouped(self, g: Group, clock: float) -> list[Notice]:
+        receiver = self._receivers[g.receiver]
+        events = sorted(g.alerts.values(), key=lambda e: (e.event_time, e.fingerprint))
+        answer = hashlib.sha256(g.key.encode()).hexdigest()[:16]
+        words = render_group(
+            events, labels=g.labels, locale=receiver.locale, tz=self._tz, sensitive=receiver.sensitive,
+            answer_id=answer,
+        )  # fmt: skip
+        worst = max(
+            (e.severity for e in events), key=lambda s: ("info", "warning", "critical").index(s.value)
+        )
+        people = self._people(g.receiver, events)
+        return self._messages(g.receiver, f"{g.key}@{clock!r}", words, people, (worst, False, answer))
+
+    def _people(self, name: str, events: Sequence[AlertEvent]) -> tuple[Recipient, ...]:
+        """Everyone the receiver reaches for these alerts, each once."""
+        receiver = self._receivers[name]
+        found: dict[tuple[str, str | None], Recipient] = {}
+        for e in events:
+            for p in recipients(
+                receiver, device_id=e.device_id, community=e.community, grid=e.grid, registry=self._registry
+            ):
+                found.setdefault((p.name, p.phone), p)
+        return tuple(found.values())
+
+    def _messages(
+        self,
+        name: str,
+        base_id: str,
+        words: Text,
+        people: Sequence[Recipient],
+        what: tuple[Severity, bool, str],
+    ) -> list[Notice]:
+        """One message per channel of the receiver (per phoned person for SMS)."""
+        severity, life_safety, ack = what
         out: list[Notice] = []
         for sink in self._sinks[name]:
-            if not self._per_recipient.get(sink, False):
-                out.append(Notice(sink, self._message(e, (name, sink), words, people)))
-                continue
-            phones = [p for p in people if p.phone]
-            if not phones:
+            per_person = self._per_recipient.get(sink, False)
+            targets = (
+                [(p.phone or "", (p,)) for p in people if p.phone] if per_person else [("", tuple(people))]
+            )
+            if per_person and not targets:
                 self._metrics.unreachable.labels(name).inc()
             out.extend(
                 Notice(
                     sink,
-                    self._message(e, (name, sink), words, (p,), p.phone or ""),
+                    Message(
+                        id=message_id(base_id, sink, person),
+                        receiver=name,
+                        severity=severity,
+                        life_safety=life_safety,
+                        title=words.title,
+                        text=words.text,
+                        markdown=words.markdown,
+                        recipients=who,
+                        ack=ack,
+                    ),
                 )
-                for p in phones
+                for person, who in targets
             )
         self._metrics.notices.labels(name).inc(len(out))
         return out
-
-    @staticmethod
-    def _message(
-        e: AlertEvent, sink: tuple[str, str], words: Text, people: Sequence[Recipient], person: str = ""
-    ) -> Message:
-        receiver, sink_name = sink
-        return Message(
-            id=message_id(e.event_id, sink_name, person),
-            receiver=receiver,
-            severity=e.severity,
-            life_safety=e.life_safety,
-            title=words.title,
-            text=words.text,
-            markdown=words.markdown,
-            recipients=tuple(people),
-            ack=e.fingerprint,
-        )

@@ -78,3 +78,42 @@ def _place(event: AlertEvent, w: dict[str, str]) -> list[str]:
 
 def _local(ts: float, tz: ZoneInfo) -> str:
     return datetime.fromtimestamp(ts, tz).strftime("%Y-%m-%d %H:%M:%S")
+
+
+_GROUP_WORDS = {
+    "zh-CN": {"alerts": "{n} 条告警", "more": "……另有 {k} 条", "resolved": " [已恢复]", "firing": ""},
+    "en": {"alerts": "{n} alerts", "more": "... and {k} more", "resolved": " (resolved)", "firing": ""},
+}
+# A grouped message lists this many alerts; the rest are counted (SMS and chat limits).
+MAX_LINES = 20
+
+
+def render_group(  # noqa: PLR0913 - the parts of one grouped message
+    events: list[AlertEvent],
+    *,
+    labels: dict[str, str],
+    locale: str,
+    tz: ZoneInfo,
+    sensitive: bool,
+    answer_id: str,
+) -> Text:
+    """One message for a group of ordinary alerts: how many, where, and one line each."""
+    if len(events) == 1:
+        return render(events[0], locale=locale, tz=tz, sensitive=sensitive, answer_id=answer_id)
+    w, g = _WORDS[locale], _GROUP_WORDS[locale]
+    worst = max(events, key=lambda e: ("info", "warning", "critical").index(e.severity.value))
+    sev = _SEVERITY[locale][worst.severity.value]
+    count = g["alerts"].format(n=len(events))
+    where = " ".join(f"{k}={v}" for k, v in labels.items() if v)
+    title = f"【{sev}】{count} {where}" if locale == "zh-CN" else f"[{sev}] {count}: {where}"
+    lines = [title]
+    for e in events[:MAX_LINES]:
+        place = " ".join(_place(e, w))
+        state = g["resolved"] if e.status is AlertStatus.RESOLVED else g["firing"]
+        lines.append(f"- {e.summary}{state} {place} {_local(e.starts_at, tz)}".rstrip())
+    if len(events) > MAX_LINES:
+        lines.append(g["more"].format(k=len(events) - MAX_LINES))
+    lines.append(f"{w['answer']}: {answer_id}")
+    text = "\n".join(lines)
+    markdown = "\n".join([f"**{title}**", *lines[1:]])
+    return Text(title, text, markdown)

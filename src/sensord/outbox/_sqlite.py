@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -62,6 +62,11 @@ CREATE TABLE IF NOT EXISTS notices (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS notices_due ON notices (sink, life_safety DESC, seq);
+-- Dispatch groups waiting to be sent (ordinary alerts gathered per receiver and labels).
+CREATE TABLE IF NOT EXISTS dispatch_groups (
+    key TEXT PRIMARY KEY,
+    body BLOB NOT NULL
+) WITHOUT ROWID;
 -- The stream's event-time clock after the last committed batch: a restart resumes it, so
 -- an ack read first after a crash is dated as a daemon that never stopped would date it.
 CREATE TABLE IF NOT EXISTS stream_clock (
@@ -197,6 +202,7 @@ class Outbox:
         snapshot: bytes | None = None,
         clock: float | None = None,
         notices: Sequence[Notice] = (),
+        groups: Mapping[str, bytes | None] | None = None,
     ) -> int:
         """Store events for every sink and update the checkpoint, in one durable transaction.
 
@@ -225,6 +231,11 @@ class Outbox:
             if new:
                 shed = self._shed_over_bound(new)
             life_safety |= self._store_notices(notices, now)
+            for key, body in (groups or {}).items():
+                if body is None:
+                    self._db.execute("DELETE FROM dispatch_groups WHERE key = ?", (key,))
+                else:
+                    self._db.execute("INSERT OR REPLACE INTO dispatch_groups VALUES (?, ?)", (key, body))
             self._write_state(upsert_active, delete_active, snapshot, clock, now)
         for sink in self._sinks:
             self._depth[sink] += new
@@ -324,6 +335,10 @@ class Outbox:
         """The last saved engine state, if any."""
         row = self._db.execute("SELECT body FROM engine_snapshot WHERE id = 1").fetchone()
         return bytes(row[0]) if row else None
+
+    def dispatch_groups(self) -> list[bytes]:
+        """The dispatch groups waiting to be sent, as committed."""
+        return [bytes(r[0]) for r in self._db.execute("SELECT body FROM dispatch_groups")]
 
     def stream_clock(self) -> float | None:
         """The event-time clock after the last committed batch, if any."""
