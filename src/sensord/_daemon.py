@@ -220,7 +220,7 @@ class Daemon:
         rows = [decode_active(b) for b in self.outbox.active_rows()]
         self.pipeline.engine.restore(rows)
         if self.pipeline.dispatcher is not None:
-            self.pipeline.dispatcher.groups.load(self.outbox.dispatch_groups())
+            self.pipeline.dispatcher.load(self.outbox.dispatch_state())
         self._last_snapshot = time.monotonic()
         return len(rows)
 

@@ -103,3 +103,9 @@ class Metrics:
             ["receiver"],
             registry=r,
         )
+        self.inhibited = Counter(
+            "sensord_notices_inhibited",
+            "Alerts held back by an inhibit rule (sent later if they still fire when it lets go)",
+            ["rule"],
+            registry=r,
+        )

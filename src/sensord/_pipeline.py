@@ -45,7 +45,7 @@ class Evaluated:
     snapshot: bytes | None = None
     clock: float | None = None  # the event-time clock after the batch, kept with it
     notices: list[Notice] = field(default_factory=list)  # dispatch messages for the events
-    groups: dict[str, bytes | None] = field(default_factory=dict)  # dispatch groups changed
+    groups: dict[str, bytes | None] = field(default_factory=dict)  # dispatch state changed
 
     def drop(self, fingerprints: Iterable[str]) -> None:
         for fp in fingerprints:
@@ -297,7 +297,7 @@ class Pipeline:
             return
         try:
             out.notices = self.dispatcher.notices(out.events, out.clock)
-            out.groups = self.dispatcher.group_changes()
+            out.groups = self.dispatcher.state_changes()
         except Exception:
             log.exception("dispatch failed for a batch; its events still go to the sinks")
             self._metrics.delivery_failures.labels("dispatch", "error").inc()

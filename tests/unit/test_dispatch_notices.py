@@ -302,9 +302,90 @@ class TestGrouping:
         first = dispatcher()
         first.notices(bins(3), T_BIN + 10)
         ob = outbox(tmp_path)
-        ob.commit([], groups=first.group_changes())
+        ob.commit([], groups=first.state_changes())
         again = dispatcher()
-        again.groups.load(ob.dispatch_groups())
+        again.load(ob.dispatch_state())
         ob.close()
         assert want
         assert [n.message.id for n in sanitation(again.notices([], T_BIN + 45))] == want
+
+
+INHIBIT = spec_from(
+    {
+        "receivers": [{"name": "ops", "channels": [{"type": "wecom"}]}],
+        "route": {"receiver": "ops", "group_wait": "0s"},
+        "inhibit_rules": [
+            {
+                "source_matchers": ['rule="community_silent"'],
+                "target_matchers": ['rule="bin_silent"'],
+                "equal": ["community"],
+                "reason": "gateway down",
+            }
+        ],
+    }
+)
+
+
+def silent(rule: str, community: str, at: float, status: AlertStatus = AlertStatus.FIRING) -> AlertEvent:
+    return dataclasses.replace(
+        bin_full(status), rule=rule, fingerprint=f"fp-{rule}-{community}", community=community,
+        event_id=f"ev-{rule}-{community}-{status.value}-{at}", event_time=at, starts_at=at, dispatch=(),
+    )  # fmt: skip
+
+
+class TestInhibition:
+    """Symptoms held back while their cause fires, and told after (issue 9, point 5)."""
+
+    def d(self) -> Dispatcher:
+        return Dispatcher(INHIBIT, REGISTRY, Metrics(), per_recipient={})
+
+    def test_source_holds_targets_of_its_community_only(self) -> None:
+        """While maple is silent, maple's bin_silent is held; river's is sent."""
+        d = self.d()
+        d.notices([silent("community_silent", "maple", T_BIN)], T_BIN)
+        sent = d.notices(
+            [silent("bin_silent", "maple", T_BIN + 1), silent("bin_silent", "river", T_BIN + 1)], T_BIN + 1
+        )
+        assert [("maple" in n.message.text, "river" in n.message.text) for n in sent] == [(False, True)]
+        assert set(d.inhibitor.held) == {"fp-bin_silent-maple"}
+
+    def test_held_alert_still_firing_is_sent_when_the_source_ends(self) -> None:
+        """The community comes back; its bin that is still silent is told then."""
+        d = self.d()
+        d.notices(
+            [silent("community_silent", "maple", T_BIN), silent("bin_silent", "maple", T_BIN + 1)], T_BIN + 1
+        )
+        back = d.notices([silent("community_silent", "maple", T_BIN + 9, AlertStatus.RESOLVED)], T_BIN + 9)
+        assert any("Bin" in n.message.text for n in back)
+        assert d.inhibitor.held == {}
+
+    def test_held_alert_that_ends_while_held_is_never_told(self) -> None:
+        """A bin silent only during the outage: no firing, no resolved, nothing."""
+        d = self.d()
+        d.notices(
+            [silent("community_silent", "maple", T_BIN), silent("bin_silent", "maple", T_BIN + 1)], T_BIN + 1
+        )
+        quiet = d.notices([silent("bin_silent", "maple", T_BIN + 5, AlertStatus.RESOLVED)], T_BIN + 5)
+        ended = d.notices([silent("community_silent", "maple", T_BIN + 9, AlertStatus.RESOLVED)], T_BIN + 9)
+        assert [n for n in quiet + ended if "Bin" in n.message.title] == []
+
+    def test_life_safety_is_never_held(self) -> None:
+        """A life-safety alert matching the targets still goes out at once."""
+        d = self.d()
+        d.notices([silent("community_silent", "maple", T_BIN)], T_BIN)
+        sos_like = dataclasses.replace(silent("bin_silent", "maple", T_BIN + 1), life_safety=True)
+        assert d.notices([sos_like], T_BIN + 1)
+
+    def test_inhibition_state_survives_a_restart(self, tmp_path: Path) -> None:
+        """Sources and held alerts are committed with the batch and restored."""
+        d = self.d()
+        d.notices(
+            [silent("community_silent", "maple", T_BIN), silent("bin_silent", "maple", T_BIN + 1)], T_BIN + 1
+        )
+        ob = outbox(tmp_path)
+        ob.commit([], groups=d.state_changes())
+        again = self.d()
+        again.load(ob.dispatch_state())
+        ob.close()
+        assert set(again.inhibitor.sources) == {"fp-community_silent-maple"}
+        assert set(again.inhibitor.held) == {"fp-bin_silent-maple"}

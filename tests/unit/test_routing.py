@@ -206,7 +206,9 @@ class TestCheck:
 
     def test_route_no_alert_can_match(self, tmp_path: Path) -> None:
         """A misspelt family matches no alert: reported with its line and matchers."""
-        got = problems(tmp_path, BASE.replace('family="lift"', 'family="lifts"'))
+        got = problems(
+            tmp_path, BASE.replace("- matchers: ['family=\"lift\"']", "- matchers: ['family=\"lifts\"']")
+        )
         assert len(got) == 1
         assert 'route.routes[4]: no alert can match family="lifts"' in got[0]
 
@@ -275,3 +277,33 @@ class TestRoutesTest:
         cfg, _ = shipped(tmp_path)
         assert main(["routes", "test", "-c", str(cfg), "--device", "nope"]) == 1
         assert "not in the registry" in capsys.readouterr().err
+
+
+class TestInhibitCheck:
+    def test_shipped_inhibit_rules_are_clean(self, tmp_path: Path) -> None:
+        """The shipped inhibit rules hold back no life-safety alert and match real alerts."""
+        assert "inhibit_rules" in BASE
+        assert problems(tmp_path, BASE) == []
+
+    def test_rule_that_could_hold_back_life_safety_is_refused(self, tmp_path: Path) -> None:
+        """Targets that include a life-safety alert (a trapped passenger) are refused at their line."""
+        text = BASE.replace(
+            "target_matchers: ['family=\"lift\"', 'life_safety=\"false\"']",
+            "target_matchers: ['family=\"lift\"']",
+        )
+        got = problems(tmp_path, text)
+        assert len(got) == 1
+        assert "inhibit_rules[1]: its targets include life-safety alerts (" in got[0]
+        assert "lift_trapped_passenger" in got[0]
+
+    def test_rule_matching_nothing_is_refused(self, tmp_path: Path) -> None:
+        """A misspelt source rule matches no alert: reported."""
+        got = problems(
+            tmp_path,
+            BASE.replace(
+                "source_matchers: ['rule=\"community_silent\"']",
+                "source_matchers: ['rule=\"community_silence\"']",
+            ),
+        )
+        assert len(got) == 1
+        assert "inhibit_rules[0]: no alert can match its source matchers" in got[0]

@@ -83,6 +83,7 @@ def check_dispatch(loaded: LoadedDispatch, router: Router, rules: RuleSet, regis
                     "there, or move this route up)"
                 )
             problems.append(f"{loaded.where(*node.loc)}: {node.name}: {why}")
+    problems.extend(_inhibit_problems(loaded, router, shapes))
     if router.spec.rule_dispatch:
         for shape in shapes:
             problems.extend(
@@ -92,6 +93,29 @@ def check_dispatch(loaded: LoadedDispatch, router: Router, rules: RuleSet, regis
                 if name not in router.receivers and shape.labels["rule"] != COMMUNITY_RULE
             )
     return sorted(set(problems), key=problems.index)
+
+
+def _inhibit_problems(loaded: LoadedDispatch, router: Router, shapes: list[Shape]) -> list[str]:
+    """Inhibit rules that could hold back a life-safety alert, or that match nothing."""
+    problems = []
+    for i, rule in enumerate(router.spec.inhibit_rules):
+        targets = [s for s in shapes if all(m.matches(s.labels) for m in rule.target_matchers)]
+        sources = [s for s in shapes if all(m.matches(s.labels) for m in rule.source_matchers)]
+        safety = sorted({s.labels["rule"] for s in targets if s.labels["life_safety"] == "true"})
+        if safety:
+            problems.append(
+                f"{loaded.where('inhibit_rules', i, 'target_matchers')}: inhibit_rules[{i}]: its targets "
+                f"include life-safety alerts ({', '.join(safety)}), which are never held back; narrow "
+                'target_matchers (e.g. add life_safety="false")'
+            )
+        sides = (("source", sources, "source_matchers"), ("target", targets, "target_matchers"))
+        for what, found, key in sides:
+            if not found:
+                problems.append(
+                    f"{loaded.where('inhibit_rules', i, key)}: inhibit_rules[{i}]: no alert can match its "
+                    f"{what} matchers (no such rule, family or place)"
+                )
+    return problems
 
 
 def _receiver_problems(loaded: LoadedDispatch, router: Router) -> list[str]:

@@ -120,13 +120,13 @@ class Groups:
             self._dirty.add(key)
         return out
 
-    def changes(self) -> dict[str, bytes | None]:
-        """Rows to commit: each changed group's state, or None for a closed one."""
-        rows = {k: (self.open[k].encode() if k in self.open else None) for k in self._dirty}
-        self._dirty.clear()
-        return rows
-
     def load(self, rows: Iterable[bytes]) -> None:
         for raw in rows:
             g = Group.decode(raw)
             self.open[g.key] = g
+
+    def changes(self) -> dict[str, bytes | None]:
+        """Rows to commit (keyed `group\x1f<key>`): each changed group's state, or None."""
+        rows = {f"group\x1f{k}": (self.open[k].encode() if k in self.open else None) for k in self._dirty}
+        self._dirty.clear()
+        return rows

@@ -10,6 +10,7 @@ the same message ids (they are derived from the event id), which the outbox igno
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Mapping, Sequence
 from zoneinfo import ZoneInfo
 
@@ -18,11 +19,14 @@ from sensord._registry import Registry
 from sensord._types import AlertEvent, AlertStatus, Severity
 from sensord.channels import Message, Recipient
 from sensord.dispatch._group import Group, Groups
+from sensord.dispatch._inhibit import Inhibitor
 from sensord.dispatch._recipients import recipients
 from sensord.dispatch._render import Text, render, render_group
 from sensord.dispatch._routing import Router, alert_labels
 from sensord.dispatch._spec import DispatchSpec
 from sensord.outbox import Notice
+
+log = logging.getLogger("sensord.dispatch")
 
 
 def message_id(event_id: str, sink: str, person: str = "") -> str:
@@ -52,35 +56,65 @@ class Dispatcher:
         self._metrics = metrics
         self._tz = ZoneInfo(spec.timezone)
         self.groups = Groups()
+        self.inhibitor = Inhibitor(spec.inhibit_rules)
 
     def notices(self, events: Sequence[AlertEvent], clock: float | None = None) -> list[Notice]:
         """The messages a batch's events make now: life-safety at once, ordinary ones
-        into their groups; then every group due at `clock` (the stream's event time)."""
+        into their groups (unless an inhibit rule holds them back); then every group due
+        at `clock` (the stream's event time)."""
         out: list[Notice] = []
+        inhibitor = self.inhibitor
         for e in events:
             if e.status not in (AlertStatus.FIRING, AlertStatus.RESOLVED):
                 continue
             labels = alert_labels(e)
-            for routed in self.router.route(labels, e.dispatch):
-                receiver = self._receivers.get(routed.receiver)
-                if receiver is None:  # a built-in receiver: sinks.webhook has every event
-                    continue
-                if e.status is AlertStatus.RESOLVED and not receiver.send_resolved:
-                    # Not told, but no longer firing: it must not be repeated with its group.
-                    self.groups.forget(e, routed, labels)
-                    continue
-                if e.life_safety:
-                    out.extend(self._single(e, receiver.name))
-                else:
-                    self.groups.add(e, routed, labels)
+            inhibitor.observe(e, labels)
+            if e.status is AlertStatus.RESOLVED and inhibitor.drop(e):
+                continue  # held back all along: never told, so nothing to close
+            if e.status is AlertStatus.FIRING and (rule := inhibitor.holding(e, labels)) is not None:
+                inhibitor.hold(e)
+                self._metrics.inhibited.labels(e.rule).inc()
+                log.info(
+                    "alert held back by an inhibit rule; sent if it still fires when the rule lets go",
+                    extra={"fields": {"rule": e.rule, "device_id": e.device_id, "reason": rule.reason}},
+                )
+                continue
+            out.extend(self._route(e, labels))
+        if inhibitor.held:
+            for e in inhibitor.released({fp: alert_labels(h) for fp, h in inhibitor.held.items()}):
+                out.extend(self._route(e, alert_labels(e)))
         if clock is not None:
             for g in self.groups.take_due(clock):
                 out.extend(self._grouped(g, clock))
         return out
 
-    def group_changes(self) -> dict[str, bytes | None]:
-        """Group states changed since the last call, to commit with the batch."""
-        return self.groups.changes()
+    def _route(self, e: AlertEvent, labels: dict[str, str]) -> list[Notice]:
+        out: list[Notice] = []
+        for routed in self.router.route(labels, e.dispatch):
+            receiver = self._receivers.get(routed.receiver)
+            if receiver is None:  # a built-in receiver: sinks.webhook has every event
+                continue
+            if e.status is AlertStatus.RESOLVED and not receiver.send_resolved:
+                # Not told, but no longer firing: it must not be repeated with its group.
+                self.groups.forget(e, routed, labels)
+                continue
+            if e.life_safety:
+                out.extend(self._single(e, receiver.name))
+            else:
+                self.groups.add(e, routed, labels)
+        return out
+
+    def state_changes(self) -> dict[str, bytes | None]:
+        """Dispatch state changed since the last call (groups, inhibition), to commit with
+        the batch."""
+        return {**self.groups.changes(), **self.inhibitor.changes()}
+
+    def load(self, rows: Sequence[tuple[str, bytes]]) -> None:
+        """The state committed before a restart."""
+        self.groups.load(body for key, body in rows if key.startswith("group\x1f"))
+        for key, body in rows:
+            if key.startswith("inhibit\x1f"):
+                self.inhibitor.load(key.removeprefix("inhibit\x1f"), body)
 
     def _single(self, e: AlertEvent, name: str) -> list[Notice]:
         receiver = self._receivers[name]

@@ -147,11 +147,23 @@ class Route(_Frozen):
     routes: tuple[Route, ...] = ()
 
 
+class InhibitRule(_Frozen):
+    """While an alert matching `source_matchers` fires, ordinary alerts matching
+    `target_matchers` with the same values of the `equal` labels are held back (told
+    once the source ends, if they still fire). `reason` is required: it is logged."""
+
+    source_matchers: Annotated[tuple[MatcherField, ...], Field(min_length=1)]
+    target_matchers: Annotated[tuple[MatcherField, ...], Field(min_length=1)]
+    equal: tuple[str, ...] = ()
+    reason: Annotated[str, Field(min_length=1)]
+
+
 class DispatchSpec(_Frozen):
     """The whole dispatch file."""
 
     receivers: tuple[Receiver, ...] = ()
     route: Route = Route()
+    inhibit_rules: tuple[InhibitRule, ...] = ()
     # Times in messages (and, later, quiet hours) are local to the communities.
     timezone: str = "Asia/Shanghai"
     # The receivers a rule names in `dispatch:` are reached too (with the settings of the

@@ -62,8 +62,8 @@ CREATE TABLE IF NOT EXISTS notices (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS notices_due ON notices (sink, life_safety DESC, seq);
--- Dispatch groups waiting to be sent (ordinary alerts gathered per receiver and labels).
-CREATE TABLE IF NOT EXISTS dispatch_groups (
+-- Dispatch state: groups waiting to be sent, inhibiting alerts and the alerts they hold.
+CREATE TABLE IF NOT EXISTS dispatch_state (
     key TEXT PRIMARY KEY,
     body BLOB NOT NULL
 ) WITHOUT ROWID;
@@ -233,9 +233,9 @@ class Outbox:
             life_safety |= self._store_notices(notices, now)
             for key, body in (groups or {}).items():
                 if body is None:
-                    self._db.execute("DELETE FROM dispatch_groups WHERE key = ?", (key,))
+                    self._db.execute("DELETE FROM dispatch_state WHERE key = ?", (key,))
                 else:
-                    self._db.execute("INSERT OR REPLACE INTO dispatch_groups VALUES (?, ?)", (key, body))
+                    self._db.execute("INSERT OR REPLACE INTO dispatch_state VALUES (?, ?)", (key, body))
             self._write_state(upsert_active, delete_active, snapshot, clock, now)
         for sink in self._sinks:
             self._depth[sink] += new
@@ -336,9 +336,9 @@ class Outbox:
         row = self._db.execute("SELECT body FROM engine_snapshot WHERE id = 1").fetchone()
         return bytes(row[0]) if row else None
 
-    def dispatch_groups(self) -> list[bytes]:
-        """The dispatch groups waiting to be sent, as committed."""
-        return [bytes(r[0]) for r in self._db.execute("SELECT body FROM dispatch_groups")]
+    def dispatch_state(self) -> list[tuple[str, bytes]]:
+        """The dispatch stage's state rows (key, body), as committed."""
+        return [(str(k), bytes(b)) for k, b in self._db.execute("SELECT key, body FROM dispatch_state")]
 
     def stream_clock(self) -> float | None:
         """The event-time clock after the last committed batch, if any."""
