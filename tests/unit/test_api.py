@@ -9,6 +9,7 @@ import pytest
 
 PACKAGES = [
     "sensord.alerts",
+    "sensord.channels",
     "sensord.decode",
     "sensord.ingest",
     "sensord.outbox",

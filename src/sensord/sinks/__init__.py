@@ -4,7 +4,7 @@ from sensord.sinks._base import Sink
 from sensord.sinks._deadletter import DeadLetter
 from sensord.sinks._deadletter_mqtt import DeadLetterForwarder
 from sensord.sinks._delivery import backoff, deliver_forever
-from sensord.sinks._http import retry_after
+from sensord.sinks._http import classify, retry_after, transport_error
 from sensord.sinks._influx import InfluxSink, alert_line, line, telemetry_lines
 from sensord.sinks._memory import MemorySink
 from sensord.sinks._webhook import WebhookSink, sign, verify, webhook_body
@@ -18,11 +18,13 @@ __all__ = [
     "WebhookSink",
     "alert_line",
     "backoff",
+    "classify",
     "deliver_forever",
     "line",
     "retry_after",
     "sign",
     "telemetry_lines",
+    "transport_error",
     "verify",
     "webhook_body",
 ]

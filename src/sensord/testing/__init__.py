@@ -1,5 +1,6 @@
 """Test helpers shipped with sensord, so operators and field testers can test too:
-real servers on free ports, an in-memory source, a webhook receiver that verifies, and
+real servers on free ports (an SMTP server among them), an in-memory source, a webhook
+receiver that verifies, and
 the fault-injection scenarios (daemon or broker SIGKILLed, sinks down) with their judge."""
 
 from sensord.sinks import MemorySink
@@ -20,11 +21,13 @@ from sensord.testing._servers import (
     start_nats,
     start_victoria_metrics,
 )
+from sensord.testing._smtp import Mail, SmtpServer, self_signed_certificate, start_smtp
 
 __all__ = [
     "Daemon",
     "Findings",
     "InfluxServer",
+    "Mail",
     "MemorySink",
     "MemorySource",
     "MosquittoServer",
@@ -32,6 +35,7 @@ __all__ = [
     "Publisher",
     "Received",
     "Run",
+    "SmtpServer",
     "VictoriaMetricsServer",
     "WebhookReceiver",
     "Workload",
@@ -40,9 +44,11 @@ __all__ = [
     "free_port",
     "judge",
     "reference",
+    "self_signed_certificate",
     "sinks_down",
     "start_influxdb_v1",
     "start_mosquitto",
     "start_nats",
+    "start_smtp",
     "start_victoria_metrics",
 ]
