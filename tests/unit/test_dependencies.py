@@ -64,7 +64,8 @@ class TestDependencies:
         """sensord.testing (shipped test helpers: the SMTP server needs aiosmtpd) imports the
         standard library, sensord, runtime dependencies or the `dev` extra, nothing else."""
         project = _project()
-        declared = {_module(d) for d in _names(project["dependencies"] + project["optional-dependencies"]["dev"])}
+        allowed = project["dependencies"] + project["optional-dependencies"]["dev"]
+        declared = {_module(d) for d in _names(allowed)}
         third_party = _imported(TESTING) - set(sys.stdlib_module_names) - {"sensord"}
         assert third_party <= declared
 

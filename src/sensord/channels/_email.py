@@ -49,6 +49,8 @@ def message_id_header(message_id: str, domain: str) -> str:
 
 def compose(message: Message, settings: EmailSettings) -> EmailMessage:
     """The email for one message: subject from the title, plain UTF-8 text body."""
+    # The SMTP policy writes CRLF line breaks, also inside the encoded body: the
+    # canonical form of text/plain (RFC 2046 4.1.1).
     mail = EmailMessage(policy=email.policy.SMTP)
     prefix = settings.urgent_prefix if message.life_safety else ""
     mail["Subject"] = prefix + message.title

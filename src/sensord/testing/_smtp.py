@@ -174,6 +174,9 @@ class SmtpServer:
         return context
 
     def start(self) -> Self:
+        """Listen (a no-op when already listening, so `with start_smtp(...)` works)."""
+        if self._controller is not None:
+            return self
         context = self._tls_context()
         kwargs: dict[str, Any] = {
             "authenticator": self._authenticate,
