@@ -85,7 +85,7 @@ class SmsSettings(_Frozen):
     TemplateParam) is filled as JSON too. Example (an Aliyun-style JSON API):
 
         url: https://sms.example.cn/api/send
-        headers: {Authorization: {credential: sms-appcode}}
+        headers: {Authorization: {credential: sms-authorization}}
         body:
           PhoneNumbers: "{phone}"
           SignName: 平安社区
@@ -102,6 +102,9 @@ class SmsSettings(_Frozen):
     method: Literal["POST", "GET"] = "POST"
     # Values are text, or a SecretRef for a token.
     headers: dict[str, str | SecretRef] = Field(default_factory=dict)
+    # Top-level body fields whose values are secrets: many form APIs take their apikey
+    # or password in the body, not in a header.
+    secret_fields: dict[str, SecretRef] = Field(default_factory=dict)
     # json: a JSON body; form: application/x-www-form-urlencoded (the query string on GET).
     body_format: Literal["json", "form"] = "json"
     body: dict[str, JsonValue]
@@ -129,12 +132,16 @@ class SmsSettings(_Frozen):
             raise ValueError("a GET request carries its fields in the query string: body_format: form")
         if "{id}" not in self.id_suffix:
             raise ValueError("id_suffix must contain {id}")
+        if clash := sorted(self.secret_fields.keys() & self.body.keys()):
+            raise ValueError(f"{clash[0]} is both in body and in secret_fields")
         compile_body(self.body, form=self.body_format == "form")
         return self
 
-    def secret_headers(self) -> dict[str, SecretRef]:
-        """The headers whose values are secrets, to read and pass to the channel."""
-        return {k: v for k, v in self.headers.items() if isinstance(v, SecretRef)}
+    def secret_refs(self) -> dict[str, SecretRef]:
+        """The secrets to read and pass to the channel, by dotted key
+        (`headers.Authorization`, `secret_fields.apikey`)."""
+        refs = {f"headers.{k}": v for k, v in self.headers.items() if isinstance(v, SecretRef)}
+        return refs | {f"secret_fields.{k}": v for k, v in self.secret_fields.items()}
 
 
 class ReceiverWebhookSettings(_Frozen):

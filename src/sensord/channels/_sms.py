@@ -39,13 +39,20 @@ class SmsChannel:
         self,
         settings: SmsSettings,
         *,
-        header_secrets: Mapping[str, SecretStr] | None = None,
+        secrets: Mapping[str, SecretStr] | None = None,
         client: httpx.AsyncClient | None = None,
         name: str = "sms",
     ) -> None:
         self.name = name
         self._settings = settings
-        self._headers = _headers(settings, header_secrets or {}, name)
+        given = secrets or {}
+        if missing := sorted(settings.secret_refs().keys() - given.keys()):
+            raise ConfigError(f"{missing[0]} is a secret; pass its value in `secrets`", key=name)
+        # Secrets stay SecretStr until a request is built, so no repr or log shows them.
+        self._headers = {
+            k: v if isinstance(v, str) else given[f"headers.{k}"] for k, v in settings.headers.items()
+        }
+        self._secret_fields = {k: given[f"secret_fields.{k}"] for k in settings.secret_fields}
         self._body = compile_body(settings.body, form=settings.body_format == "form")
         self._retryable = {_as_text(c) for c in settings.retryable_codes}
         self._client = client or httpx.AsyncClient(timeout=settings.timeout_s)
@@ -65,23 +72,28 @@ class SmsChannel:
         return recipient.phone
 
     async def _text(self, phone: str, text: str, message_id: str) -> None:
-        values = {"phone": phone, "text": text, "id": message_id}
-        s = self._settings
         try:
-            if s.body_format == "json":
-                body = orjson.dumps(self._body.json(values))
-                headers = httpx.Headers({"content-type": "application/json; charset=utf-8"})
-                headers.update(self._headers)  # the configured ones win, whatever their case
-                response = await self._client.request(s.method, s.url, content=body, headers=headers)
-            elif s.method == "GET":
-                response = await self._client.get(
-                    s.url, params=self._body.form(values), headers=self._headers
-                )
-            else:
-                response = await self._client.post(s.url, data=self._body.form(values), headers=self._headers)
+            response = await self._client.request(
+                **self._request({"phone": phone, "text": text, "id": message_id})
+            )
         except httpx.HTTPError as exc:
             raise transport_error(self.name, exc) from None
         self._judge(response)
+
+    def _request(self, values: Mapping[str, str]) -> dict[str, Any]:
+        """httpx.request arguments for one text: the body as JSON, form or query string."""
+        s = self._settings
+        headers = httpx.Headers({k: _reveal(v) for k, v in self._headers.items()})
+        secret_fields = {k: v.get_secret_value() for k, v in self._secret_fields.items()}
+        request: dict[str, Any] = {"method": s.method, "url": s.url, "headers": headers}
+        if s.body_format == "json":
+            headers.setdefault("content-type", "application/json; charset=utf-8")
+            request["content"] = orjson.dumps(self._body.json(values) | secret_fields)
+        elif s.method == "GET":
+            request["params"] = self._body.form(values) | secret_fields
+        else:
+            request["data"] = self._body.form(values) | secret_fields
+        return request
 
     def _judge(self, response: httpx.Response) -> None:
         s = self._settings
@@ -113,16 +125,8 @@ class SmsChannel:
         await self._client.aclose()
 
 
-def _headers(settings: SmsSettings, secrets: Mapping[str, SecretStr], name: str) -> dict[str, str]:
-    headers: dict[str, str] = {}
-    for key, value in settings.headers.items():
-        if isinstance(value, str):
-            headers[key] = value
-        elif key in secrets:
-            headers[key] = secrets[key].get_secret_value()
-        else:
-            raise ConfigError(f"header {key!r} is a secret; pass its value in header_secrets", key=name)
-    return headers
+def _reveal(value: str | SecretStr) -> str:
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
 
 
 def _json(response: httpx.Response) -> Any:

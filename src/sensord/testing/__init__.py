@@ -1,5 +1,5 @@
 """Test helpers shipped with sensord, so operators and field testers can test too:
-real servers on free ports (an SMTP server among them), an in-memory source, a webhook
+real servers on free ports (an SMTP server and an SMS gateway among them), an in-memory source, a webhook
 receiver that verifies, and
 the fault-injection scenarios (daemon or broker SIGKILLed, sinks down) with their judge."""
 
@@ -21,6 +21,7 @@ from sensord.testing._servers import (
     start_nats,
     start_victoria_metrics,
 )
+from sensord.testing._sms import SmsGateway, SmsRequest
 from sensord.testing._smtp import Mail, SmtpServer, self_signed_certificate, start_smtp
 
 __all__ = [
@@ -35,6 +36,8 @@ __all__ = [
     "Publisher",
     "Received",
     "Run",
+    "SmsGateway",
+    "SmsRequest",
     "SmtpServer",
     "VictoriaMetricsServer",
     "WebhookReceiver",
