@@ -106,15 +106,20 @@ class SmsChannel:
                 retry_after=retry_after(response.headers.get("retry-after")),
             )
         classify(self.name, response)
-        if s.success_field is None or _as_text(code) == _as_text(s.success_value):
+        if s.success_field is None:
             return
         if code is _MISSING:
+            # A 2xx that does not say it sent (a proxy's page, a wrong URL): counted as
+            # sent, a lost text would go unseen; dead-lettered, someone sees it. A retry
+            # would most likely get the same page.
             raise PermanentSinkError(
                 self.name, f"answer has no {s.success_field}: {response.text[:300].strip()}"
             )
-        raise PermanentSinkError(
-            self.name, f"provider refused: {s.success_field}={_as_text(code)} {self._reason(answer)}".rstrip()
-        )
+        if _as_text(code) != _as_text(s.success_value):
+            raise PermanentSinkError(
+                self.name,
+                f"provider refused: {s.success_field}={_as_text(code)} {self._reason(answer)}".rstrip(),
+            )
 
     def _reason(self, answer: Any) -> str:
         field = self._settings.message_field
