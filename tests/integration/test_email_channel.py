@@ -145,6 +145,13 @@ class TestDelivery:
         assert mail.message["Subject"] == "垃圾桶已满：2号楼"
         assert mail.message["Importance"] is None
 
+    def test_line_breaks_in_the_title_become_spaces(self, send: Send, smtp: SmtpServer) -> None:
+        """A title with a line break still makes a one-line Subject (no header injection)."""
+        send(channel(smtp), message(title="SOS\r\nBcc: everyone@example.cn"))
+        [mail] = smtp.mails()
+        assert mail.message["Subject"] == "[紧急] SOS Bcc: everyone@example.cn"
+        assert mail.recipients == (DESK, DAUGHTER)
+
     def test_recipients_are_not_shown_to_each_other(self, send: Send, smtp: SmtpServer) -> None:
         """Recipients' addresses go in the envelope only: To: shows the configured desk."""
         two = (Recipient("王芳", email=DAUGHTER), Recipient("李军", email="lijun@example.cn"))

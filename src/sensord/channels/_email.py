@@ -12,7 +12,7 @@ One connection per message: alerts are rare, and a connection held open between 
 would be closed by the server's idle timeout and found dead at the next send.
 
 The `Message-ID` is made from the message id, so a resend after a lost answer is the
-same message to mail clients (and to the server's duplicate filter where it has one).
+same message to mail clients.
 The message's recipients go in the envelope only (like Bcc): family contacts and grid
 workers do not see one another's addresses; the `to` list is the visible To:.
 """
@@ -53,12 +53,12 @@ def compose(message: Message, settings: EmailSettings) -> EmailMessage:
     # canonical form of text/plain (RFC 2046 4.1.1).
     mail = EmailMessage(policy=email.policy.SMTP)
     prefix = settings.urgent_prefix if message.life_safety else ""
-    mail["Subject"] = prefix + message.title
+    mail["Subject"] = _one_line(prefix + message.title)
     mail["From"] = Address(settings.from_name, addr_spec=settings.from_address)
     mail["To"] = ", ".join(settings.to) if settings.to else "undisclosed-recipients:;"
     mail["Date"] = format_datetime(localtime())
     mail["Message-ID"] = message_id_header(message.id, settings.from_address.rpartition("@")[2])
-    mail["X-Sensord-Notification"] = message.id
+    mail["X-Sensord-Notification"] = _one_line(message.id)
     # RFC 3834: out-of-office and other robots must not answer an alert.
     mail["Auto-Submitted"] = "auto-generated"
     if message.life_safety or message.severity is Severity.CRITICAL:
@@ -68,6 +68,12 @@ def compose(message: Message, settings: EmailSettings) -> EmailMessage:
     footer.append(f"ID: {message.id}")
     mail.set_content(message.text + "\n\n" + "\n".join(footer) + "\n", charset="utf-8")
     return mail
+
+
+def _one_line(text: str) -> str:
+    """A header value: a line break in a title would be refused by the email package
+    (it could start a header of its own)."""
+    return " ".join(text.split())
 
 
 class EmailChannel:

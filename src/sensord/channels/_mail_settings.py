@@ -59,6 +59,13 @@ class EmailSettings(_Frozen):
     def _from_address(cls, v: str) -> str:
         return check_address(v)
 
+    @field_validator("from_name", "urgent_prefix")
+    @classmethod
+    def _one_line(cls, v: str) -> str:
+        if "\n" in v or "\r" in v:
+            raise ValueError("must be one line (it goes into a mail header)")
+        return v
+
     @field_validator("to")
     @classmethod
     def _to(cls, v: tuple[str, ...]) -> tuple[str, ...]:
