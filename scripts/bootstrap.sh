@@ -11,7 +11,9 @@ command -v mosquitto_sub >/dev/null || need+=(mosquitto-clients)
 command -v influxd >/dev/null || need+=(influxdb)
 command -v victoria-metrics >/dev/null || need+=(victoria-metrics)
 # The MQTT client's conformance suite runs against nats-server's MQTT listener too, and
-# makes TLS certificates with openssl.
+# makes TLS certificates with openssl, as does the test SMTP server (sensord.testing).
+# Python packages, the test ones included (aiosmtpd, standardwebhooks), come from
+# pyproject.toml's `dev` extra below.
 command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
 command -v openssl >/dev/null || need+=(openssl)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv python3-pip)

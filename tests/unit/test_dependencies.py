@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
+# Test helpers shipped in the package; they may use the `dev` extra (a test SMTP server).
+TESTING = ROOT / "src" / "sensord" / "testing"
 # Distribution name → the top-level module it installs, where the two differ.
 MODULE_OF = {"pyyaml": "yaml", "prometheus-client": "prometheus_client", "paho-mqtt": "paho"}
 BENCH_ONLY = {"gmqtt", "paho-mqtt"}
@@ -29,10 +31,13 @@ def _module(dist: str) -> str:
     return MODULE_OF.get(dist, dist.replace("-", "_"))
 
 
-def _imported(folder: Path) -> set[str]:
-    """Top-level modules imported by any .py file under folder (relative imports aside)."""
+def _imported(folder: Path, *, skip: Path | None = None) -> set[str]:
+    """Top-level modules imported by any .py file under folder (relative imports aside),
+    leaving out the files under `skip`."""
     found: set[str] = set()
     for path in folder.rglob("*.py"):
+        if skip is not None and path.is_relative_to(skip):
+            continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
                 found.update(a.name.split(".")[0] for a in node.names)
@@ -48,9 +53,20 @@ class TestDependencies:
         assert not unused
 
     def test_every_third_party_import_of_the_package_is_declared(self) -> None:
-        """A module src/ imports is the standard library, sensord, or a declared runtime dependency."""
+        """A module src/ imports (its test helpers aside) is the standard library, sensord,
+        or a declared runtime dependency."""
         declared = {_module(d) for d in _names(_project()["dependencies"])}
-        third_party = _imported(ROOT / "src") - set(sys.stdlib_module_names) - {"sensord"}
+        imported = _imported(ROOT / "src", skip=TESTING)
+        third_party = imported - set(sys.stdlib_module_names) - {"sensord"}
+        assert third_party <= declared
+
+    def test_test_helpers_import_only_runtime_and_dev_dependencies(self) -> None:
+        """sensord.testing (shipped test helpers: the SMTP server needs aiosmtpd) imports the
+        standard library, sensord, runtime dependencies or the `dev` extra, nothing else."""
+        project = _project()
+        allowed = project["dependencies"] + project["optional-dependencies"]["dev"]
+        declared = {_module(d) for d in _names(allowed)}
+        third_party = _imported(TESTING) - set(sys.stdlib_module_names) - {"sensord"}
         assert third_party <= declared
 
     def test_client_libraries_compared_by_the_benchmark_are_a_bench_extra(self) -> None:

@@ -1,7 +1,8 @@
 """Test helpers shipped with sensord, so operators and field testers can test too:
-real servers on free ports, an in-memory source, a webhook receiver that verifies, and
-the fault-injection scenarios (daemon or broker SIGKILLed, sinks down) with their judge,
-and stand-ins for the chat platforms' robot webhooks that check what they are sent."""
+real servers on free ports (an SMTP server and an SMS gateway among them), an in-memory
+source, a webhook receiver that verifies, the fault-injection scenarios (daemon or broker
+SIGKILLed, sinks down) with their judge, and stand-ins for the chat platforms' robot
+webhooks that check what they are sent."""
 
 from sensord.sinks import MemorySink
 from sensord.testing._faultcheck import Findings, judge
@@ -29,6 +30,8 @@ from sensord.testing._servers import (
     start_nats,
     start_victoria_metrics,
 )
+from sensord.testing._sms import SmsGateway, SmsRequest
+from sensord.testing._smtp import Mail, SmtpServer, self_signed_certificate, start_smtp
 
 __all__ = [
     "Accepted",
@@ -38,6 +41,7 @@ __all__ = [
     "FeishuBotServer",
     "Findings",
     "InfluxServer",
+    "Mail",
     "MemorySink",
     "MemorySource",
     "MosquittoServer",
@@ -46,6 +50,9 @@ __all__ = [
     "Received",
     "Refused",
     "Run",
+    "SmsGateway",
+    "SmsRequest",
+    "SmtpServer",
     "VictoriaMetricsServer",
     "WeComRobotServer",
     "WebhookReceiver",
@@ -55,9 +62,11 @@ __all__ = [
     "free_port",
     "judge",
     "reference",
+    "self_signed_certificate",
     "sinks_down",
     "start_influxdb_v1",
     "start_mosquitto",
     "start_nats",
+    "start_smtp",
     "start_victoria_metrics",
 ]
