@@ -6,9 +6,11 @@ reading), so a notification can later be sent in its receiver's language.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -101,16 +103,16 @@ def _fallback(rule: CompiledRule, device: Device, status: AlertStatus, values: d
 _Rendered = tuple[tuple[str, str], str | None]
 
 
-def _render_pair(templates: tuple[str, str], ctx: dict[str, Any], fallback: str) -> _Rendered:
-    """One locale's text. A summary that cannot be filled becomes `fallback`, a description
-    stays its template: the responder still learns what fired, and where."""
+def _render_pair(templates: tuple[str, str], ctx: dict[str, Any], fallback: Callable[[], str]) -> _Rendered:
+    """One locale's text. A summary that cannot be filled becomes the fallback, a
+    description stays its template: the responder still learns what fired, and where."""
     summary, bad_summary = render(templates[0], ctx)
     description, bad_description = render(templates[1], ctx)
-    return (fallback if bad_summary else summary, description), bad_summary or bad_description
+    return (fallback() if bad_summary else summary, description), bad_summary or bad_description
 
 
 def _render_texts(
-    rule: CompiledRule, ctx: dict[str, Any], fallback: str
+    rule: CompiledRule, ctx: dict[str, Any], fallback: Callable[[], str]
 ) -> tuple[tuple[str, str], dict[str, tuple[str, str]], str | None]:
     """The default text, every locale's text, and the first template problem. A locale
     with a broken template falls back on its own; the others keep their text."""
@@ -151,7 +153,8 @@ def make_event(  # noqa: PLR0913 - one event has this many facts
         "grid": device.entry.grid,
         "building": device.entry.building or "",
     }
-    (summary, description), texts, problem = _render_texts(rule, ctx, _fallback(rule, device, status, values))
+    fallback = functools.partial(_fallback, rule, device, status, values)
+    (summary, description), texts, problem = _render_texts(rule, ctx, fallback)
     extra: dict[str, Any] = {TEMPLATE_ERROR: problem} if problem else {}
     return AlertEvent(
         event_id=event_id(fp, status, starts_at, event_time, repeat=repeat),
