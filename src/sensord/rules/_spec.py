@@ -86,7 +86,7 @@ def _duration_or_param(value: object) -> float | str:
 DurationRef = Annotated[float | str, BeforeValidator(_duration_or_param)]
 
 
-class EntryError(ValueError):
+class _EntryError(ValueError):
     """A reject of one entry of a mapping in a rule: `entry` lets the error point at the
     entry's own line rather than the line of the key holding the mapping."""
 
@@ -106,9 +106,9 @@ def _local_text(value: object, *, required: bool) -> object:
     for locale, text in value.items():
         if locale not in LOCALES:
             known = " or ".join(LOCALES)
-            raise EntryError(f"unknown locale {locale!r}: texts are given for {known}", str(locale))
+            raise _EntryError(f"unknown locale {locale!r}: texts are given for {known}", str(locale))
         if not isinstance(text, str) or (required and not text):
-            raise EntryError(f"the {locale} text must be a non-empty string", locale)
+            raise _EntryError(f"the {locale} text must be a non-empty string", locale)
     return value
 
 
@@ -309,7 +309,7 @@ def read_rule_file(path: Path) -> LoadedFile:
         err = exc.errors()[0]
         loc = tuple(err["loc"])
         cause = err.get("ctx", {}).get("error")
-        if isinstance(cause, EntryError):
+        if isinstance(cause, _EntryError):
             loc = (*loc, cause.entry)
         rule = ""
         if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
