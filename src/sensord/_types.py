@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 
 class Family(enum.StrEnum):
@@ -28,6 +28,13 @@ class AlertStatus(enum.StrEnum):
     PENDING = "pending"
     FIRING = "firing"
     RESOLVED = "resolved"
+
+
+# The languages a receiver reads and a rule's text may be given in. A rule's `en` text
+# (or the only one it gives) is what `AlertEvent.summary` carries, as before there were locales.
+Locale = Literal["en", "zh-CN"]
+LOCALES: tuple[Locale, ...] = ("en", "zh-CN")
+DEFAULT_LOCALE: Locale = "en"
 
 
 class Severity(enum.StrEnum):
@@ -64,6 +71,9 @@ class AlertEvent:
     """One transition of one alert, as stored in the outbox and handed to sinks.
 
     `event_id` is fixed when the event is created and is the webhook id on every retry.
+    `summary` and `description` are the rule's default text; `texts` holds (summary,
+    description) per locale, rendered with the event, so a notification can be sent in
+    its receiver's language without the rule at hand (it may have been reloaded since).
     """
 
     event_id: str
@@ -87,6 +97,12 @@ class AlertEvent:
     event_time: float
     repeat: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    texts: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def text(self, locale: str) -> tuple[str, str]:
+        """(summary, description) in `locale`, or the default text when the event has none
+        in it (an event queued by a sensord that did not render locales yet)."""
+        return self.texts.get(locale, (self.summary, self.description))
 
 
 @dataclass(frozen=True, slots=True)

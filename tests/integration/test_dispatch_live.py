@@ -94,7 +94,13 @@ def test_alerts_reach_each_receivers_robot(tmp_path: Path, mosquitto: MosquittoS
         # The grid worker gets the SOS and the bin (the bin rule dispatches to grid_worker too).
         assert (len(wecom.accepted), len(ding.accepted), len(feishu.accepted)) == (1, 2, 1)
         desk, bins = wecom.accepted[0], feishu.accepted[0]
-        for part in ("紧急", "3号楼", "sos=True", "lat=31.23"):  # the desk is sensitive
+        for part in (
+            "手环SOS求救",
+            "紧急",
+            "3号楼",
+            "sos=True",
+            "lat=31.23",
+        ):  # in Chinese; the desk is sensitive
             assert part in desk.text
         sos = next(a for a in ding.accepted if "SOS" in a.title)
         assert "13800000001" in sos.mentioned

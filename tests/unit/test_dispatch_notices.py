@@ -112,6 +112,15 @@ class TestNotices:
         assert en.message.title.startswith("[WARNING FIRING]")
         assert zh.startswith("【紧急·告警】")
 
+    def test_receiver_reads_the_rule_text_in_its_language(self) -> None:
+        """A zh-CN receiver gets the rule's zh-CN summary, an en receiver the English one."""
+        e = dataclasses.replace(
+            bin_full(), texts={"en": ("Bin bin-1 full", ""), "zh-CN": ("垃圾桶 bin-1 已满", "")}
+        )
+        got = {n.sink: n.message.title for n in dispatcher().notices([e], T_BIN + 30)}
+        assert "垃圾桶 bin-1 已满" in got["grid_worker/wecom"]
+        assert "Bin bin-1 full" in got["sanitation/feishu"]
+
     def test_resolved_only_to_receivers_that_want_it(self) -> None:
         """`send_resolved: false` (sanitation) gets the firing but not the resolved."""
         d = dispatcher()

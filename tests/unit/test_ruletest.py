@@ -92,6 +92,16 @@ class TestRunner:
         assert "firing heart_rate_abnormal/wb-1 at 30s" in failures[0]
         assert "got [firing heart_rate_abnormal/wb-1 at 40s" in failures[0]
 
+    def test_summary_expectation_compares_each_locale(self, tmp_path: Path) -> None:
+        """An event's expected summary per locale is compared with the text sent: a wrong
+        zh-CN text fails naming the locale, what was sent and what was expected."""
+        expected = 'summary: {en: "Heart rate 130 bpm on wb-1", zh-CN: "心率 130"}'
+        text = CASE.replace("EXPECTED_SEVERITY", "warning").replace("at: 40s}", f"at: 40s, {expected}}}")
+        failures = run_test_file(write_case(tmp_path, text)).cases[0].failures
+        sent = "心率异常：手环 wb-1 心率 130 次/分，请电话回访"
+        where = "firing heart_rate_abnormal/wb-1 at 40s"
+        assert failures == [f"events: {where}: zh-CN summary {sent!r}, expected '心率 130'"]
+
     def test_input_out_of_range_is_a_failure(self, tmp_path: Path) -> None:
         """A reading decode would reject makes the case fail instead of silently vanishing."""
         text = CASE.replace("EXPECTED_SEVERITY", "warning").replace('"80 130x4 80"', '"80 900x4 80"')

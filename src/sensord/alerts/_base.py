@@ -177,6 +177,8 @@ class EngineBase:
         since = float(self._comm_since[ci]) if status is AlertStatus.RESOLVED else at
         fp = _community_fingerprint(name)
         silent_min = self._settings.community_silence_s / 60
+        summary = f"No message from any device in {name} for {silent_min:g} min: gateway or broker down?"
+        zh_summary = f"小区 {name} 全部设备 {silent_min:g} 分钟无消息：网关或 MQTT 服务器故障？"
         return AlertEvent(
             event_id=event_id(fp, status, since, at, repeat=False),
             fingerprint=fp,
@@ -191,8 +193,9 @@ class EngineBase:
             grid="",
             location={},
             labels={"team": "operations"},
-            summary=f"No message from any device in {name} for {silent_min:g} min: gateway or broker down?",
+            summary=summary,
             description="",
+            texts={"en": (summary, ""), "zh-CN": (zh_summary, "")},
             readings={"ts": at, "devices": int(self._comm_size[ci])},
             dispatch=("operator", "grid_worker"),
             starts_at=since,

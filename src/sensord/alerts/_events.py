@@ -1,17 +1,23 @@
-"""Turning a rule transition into an AlertEvent: fingerprint, id, readings, rendered text."""
+"""Turning a rule transition into an AlertEvent: fingerprint, id, readings, rendered text.
+
+The text is rendered in every locale when the event is made (per event, never per
+reading), so a notification can later be sent in its receiver's language.
+"""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from sensord._registry import Device
-from sensord._types import AlertEvent, AlertStatus
+from sensord._types import LOCALES, AlertEvent, AlertStatus
 from sensord.decode import FieldSpec
 from sensord.rules import CompiledRule
 
@@ -93,6 +99,36 @@ def _fallback(rule: CompiledRule, device: Device, status: AlertStatus, values: d
     return f"{rule.name} {status.value} on {device.device_id} ({shown})"
 
 
+# (summary, description) as rendered, and why a template could not be filled (or None).
+_Rendered = tuple[tuple[str, str], str | None]
+
+
+def _render_pair(templates: tuple[str, str], ctx: dict[str, Any], fallback: Callable[[], str]) -> _Rendered:
+    """One locale's text. A summary that cannot be filled becomes the fallback, a
+    description stays its template: the responder still learns what fired, and where."""
+    summary, bad_summary = render(templates[0], ctx)
+    description, bad_description = render(templates[1], ctx)
+    return (fallback() if bad_summary else summary, description), bad_summary or bad_description
+
+
+def _render_texts(
+    rule: CompiledRule, ctx: dict[str, Any], fallback: Callable[[], str]
+) -> tuple[tuple[str, str], dict[str, tuple[str, str]], str | None]:
+    """The default text, every locale's text, and the first template problem. A locale
+    with a broken template falls back on its own; the others keep their text."""
+    default, problem = _render_pair((rule.summary, rule.description), ctx, fallback)
+    texts: dict[str, tuple[str, str]] = {}
+    for locale in LOCALES:
+        templates = rule.translations.get(locale)
+        if templates is None:
+            texts[locale] = default
+            continue
+        texts[locale], bad = _render_pair(templates, ctx, fallback)
+        if bad and problem is None:
+            problem = f"{locale}: {bad}"
+    return default, texts, problem
+
+
 def make_event(  # noqa: PLR0913 - one event has this many facts
     rule: CompiledRule,
     device: Device,
@@ -117,13 +153,9 @@ def make_event(  # noqa: PLR0913 - one event has this many facts
         "grid": device.entry.grid,
         "building": device.entry.building or "",
     }
-    summary, bad_summary = render(rule.summary, ctx)
-    description, bad_description = render(rule.description, ctx)
-    extra: dict[str, Any] = {}
-    if bad_summary or bad_description:
-        extra[TEMPLATE_ERROR] = bad_summary or bad_description
-        if bad_summary:
-            summary = _fallback(rule, device, status, values)
+    fallback = functools.partial(_fallback, rule, device, status, values)
+    (summary, description), texts, problem = _render_texts(rule, ctx, fallback)
+    extra: dict[str, Any] = {TEMPLATE_ERROR: problem} if problem else {}
     return AlertEvent(
         event_id=event_id(fp, status, starts_at, event_time, repeat=repeat),
         fingerprint=fp,
@@ -146,4 +178,5 @@ def make_event(  # noqa: PLR0913 - one event has this many facts
         event_time=event_time,
         repeat=repeat,
         extra=extra,
+        texts=texts,
     )

@@ -51,7 +51,8 @@ def render(event: AlertEvent, *, locale: str, tz: ZoneInfo, sensitive: bool, ans
         state = w["acked"] if acked_by else w["resolved"]
     else:
         state = w["repeat"] if event.repeat else w["firing"]
-    title = f"【{sev}·{state}】{event.summary}" if locale == "zh-CN" else f"[{sev} {state}] {event.summary}"
+    summary = event.text(locale)[0]  # the rule's text in the receiver's language
+    title = f"【{sev}·{state}】{summary}" if locale == "zh-CN" else f"[{sev} {state}] {summary}"
     where = " ".join(p for p in (event.community, *_place(event, w)) if p)
     lines = [title, f"{w['where']}: {where}", f"{w['since']}: {_local(event.starts_at, tz)}"]
     if event.status is AlertStatus.RESOLVED and event.ends_at is not None:
@@ -110,7 +111,7 @@ def render_group(  # noqa: PLR0913 - the parts of one grouped message
     for e in events[:MAX_LINES]:
         place = " ".join(_place(e, w))
         state = g["resolved"] if e.status is AlertStatus.RESOLVED else g["firing"]
-        lines.append(f"- {e.summary}{state} {place} {_local(e.starts_at, tz)}".rstrip())
+        lines.append(f"- {e.text(locale)[0]}{state} {place} {_local(e.starts_at, tz)}".rstrip())
     if len(events) > MAX_LINES:
         lines.append(g["more"].format(k=len(events) - MAX_LINES))
     lines.append(f"{w['answer']}: {answer_id}")

@@ -36,6 +36,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from sensord._errors import ConfigError
+from sensord._types import Locale
 from sensord.rules._spec import Duration
 
 # `name op "value"`, as Alertmanager writes matchers; the value may be unquoted.
@@ -106,7 +107,7 @@ class Receiver(_Frozen):
     """A named destination of alerts: the names rules use in `dispatch:`."""
 
     name: str
-    locale: Literal["zh-CN", "en"] = "zh-CN"
+    locale: Locale = "zh-CN"  # grid workers read Chinese; rules render every locale
     # Who the messages are for, per alert: nobody in particular (a team's group chat),
     # the workers of the alert's grid, or the device's contacts (a resident's family).
     recipients: Literal["none", "grid", "contacts"] = "none"

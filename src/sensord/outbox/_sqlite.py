@@ -125,6 +125,9 @@ def decode_event(body: bytes) -> AlertEvent:
     d["status"] = AlertStatus(d["status"])
     d["severity"] = Severity(d["severity"])
     d["dispatch"] = tuple(d["dispatch"])
+    # JSON has no tuples; a body written before events carried texts has none (default).
+    if "texts" in d:
+        d["texts"] = {locale: (pair[0], pair[1]) for locale, pair in d["texts"].items()}
     return AlertEvent(**d)
 
 

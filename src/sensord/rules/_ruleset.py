@@ -16,10 +16,18 @@ import numpy.typing as npt
 
 from sensord._errors import RuleError
 from sensord._registry import Registry
-from sensord._types import Family, Severity
+from sensord._types import LOCALES, Family, Severity
 from sensord.decode import FieldSpec, field_specs
 from sensord.rules._expr import Compiled, ExprError, WindowSpec, compile_expr
-from sensord.rules._spec import FlappingSpec, LoadedFile, RuleSpec, read_rule_file
+from sensord.rules._spec import (
+    FlappingSpec,
+    LoadedFile,
+    LocalText,
+    RuleSpec,
+    default_text,
+    locale_text,
+    read_rule_file,
+)
 
 _SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 
@@ -41,6 +49,8 @@ class CompiledRule:
     life_safety: bool
     labels: dict[str, str]
     dispatch: tuple[str, ...]
+    # The default text's templates (`en`, or the only one given): what the event's
+    # `summary`/`description` carry.
     summary: str
     description: str
     fields: tuple[str, ...]
@@ -58,6 +68,9 @@ class CompiledRule:
     # Multi-level rules: one rule per level (its severity, condition and reset), lowest first.
     levels: tuple[CompiledRule, ...] = ()
     flapping: FlappingSpec | None = None
+    # Locales whose text differs from the default: locale -> (summary, description)
+    # templates. Every other locale reads the default text.
+    translations: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @functools.cached_property
     def watched(self) -> frozenset[str]:
@@ -139,6 +152,35 @@ def _fill_error(text: str, fr: FamilyRules) -> str | None:
     return None
 
 
+def _templates(key: str, text: LocalText) -> list[tuple[str, str]]:
+    """(where, template) of each template of a text: `summary`, or `summary.zh-CN` per locale."""
+    if isinstance(text, str):
+        return [(key, text)]
+    return [(f"{key}.{locale}", template) for locale, template in text.items()]
+
+
+def _template_fields(template: str, fr: FamilyRules) -> set[str]:
+    """The fields a template names; ValueError says why it could not be rendered."""
+    try:
+        names = _template_names(template)
+    except ValueError as exc:
+        raise ValueError(f"broken template: {exc}") from None
+    unknown = names - (set(fr.specs) | set(fr.param_defaults) | _BUILTIN_PLACEHOLDERS)
+    if unknown:
+        raise ValueError(f"unknown placeholder(s) {sorted(unknown)}; use fields, params or device_id")
+    problem = _fill_error(template, fr)
+    if problem is not None:
+        raise ValueError(f"the template cannot be filled: {problem} (check the format specs)")
+    return names & set(fr.specs)
+
+
+def _translations(summary: LocalText, description: LocalText) -> dict[str, tuple[str, str]]:
+    """The (summary, description) templates of each locale whose text is not the default."""
+    default = (default_text(summary), default_text(description))
+    pairs = {locale: (locale_text(summary, locale), locale_text(description, locale)) for locale in LOCALES}
+    return {locale: pair for locale, pair in pairs.items() if pair != default}
+
+
 def _compile_levels(
     spec: RuleSpec, fr: FamilyRules, err: Callable[[str, str], RuleError], compiled: dict[str, Compiled]
 ) -> list[tuple[Severity, Compiled, Compiled | None]]:
@@ -196,22 +238,13 @@ def _compile_rule(  # noqa: C901 - one check per key of the rule
                 )
             used_params.add(ref)
         durations[key] = ref
-    allowed = set(fr.specs) | set(fr.param_defaults) | _BUILTIN_PLACEHOLDERS
     named: set[str] = set()
     for key in ("summary", "description"):
-        try:
-            names = _template_names(getattr(spec, key))
-        except ValueError as exc:
-            raise err(key, f"{key}: broken template: {exc}") from None
-        named |= names & set(fr.specs)
-        unknown = names - allowed
-        if unknown:
-            raise err(
-                key, f"{key}: unknown placeholder(s) {sorted(unknown)}; use fields, params or device_id"
-            )
-        problem = _fill_error(getattr(spec, key), fr)
-        if problem is not None:
-            raise err(key, f"{key}: the template cannot be filled: {problem} (check the format specs)")
+        for where, template in _templates(key, getattr(spec, key)):
+            try:
+                named |= _template_fields(template, fr)
+            except ValueError as exc:
+                raise err(where, f"{where}: {exc}") from None
     base = CompiledRule(
         family=fr.family,
         name=spec.name,
@@ -223,8 +256,9 @@ def _compile_rule(  # noqa: C901 - one check per key of the rule
         life_safety=spec.life_safety,
         labels=dict(spec.labels),
         dispatch=spec.dispatch,
-        summary=spec.summary,
-        description=spec.description,
+        summary=default_text(spec.summary),
+        description=default_text(spec.description),
+        translations=_translations(spec.summary, spec.description),
         fields=tuple(sorted(used_fields)),
         params=tuple(sorted(used_params)),
         source=f"{path}:{loaded.line(index)}",

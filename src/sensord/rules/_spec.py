@@ -13,10 +13,20 @@ A rule file holds one family's parameters and rules:
         labels: {team: sanitation}
         dispatch: [sanitation, grid_worker]
         summary: "Bin {device_id} is {fill_pct:.0f}% full"
+
+`summary` and `description` are one template for every locale, or a template per locale
+(`en`, `zh-CN`). The default text (what `AlertEvent.summary` carries, and so the webhook's
+`summary` and InfluxDB) is the `en` one, or the first listed when there is no `en`; a
+locale a mapping leaves out gets the default text:
+
+        summary:
+          en: "Bin {device_id} is {fill_pct:.0f}% full"
+          zh-CN: "垃圾桶 {device_id} 已满 {fill_pct:.0f}%"
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from pathlib import Path
@@ -26,7 +36,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from sensord._errors import RuleError
-from sensord._types import Family, Severity
+from sensord._types import DEFAULT_LOCALE, LOCALES, Family, Severity
 
 _DURATION = re.compile(
     r"^(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$"
@@ -74,6 +84,52 @@ def _duration_or_param(value: object) -> float | str:
 
 
 DurationRef = Annotated[float | str, BeforeValidator(_duration_or_param)]
+
+
+class _EntryError(ValueError):
+    """A reject of one entry of a mapping in a rule: `entry` lets the error point at the
+    entry's own line rather than the line of the key holding the mapping."""
+
+    def __init__(self, message: str, entry: str) -> None:
+        super().__init__(message)
+        self.entry = entry
+
+
+def _local_text(value: object, *, required: bool) -> object:
+    """A text as written: one template for every locale, or a mapping locale → template."""
+    if isinstance(value, str):
+        if required and not value:
+            raise ValueError("the text cannot be empty")
+        return value
+    if not isinstance(value, dict) or not value:
+        raise ValueError(f"give a text, or a mapping of locale to text ({', '.join(LOCALES)})")
+    for locale, text in value.items():
+        if locale not in LOCALES:
+            known = " or ".join(LOCALES)
+            raise _EntryError(f"unknown locale {locale!r}: texts are given for {known}", str(locale))
+        if not isinstance(text, str) or (required and not text):
+            raise _EntryError(f"the {locale} text must be a non-empty string", locale)
+    return value
+
+
+# A summary or description: the same template in every locale, or one per locale.
+LocalText = str | dict[str, str]
+Summary = Annotated[LocalText, BeforeValidator(functools.partial(_local_text, required=True))]
+Description = Annotated[LocalText, BeforeValidator(functools.partial(_local_text, required=False))]
+
+
+def default_text(text: LocalText) -> str:
+    """The template of the default text: `en` when given, else the first listed."""
+    if isinstance(text, str):
+        return text
+    return text[DEFAULT_LOCALE] if DEFAULT_LOCALE in text else next(iter(text.values()))
+
+
+def locale_text(text: LocalText, locale: str) -> str:
+    """The template `locale` reads: its own, else the default."""
+    if isinstance(text, str):
+        return text
+    return text.get(locale, default_text(text))
 
 
 class FlappingSpec(BaseModel):
@@ -132,8 +188,8 @@ class RuleSpec(BaseModel):
     repeat: Duration | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     dispatch: tuple[str, ...] = ()
-    summary: Annotated[str, Field(min_length=1)]
-    description: str = ""
+    summary: Summary
+    description: Description = ""
 
     @model_validator(mode="after")
     def _shape(self) -> RuleSpec:
@@ -174,7 +230,8 @@ class RuleFileSpec(BaseModel):
 
 
 def _lines(text: str) -> tuple[dict[str, int], list[tuple[int, dict[str, int]]]]:
-    """Line numbers (1-based) of top-level keys, and of each rule and its keys."""
+    """Line numbers (1-based) of top-level keys, and of each rule, its keys and the entries
+    of its mappings (`summary.zh-CN`, `labels.team`)."""
     top: dict[str, int] = {}
     rules: list[tuple[int, dict[str, int]]] = []
     node = yaml.compose(text)
@@ -187,6 +244,12 @@ def _lines(text: str) -> tuple[dict[str, int], list[tuple[int, dict[str, int]]]]
                 keys: dict[str, int] = {}
                 if isinstance(item, yaml.MappingNode):
                     keys = {str(rk.value): rk.start_mark.line + 1 for rk, _ in item.value}
+                    keys |= {
+                        f"{rk.value}.{ek.value}": ek.start_mark.line + 1
+                        for rk, rv in item.value
+                        if isinstance(rv, yaml.MappingNode)
+                        for ek, _ in rv.value
+                    }
                 rules.append((item.start_mark.line + 1, keys))
     return top, rules
 
@@ -200,16 +263,20 @@ class LoadedFile:
         self._rule_lines = rule_lines
 
     def line(self, index: int, key: str = "") -> int:
+        """The line of a rule's key (`summary`, or an entry: `summary.zh-CN`), else of the
+        key holding it, else of the rule."""
         if index >= len(self._rule_lines):
             return 0
         start, keys = self._rule_lines[index]
-        return keys.get(key, start)
+        return keys.get(key, keys.get(key.split(".", 1)[0], start))
 
 
 def _error_line(loc: tuple[Any, ...], top: dict[str, int], rules: list[tuple[int, dict[str, int]]]) -> int:
     if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int) and loc[1] < len(rules):
         start, keys = rules[loc[1]]
-        return keys.get(str(loc[2]), start) if len(loc) > 2 else start
+        if len(loc) <= 2:
+            return start
+        return keys.get(".".join(map(str, loc[2:4])), keys.get(str(loc[2]), start))
     return top.get(str(loc[0]), 1) if loc else 1
 
 
@@ -241,6 +308,9 @@ def read_rule_file(path: Path) -> LoadedFile:
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = tuple(err["loc"])
+        cause = err.get("ctx", {}).get("error")
+        if isinstance(cause, _EntryError):
+            loc = (*loc, cause.entry)
         rule = ""
         if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
             raw = data.get("rules") or []

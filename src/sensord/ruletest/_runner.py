@@ -17,11 +17,19 @@ from sensord._metrics import Metrics
 from sensord._pipeline import Pipeline
 from sensord._registry import Registry, parse_registry
 from sensord._settings import AlertSettings, DecodeSettings
-from sensord._types import AlertStatus, RawMessage
+from sensord._types import AlertEvent, AlertStatus, RawMessage
 from sensord.alerts import Engine
 from sensord.decode import Decoder
 from sensord.rules import CompiledRule, RuleSet, load_rule_files, rule_files
-from sensord.ruletest._spec import Case, ExpectedAlert, Point, TestFile, expand_series, read_test_file
+from sensord.ruletest._spec import (
+    Case,
+    ExpectedAlert,
+    ExpectedEvent,
+    Point,
+    TestFile,
+    expand_series,
+    read_test_file,
+)
 from sensord.sinks import DeadLetter
 
 # Any fixed origin works: test times are offsets from it, so results never depend on today.
@@ -177,7 +185,25 @@ def run_case(case: Case, spec: TestFile, registry: Registry, rules: RuleSet) -> 
             result.failures.append(
                 "events: expected " + _fmt_events(want) + "\n           got " + _fmt_events(got)
             )
+        else:
+            result.failures.extend(_text_mismatches(case.events, events))
     return result
+
+
+def _text_mismatches(expected: Sequence[ExpectedEvent], events: Sequence[AlertEvent]) -> list[str]:
+    """Each expected summary (per locale) the matching notification does not have."""
+    by_key = {
+        (round(e.event_time - T0, 3), e.rule, e.device_id, e.status.value): e for e in events if not e.repeat
+    }
+    failures = []
+    for want in expected:
+        event = by_key[round(want.at, 3), want.rule, want.device, str(want.status)]
+        for locale, text in want.summary.items():
+            got = event.text(locale)[0]
+            if got != text:
+                where = f"{want.status} {want.rule}/{want.device} at {_fmt_s(want.at)}"
+                failures.append(f"events: {where}: {locale} summary {got!r}, expected {text!r}")
+    return failures
 
 
 def _fmt_events(items: Sequence[tuple[float, str, str, str]]) -> str:

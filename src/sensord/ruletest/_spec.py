@@ -20,6 +20,9 @@
           - at: 40s
             alerts:
               - {rule: heart_rate_abnormal, device: wb-1, severity: warning, labels: {team: elder-care}}
+        events:                           # optional: every notification of the case
+          - {rule: heart_rate_abnormal, device: wb-1, status: firing, at: 40s,
+             summary: {zh-CN: "心率异常：手环 wb-1 心率 130 次/分，请电话回访"}}   # optional, per locale
 
 Compact series (as in promtool): `a` one value, `axn` a then n more copies (n+1 values),
 `a+bxn` / `a-bxn` a then n more values stepping by b, `_` no reading, `_xn` n+1 gaps.
@@ -36,7 +39,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sensord._errors import RuleError
-from sensord._types import Severity
+from sensord._types import Locale, Severity
 from sensord.rules._spec import Duration, yaml_error
 
 _TOKEN = re.compile(r"^(?P<value>.+?)(?:(?P<sign>[+-])(?P<step>\d+(?:\.\d+)?))?(?:x(?P<n>\d+))?$")
@@ -73,12 +76,14 @@ class Expectation(_Model):
 
 
 class ExpectedEvent(_Model):
-    """A notification expected over the whole case (firing / resolved), at a time."""
+    """A notification expected over the whole case (firing / resolved), at a time, and
+    optionally its summary as sent, per locale (`summary: {zh-CN: "…"}`)."""
 
     rule: str
     device: str
     status: Literal["pending", "firing", "resolved"]
     at: Duration
+    summary: dict[Locale, str] = Field(default_factory=dict)
 
 
 class Ack(_Model):

@@ -21,8 +21,16 @@ One POST per alert event, `Content-Type: application/json`, body:
       "startsAt": "2026-09-21T12:00:00.000Z",
       "endsAt": null,                      set on resolved
       "eventTime": "2026-09-21T12:00:00.000Z",
-      "repeat": false                      true on a repeat notification while firing
+      "repeat": false,                     true on a repeat notification while firing
+      "texts": {                           summary and description in every locale
+        "en": {"summary": "SOS pressed on wb-0007", "description": ""},
+        "zh-CN": {"summary": "手环 wb-0007 SOS求救", "description": ""}
+      }
     }
+
+`summary`/`description` are the rule's default text (its `en` one, as before there were
+locales); `texts` has every locale sensord knows (`en`, `zh-CN`), the default text where
+the rule gives none of its own, so a receiver can pick its language.
 
 Headers: `webhook-id` (the event id: the same on every retry, so a receiver can
 de-duplicate), `webhook-timestamp` (integer seconds at sending), `webhook-signature`
@@ -45,7 +53,7 @@ import orjson
 from pydantic import SecretStr
 
 from sensord._settings import WebhookSettings, signing_key
-from sensord._types import AlertEvent
+from sensord._types import LOCALES, AlertEvent
 from sensord.sinks._http import classify, transport_error
 
 
@@ -80,6 +88,11 @@ def _rfc3339(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _text(e: AlertEvent, locale: str) -> dict[str, str]:
+    summary, description = e.text(locale)
+    return {"summary": summary, "description": description}
+
+
 def webhook_body(e: AlertEvent) -> dict[str, Any]:
     """The documented JSON body of one event."""
     return {
@@ -102,6 +115,7 @@ def webhook_body(e: AlertEvent) -> dict[str, Any]:
         "endsAt": _rfc3339(e.ends_at),
         "eventTime": _rfc3339(e.event_time),
         "repeat": e.repeat,
+        "texts": {locale: _text(e, locale) for locale in LOCALES},
     }
 
 
