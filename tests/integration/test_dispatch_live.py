@@ -11,7 +11,14 @@ from typing import Any
 
 import yaml
 
-from sensord.testing import DingTalkRobotServer, FeishuBotServer, MosquittoServer, WeComRobotServer
+from sensord.testing import (
+    DingTalkRobotServer,
+    FeishuBotServer,
+    MosquittoServer,
+    SmsGateway,
+    WeComRobotServer,
+    start_smtp,
+)
 
 from ._helpers import publish, ready, start_daemon, stop_daemon, topic, wait_for, write_config
 
@@ -110,3 +117,60 @@ def test_alerts_reach_each_receivers_robot(tmp_path: Path, mosquitto: MosquittoS
             assert part in bins.text
         for part in ("wb-001", "sos"):
             assert part not in bins.text.lower()
+
+
+def test_sos_reaches_the_family_by_sms_and_the_doctor_by_email(
+    tmp_path: Path, mosquitto: MosquittoServer
+) -> None:
+    """Per-person SMS to the device's contact (Yunpian-style gateway, apikey from a secret
+    file) and an email to the doctor (STARTTLS, AUTH), both in Chinese, each once."""
+    smtp = start_smtp(tmp_path / "smtp", security="starttls")
+    (tmp_path / "smtp-password").write_text(smtp.password)
+    with SmsGateway("yunpian", credential="9b11127a9701975c734b8aee81ee3526") as sms:
+        (tmp_path / "sms-apikey").write_text(sms.credential)
+        spec = {
+            "receivers": [
+                {
+                    "name": "family_contact", "recipients": "contacts", "sensitive": True,
+                    "channels": [{
+                        "type": "sms", "url": sms.url, "body_format": "form",
+                        "body": {"mobile": "{phone}", "text": "【平安社区】{text}", "uid": "{id}"},
+                        "secret_fields": {"apikey": {"file": str(tmp_path / "sms-apikey")}},
+                        "max_chars": 64, "success_field": "code", "success_value": 0,
+                    }],
+                },
+                {
+                    "name": "community_doctor", "sensitive": True,
+                    "channels": [{
+                        "type": "email", "host": "localhost", "port": smtp.port, "security": "starttls",
+                        "username": smtp.username, "password": {"file": str(tmp_path / "smtp-password")},
+                        "from_address": "alerts@maple.example.cn", "to": ["doctor@maple.example.cn"],
+                        "ca_file": str(smtp.cert_file),
+                    }],
+                },
+                *({"name": n} for n in ("elder_care_desk", "grid_worker", "operator", "sanitation")),
+            ],
+            "route": {"receiver": "operator", "routes": [
+                {"matchers": ['family="wristband"'], "receiver": "community_doctor"}]},
+        }  # fmt: skip
+        (tmp_path / "dispatch.yaml").write_text(yaml.safe_dump(spec, allow_unicode=True))
+        config, mport = write_config(tmp_path, broker_port=mosquitto.port, registry=REGISTRY)
+        cfg = yaml.safe_load(config.read_text())
+        cfg["dispatch"] = "dispatch.yaml"
+        config.write_text(yaml.safe_dump(cfg, allow_unicode=True))
+        proc = start_daemon(config, tmp_path / "daemon.log")
+        try:
+            wait_for(lambda: ready(mport), 20, "daemon ready")
+            publish(mosquitto.port, [(topic("wristband", "wb-001"), {"sos": True, "ts": T0})])
+            wait_for(lambda: bool(sms.texts() and smtp.mails()), 20, "the text and the mail")
+            time.sleep(1.0)
+        finally:
+            stop_daemon(proc)
+            smtp.stop()
+        [text] = sms.texts()
+        [mail] = smtp.mails()
+    assert text.phone == "13900000009"  # registered as +86 139 0000 0009
+    assert text.text is not None
+    assert "手环SOS" in text.text
+    assert mail.recipients == ("doctor@maple.example.cn",)
+    assert "手环SOS求救" in str(mail.message["Subject"])

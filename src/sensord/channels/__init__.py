@@ -3,7 +3,13 @@
 from sensord.channels._base import Channel, Message, Recipient
 from sensord.channels._dingtalk import DingTalkChannel, dingtalk_body, dingtalk_sign
 from sensord.channels._email import EmailChannel, compose, message_id_header
-from sensord.channels._factory import CHANNEL_TYPES, ChannelSettings, build_channel, channel_settings
+from sensord.channels._factory import (
+    CHANNEL_TYPES,
+    ChannelSettings,
+    build_channel,
+    channel_settings,
+    secret_refs,
+)
 from sensord.channels._feishu import FeishuChannel, feishu_sign
 from sensord.channels._mail_settings import EmailSettings, ReceiverWebhookSettings, SmsSettings
 from sensord.channels._settings import DingTalkSettings, FeishuSettings, WeComSettings
@@ -39,5 +45,6 @@ __all__ = [
     "fit_text",
     "message_body",
     "message_id_header",
+    "secret_refs",
     "wecom_body",
 ]

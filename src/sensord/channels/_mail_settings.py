@@ -38,6 +38,7 @@ def check_address(value: str) -> str:
 class EmailSettings(_Frozen):
     """An SMTP submission server (a provider's smtp host, or a relay on the box)."""
 
+    type: Literal["email"] = "email"
     host: str
     # None: the usual port for `security` (587 STARTTLS, 465 TLS, 25 none).
     port: Annotated[int, Field(gt=0, lt=65536)] | None = None
@@ -106,6 +107,8 @@ class SmsSettings(_Frozen):
         message_field: Message
     """
 
+    type: Literal["sms"] = "sms"
+
     url: SecretUrl  # may carry a token: shown redacted, read only to send
     method: Literal["POST", "GET"] = "POST"
     # Values are text, or a SecretRef for a token.
@@ -155,6 +158,7 @@ class SmsSettings(_Frozen):
 class ReceiverWebhookSettings(_Frozen):
     """One receiver's own endpoint, signed per Standard Webhooks with its own secret."""
 
+    type: Literal["webhook"] = "webhook"
     url: SecretUrl  # may carry a token: shown redacted, read only to send
     secret: SecretRef
     timeout_s: Annotated[float, Field(gt=0)] = 10.0

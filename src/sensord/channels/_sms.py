@@ -24,6 +24,7 @@ from pydantic import SecretStr
 from sensord._errors import ConfigError, PermanentSinkError, RetryableSinkError
 from sensord.channels._base import Message, Recipient
 from sensord.channels._mail_settings import SmsSettings
+from sensord.channels._robot import mention_phone
 from sensord.channels._sms_body import compile_body, fit_text
 from sensord.sinks._http import classify, retry_after, transport_error
 
@@ -69,7 +70,8 @@ class SmsChannel:
     def _phone(self, recipient: Recipient) -> str:
         if not recipient.phone:
             raise PermanentSinkError(self.name, f"recipient {recipient.name!r} has no phone number")
-        return recipient.phone
+        # Registered as "+86 139 0000 0009"; providers take the bare mainland number.
+        return mention_phone(recipient.phone)
 
     async def _text(self, phone: str, text: str, message_id: str) -> None:
         try:

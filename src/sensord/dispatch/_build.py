@@ -6,8 +6,8 @@ from __future__ import annotations
 from sensord._errors import ConfigError
 from sensord._metrics import Metrics
 from sensord._registry import Registry
-from sensord._settings import SecretRef, Settings
-from sensord.channels import Channel, build_channel, channel_settings
+from sensord._settings import Settings
+from sensord.channels import Channel, build_channel, channel_settings, secret_refs
 from sensord.dispatch._notify import Dispatcher
 from sensord.dispatch._spec import LoadedDispatch, read_dispatch
 
@@ -37,12 +37,11 @@ def check_channels(loaded: LoadedDispatch, settings: Settings) -> list[str]:
             where = f"{loaded.where('receivers', i, 'channels', j)} ({name})"
             try:
                 parsed = channel_settings(spec.model_dump(), where=where)
-                for key, value in parsed:
-                    if isinstance(value, SecretRef):
-                        try:
-                            value.read(settings.config_dir)
-                        except ValueError as exc:
-                            raise ConfigError(str(exc), source=where, key=key) from None
+                for key, ref in secret_refs(parsed).items():
+                    try:
+                        ref.read(settings.config_dir)
+                    except ValueError as exc:
+                        raise ConfigError(str(exc), source=where, key=key) from None
             except ConfigError as exc:
                 problems.append(str(exc))
     return problems
