@@ -105,6 +105,10 @@ async def build_daemon(
         on_shed=deadletter.undeliverable,
         channels=[c.name for c in channels],
     )
+    if dispatcher is not None:
+        store = outbox.silences
+        # `sensord silence` writes from another process: re-read when the database changed.
+        dispatcher.silence_source = lambda: store.all() if store.changed() else None
     for sink, waiting in sorted(outbox.orphaned.items()):
         log.warning(
             "the outbox holds deliveries for a sink no longer configured; kept until purged",

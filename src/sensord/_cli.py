@@ -103,6 +103,9 @@ def _operator_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     from sensord._routes import add_parser as add_routes  # noqa: PLC0415 - argparse only
 
     add_routes(sub)
+    from sensord._silence_cli import add_parser as add_silence  # noqa: PLC0415 - argparse only
+
+    add_silence(sub)
     secret = sub.add_parser("secret", help="make secrets")
     secret.add_subparsers(dest="secret_command", required=True).add_parser(
         "new", help="print a new webhook signing secret (whsec_ + base64 of 32 random bytes)"
@@ -245,6 +248,12 @@ def _routes(args: argparse.Namespace) -> int:
     return routes_test(args)
 
 
+def _silence(args: argparse.Namespace) -> int:
+    from sensord._silence_cli import silence_command  # noqa: PLC0415 - only when needed
+
+    return silence_command(args)
+
+
 def _outbox(args: argparse.Namespace) -> int:
     from sensord import _ops  # noqa: PLC0415 - opens SQLite and metrics; only when needed
 
@@ -257,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands |= {"rules": lambda: _rules(args), "replay": lambda: _replay(args)}
     commands |= {"record": lambda: _live(args), "play": lambda: _live(args)}
     commands |= {"outbox": lambda: _outbox(args), "deadletter": lambda: _deadletter(args)}
-    commands |= {"secret": _new_secret, "routes": lambda: _routes(args)}
+    commands |= {"secret": _new_secret, "routes": lambda: _routes(args), "silence": lambda: _silence(args)}
     return commands.get(args.command, lambda: _simulate(args))()
 
 

@@ -109,3 +109,14 @@ class Metrics:
             ["rule"],
             registry=r,
         )
+        self.silenced = Counter(
+            "sensord_notices_silenced",
+            "Alerts held by a silence (sent later if they still fire when it ends)",
+            ["rule"],
+            registry=r,
+        )
+        self.silenced_life_safety = Counter(
+            "sensord_silenced_life_safety",
+            "Life-safety alerts held by a silence made for them (with the explicit flag and a reason)",
+            registry=r,
+        )

@@ -5,6 +5,8 @@ a receiver not marked sensitive never sees a wristband's readings."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -174,3 +176,47 @@ def test_sos_reaches_the_family_by_sms_and_the_doctor_by_email(
     assert "手环SOS" in text.text
     assert mail.recipients == ("doctor@maple.example.cn",)
     assert "手环SOS求救" in str(mail.message["Subject"])
+
+
+def test_silence_made_by_the_cli_holds_a_bin_while_an_sos_goes_through(
+    tmp_path: Path, mosquitto: MosquittoServer
+) -> None:
+    """`sensord silence add` beside the running daemon: a full bin (ordinary, sent at
+    once without the silence: group_wait 0s) is held, the SOS still reaches the chat;
+    `silence list` shows who, when and why."""
+    with WeComRobotServer(key="k-all") as wecom:
+        spec = {"receivers": [{"name": "all", "channels": [{"type": "wecom", "url": wecom.url}]}],
+                "route": {"receiver": "all", "group_wait": "0s"}, "rule_dispatch": False}  # fmt: skip
+        (tmp_path / "dispatch.yaml").write_text(yaml.safe_dump(spec))
+        config, mport = write_config(tmp_path, broker_port=mosquitto.port, registry=REGISTRY)
+        cfg = yaml.safe_load(config.read_text())
+        cfg["dispatch"] = "dispatch.yaml"
+        config.write_text(yaml.safe_dump(cfg))
+        proc = start_daemon(config, tmp_path / "daemon.log")
+        try:
+            wait_for(lambda: ready(mport), 20, "daemon ready")
+            cli = [sys.executable, "-m", "sensord", "silence"]
+            made = subprocess.run(
+                [*cli, "add", "-c", str(config), "--match", "family=bin", "--for", "2h", "--by", "王工",
+                 "--comment", "bins emptied late for the festival"], capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            assert made.stdout.startswith("silence 1 until")
+            publish(
+                mosquitto.port,
+                [
+                    # Stamped after the silence began: silences apply by event time.
+                    (topic("bin", "bin-1"), {"fill_pct": 95.0, "ts": time.time()}),
+                    (topic("wristband", "wb-001"), {"sos": True, "ts": time.time()}),
+                ],
+            )
+            wait_for(lambda: bool(wecom.accepted), 20, "the SOS")
+            time.sleep(3.0)  # a bin message, flushed in its batch or by an idle tick, would be here
+            listed = subprocess.run(
+                [*cli, "list", "-c", str(config)], capture_output=True, text=True, check=True
+            )
+        finally:
+            stop_daemon(proc)
+    assert ["SOS" in a.text for a in wecom.accepted] == [True]
+    assert "active" in listed.stdout
+    assert "by 王工" in listed.stdout
+    assert "bins emptied late for the festival" in listed.stdout

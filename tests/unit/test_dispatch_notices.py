@@ -16,7 +16,7 @@ from sensord._settings import DeliverySettings, OutboxSettings
 from sensord._types import AlertEvent, AlertStatus, Severity
 from sensord.channels import Message
 from sensord.dispatch import Dispatcher, spec_from
-from sensord.outbox import Notice, Outbox
+from sensord.outbox import Notice, Outbox, SilenceRow
 from sensord.sinks import DeadLetter, deliver_channel_forever
 
 REGISTRY = parse_registry(
@@ -398,3 +398,76 @@ class TestInhibition:
         ob.close()
         assert set(again.inhibitor.sources) == {"fp-community_silent-maple"}
         assert set(again.inhibitor.held) == {"fp-bin_silent-maple"}
+
+
+def row(
+    sid: int, matchers: tuple[str, ...], start: float, end: float, *, life_safety: bool = False
+) -> SilenceRow:
+    return SilenceRow(
+        sid,
+        matchers,
+        start,
+        end,
+        "王工",
+        "lift maintenance",
+        start,
+        life_safety,
+        "drill" if life_safety else "",
+    )
+
+
+class TestSilences:
+    """Maintenance windows hold alerts back and tell them after (issue 9, point 6)."""
+
+    def d(self, *rows: SilenceRow) -> Dispatcher:
+        d = dispatcher()
+        d.silence_source = lambda: list(rows)
+        return d
+
+    def test_silenced_alert_is_held_and_told_when_the_silence_ends(self) -> None:
+        """A bin full inside the window is not sent; still full after it ends, it is."""
+        d = self.d(row(1, ('family="bin"',), T_BIN - 10, T_BIN + 100))
+        assert d.notices([bin_full()], T_BIN + 50) == []
+        assert set(d.silencer.held) == {"fp-bin"}
+        after = sanitation(d.notices([], T_BIN + 101)) + sanitation(d.notices([], T_BIN + 140))
+        assert len(after) == 1
+
+    def test_alert_that_ends_while_silenced_is_never_told(self) -> None:
+        """Fired and cleared during the window: no message at all, before or after."""
+        d = self.d(row(1, ('family="bin"',), T_BIN - 10, T_BIN + 100))
+        d.notices([bin_full()], T_BIN + 5)
+        later = d.notices(
+            [dataclasses.replace(bin_full(AlertStatus.RESOLVED), event_time=T_BIN + 20)], T_BIN + 200
+        )
+        assert later == []
+
+    def test_a_silence_does_not_hold_life_safety_unless_made_for_it(self) -> None:
+        """An SOS goes out through an ordinary silence; one made with the flag holds it (counted)."""
+        assert dispatcher().notices([sos()])  # baseline: sent
+        plain = self.d(row(1, ('family="wristband"',), T_BIN - 10, T_BIN + 100))
+        assert plain.notices([sos()], T_BIN) != []
+        metrics = Metrics()
+        flagged = Dispatcher(
+            SPEC, REGISTRY, metrics, per_recipient={"grid_worker/sms": True}, builtin=("webhook",)
+        )
+        flagged.silence_source = lambda: [
+            row(2, ('family="wristband"',), T_BIN - 10, T_BIN + 100, life_safety=True)
+        ]
+        assert flagged.notices([sos()], T_BIN) == []
+        assert metrics.silenced_life_safety._value.get() == 1
+
+    def test_silence_applies_by_event_time_only_inside_its_window(self) -> None:
+        """An alert stamped before the window starts is sent (a replay decides the same way)."""
+        d = self.d(row(1, ('family="bin"',), T_BIN + 100, T_BIN + 200))
+        assert sanitation(d.notices([bin_full()], T_BIN + 40)) != []
+
+    def test_held_by_silence_survives_a_restart(self, tmp_path: Path) -> None:
+        """Alerts a silence holds are committed with the batch and restored."""
+        d = self.d(row(1, ('family="bin"',), T_BIN - 10, T_BIN + 100))
+        d.notices([bin_full()], T_BIN + 5)
+        ob = outbox(tmp_path)
+        ob.commit([], groups=d.state_changes())
+        again = dispatcher()
+        again.load(ob.dispatch_state())
+        ob.close()
+        assert set(again.silencer.held) == {"fp-bin"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 from sensord._metrics import Metrics
@@ -23,8 +23,9 @@ from sensord.dispatch._inhibit import Inhibitor
 from sensord.dispatch._recipients import recipients
 from sensord.dispatch._render import Text, render, render_group
 from sensord.dispatch._routing import Router, alert_labels
+from sensord.dispatch._silence import Silencer
 from sensord.dispatch._spec import DispatchSpec
-from sensord.outbox import Notice
+from sensord.outbox import Notice, SilenceRow
 
 log = logging.getLogger("sensord.dispatch")
 
@@ -57,36 +58,68 @@ class Dispatcher:
         self._tz = ZoneInfo(spec.timezone)
         self.groups = Groups()
         self.inhibitor = Inhibitor(spec.inhibit_rules)
+        self.silencer = Silencer()
+        # Returns the stored silences when they changed since the last call, else None
+        # (the daemon asks the outbox; `sensord silence` writes there from another process).
+        self.silence_source: Callable[[], Sequence[SilenceRow] | None] | None = None
 
     def notices(self, events: Sequence[AlertEvent], clock: float | None = None) -> list[Notice]:
         """The messages a batch's events make now: life-safety at once, ordinary ones
-        into their groups (unless an inhibit rule holds them back); then every group due
-        at `clock` (the stream's event time)."""
+        into their groups, unless a silence or an inhibit rule holds them back; then the
+        held alerts let go at `clock` (the stream's event time), and the groups due."""
+        if self.silence_source is not None and (rows := self.silence_source()) is not None:
+            self.silencer.refresh(rows)
         out: list[Notice] = []
-        inhibitor = self.inhibitor
         for e in events:
             if e.status not in (AlertStatus.FIRING, AlertStatus.RESOLVED):
                 continue
             labels = alert_labels(e)
-            inhibitor.observe(e, labels)
-            if e.status is AlertStatus.RESOLVED and inhibitor.drop(e):
+            self.inhibitor.observe(e, labels)
+            if e.status is AlertStatus.RESOLVED and (self.silencer.drop(e) or self.inhibitor.drop(e)):
                 continue  # held back all along: never told, so nothing to close
-            if e.status is AlertStatus.FIRING and (rule := inhibitor.holding(e, labels)) is not None:
-                inhibitor.hold(e)
+            out.extend(self._admit(e, labels, e.event_time))
+        out.extend(self._let_go(clock))
+        if clock is not None:
+            for g in self.groups.take_due(clock):
+                out.extend(self._grouped(g, clock))
+        return out
+
+    def _let_go(self, clock: float | None) -> list[Notice]:
+        """Held alerts that no silence (at `clock`) or inhibit rule holds any more."""
+        out: list[Notice] = []
+        if clock is not None and self.silencer.held:
+            held = self.silencer.held
+            for e in self.silencer.released(clock, {fp: alert_labels(h) for fp, h in held.items()}):
+                out.extend(self._admit(e, alert_labels(e), clock))
+        if self.inhibitor.held:
+            held = self.inhibitor.held
+            for e in self.inhibitor.released({fp: alert_labels(h) for fp, h in held.items()}):
+                out.extend(self._route(e, alert_labels(e)))
+        return out
+
+    def _admit(self, e: AlertEvent, labels: dict[str, str], at: float) -> list[Notice]:
+        """A firing alert through the silences and inhibit rules, then routed."""
+        if e.status is AlertStatus.FIRING:
+            if (silence := self.silencer.holding(e, labels, at)) is not None:
+                self.silencer.hold(e)
+                self._metrics.silenced.labels(e.rule).inc()
+                if e.life_safety:
+                    self._metrics.silenced_life_safety.inc()
+                    log.warning(
+                        "life-safety alert held by a silence made for it",
+                        extra={"fields": {"rule": e.rule, "device_id": e.device_id, "silence": silence.row.id,
+                                          "by": silence.row.created_by, "reason": silence.row.reason}},
+                    )  # fmt: skip
+                return []
+            if (rule := self.inhibitor.holding(e, labels)) is not None:
+                self.inhibitor.hold(e)
                 self._metrics.inhibited.labels(e.rule).inc()
                 log.info(
                     "alert held back by an inhibit rule; sent if it still fires when the rule lets go",
                     extra={"fields": {"rule": e.rule, "device_id": e.device_id, "reason": rule.reason}},
                 )
-                continue
-            out.extend(self._route(e, labels))
-        if inhibitor.held:
-            for e in inhibitor.released({fp: alert_labels(h) for fp, h in inhibitor.held.items()}):
-                out.extend(self._route(e, alert_labels(e)))
-        if clock is not None:
-            for g in self.groups.take_due(clock):
-                out.extend(self._grouped(g, clock))
-        return out
+                return []
+        return self._route(e, labels)
 
     def _route(self, e: AlertEvent, labels: dict[str, str]) -> list[Notice]:
         out: list[Notice] = []
@@ -107,7 +140,7 @@ class Dispatcher:
     def state_changes(self) -> dict[str, bytes | None]:
         """Dispatch state changed since the last call (groups, inhibition), to commit with
         the batch."""
-        return {**self.groups.changes(), **self.inhibitor.changes()}
+        return {**self.groups.changes(), **self.inhibitor.changes(), **self.silencer.changes()}
 
     def load(self, rows: Sequence[tuple[str, bytes]]) -> None:
         """The state committed before a restart."""
@@ -115,6 +148,8 @@ class Dispatcher:
         for key, body in rows:
             if key.startswith("inhibit\x1f"):
                 self.inhibitor.load(key.removeprefix("inhibit\x1f"), body)
+            elif key.startswith("silence\x1f"):
+                self.silencer.load(key.removeprefix("silence\x1f"), body)
 
     def _single(self, e: AlertEvent, name: str) -> list[Notice]:
         receiver = self._receivers[name]

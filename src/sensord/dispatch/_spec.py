@@ -165,6 +165,8 @@ class DispatchSpec(_Frozen):
     receivers: tuple[Receiver, ...] = ()
     route: Route = Route()
     inhibit_rules: tuple[InhibitRule, ...] = ()
+    # The longest silence `sensord silence add` accepts: a forgotten silence must end.
+    max_silence: Duration = 72 * 3600.0
     # Times in messages (and, later, quiet hours) are local to the communities.
     timezone: str = "Asia/Shanghai"
     # The receivers a rule names in `dispatch:` are reached too (with the settings of the

@@ -27,6 +27,8 @@ from sensord._errors import OutboxError
 from sensord._metrics import Metrics
 from sensord._settings import OutboxSettings
 from sensord._types import AlertEvent, AlertStatus, Message, Recipient, Severity
+from sensord.outbox._silences import SCHEMA as SILENCES_SCHEMA
+from sensord.outbox._silences import SilenceStore
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -160,12 +162,13 @@ class Outbox:
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL: the WAL is fsynced at every commit, so a committed batch survives power loss.
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
+            self._db.executescript(_SCHEMA + SILENCES_SCHEMA)
         except sqlite3.Error as exc:
             raise OutboxError(f"cannot open outbox {path}: {exc}") from None
         self._depth = {
             s: self._scalar("SELECT COUNT(*) FROM deliveries WHERE sink = ?", s) for s in self._sinks
         }
+        self.silences = SilenceStore(self._db, self._tx)
         count = "SELECT COUNT(*) FROM notices WHERE sink = ?"
         self._depth |= {c: self._scalar(count, c) for c in self._channels}
         # Deliveries of sinks (and messages of channels) no longer configured are kept

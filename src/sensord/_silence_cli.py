@@ -1,0 +1,112 @@
+"""`sensord silence add|list|expire`: maintenance windows, kept in the outbox database
+beside the daemon (which applies a change at its next batch or idle tick)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sensord._errors import ConfigError, OutboxError
+from sensord._metrics import Metrics
+from sensord._settings import load_settings
+from sensord.dispatch import read_dispatch
+from sensord.dispatch._spec import parse_matcher
+from sensord.outbox import Outbox, SilenceRow
+from sensord.rules._spec import parse_duration
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    silence = sub.add_parser("silence", help="maintenance windows: hold alerts back for a while")
+    cmds = silence.add_subparsers(dest="silence_command", required=True)
+    add = cmds.add_parser("add", help="silence the alerts matching every --match for --for")
+    add.add_argument("-c", "--config", type=Path, required=True)
+    add.add_argument("--match", action="append", required=True, metavar='K=V or K=~"RE"', help="repeatable")
+    add.add_argument(
+        "--for", dest="duration", required=True, help="how long: 30m, 2h, 1d (at most max_silence)"
+    )
+    add.add_argument("--by", required=True, help="who silences (kept and listed)")
+    add.add_argument("--comment", required=True, help="why (kept and listed)")
+    add.add_argument(
+        "--life-safety", action="store_true", help="also hold life-safety alerts (needs --reason)"
+    )
+    add.add_argument("--reason", default="", help="why life-safety alerts may be held")
+    ls = cmds.add_parser("list", help="every silence: active, pending and expired, with who and why")
+    ls.add_argument("-c", "--config", type=Path, required=True)
+    expire = cmds.add_parser("expire", help="end a silence now (it stays listed)")
+    expire.add_argument("-c", "--config", type=Path, required=True)
+    expire.add_argument("id", type=int)
+
+
+def silence_command(args: argparse.Namespace, *, now: float | None = None) -> int:
+    now = time.time() if now is None else now
+    try:
+        settings = load_settings(args.config)
+        outbox = Outbox(settings.data_path(settings.outbox.path), (), settings.outbox, Metrics())
+    except (ConfigError, OutboxError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        if args.silence_command == "list":
+            for row in outbox.silences.all():
+                print(_line(row, now))
+            return 0
+        if args.silence_command == "expire":
+            if not outbox.silences.expire(args.id, at=now):
+                print(f"error: no active or pending silence {args.id}", file=sys.stderr)
+                return 1
+            print(f"silence {args.id} expired")
+            return 0
+        max_s = (
+            read_dispatch(settings.input_path(settings.dispatch)).spec.max_silence
+            if settings.dispatch
+            else 72 * 3600.0
+        )
+        return _add(args, outbox, now, max_s)
+    except (ConfigError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        outbox.close()
+
+
+def _add(args: argparse.Namespace, outbox: Outbox, now: float, max_s: float) -> int:
+    matchers = [parse_matcher(m).text for m in args.match]
+    duration = parse_duration(args.duration)
+    if not 0 < duration <= max_s:
+        raise ValueError(f"--for must be more than 0 and at most max_silence ({max_s / 3600:g} h)")
+    if not args.by.strip() or not args.comment.strip():
+        raise ValueError("--by and --comment must say who and why")
+    if args.life_safety and not args.reason.strip():
+        raise ValueError("--life-safety needs --reason: holding back fire or SOS alerts must be explained")
+    sid = outbox.silences.add(
+        matchers,
+        starts_at=now,
+        ends_at=now + duration,
+        created_by=args.by.strip(),
+        comment=args.comment.strip(),
+        life_safety=args.life_safety,
+        reason=args.reason.strip(),
+    )
+    print(f"silence {sid} until {_when(now + duration)}: {', '.join(matchers)}")
+    if args.life_safety:
+        print(
+            "warning: this silence also holds life-safety alerts; the daemon logs each one it holds",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _when(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _line(row: SilenceRow, now: float) -> str:
+    state = "active" if row.active(now) else ("pending" if now < row.starts_at else "expired")
+    ls = f" LIFE-SAFETY ({row.reason})" if row.life_safety else ""
+    return (
+        f"{row.id}\t{state}\t{_when(row.starts_at)} .. {_when(row.ends_at)}\t{', '.join(row.matchers)}\t"
+        f"by {row.created_by} at {_when(row.created_at)}: {row.comment}{ls}"
+    )
