@@ -196,10 +196,13 @@ def test_silence_made_by_the_cli_holds_a_bin_while_an_sos_goes_through(
         try:
             wait_for(lambda: ready(mport), 20, "daemon ready")
             cli = [sys.executable, "-m", "sensord", "silence"]
+            why = ["--by", "王工", "--comment", "bins emptied late for the festival"]
             made = subprocess.run(
-                [*cli, "add", "-c", str(config), "--match", "family=bin", "--for", "2h", "--by", "王工",
-                 "--comment", "bins emptied late for the festival"], capture_output=True, text=True, check=True,
-            )  # fmt: skip
+                [*cli, "add", "-c", str(config), "--match", "family=bin", "--for", "2h", *why],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             assert made.stdout.startswith("silence 1 until")
             publish(
                 mosquitto.port,
