@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -471,3 +472,62 @@ class TestSilences:
         again.load(ob.dispatch_state())
         ob.close()
         assert set(again.silencer.held) == {"fp-bin"}
+
+
+# 2026-12-01 23:00 in Shanghai (UTC+8) is 15:00 UTC.
+NIGHT = 1_796_137_200.0  # 2026-12-01T15:00:00Z
+
+
+def quiet(on_mute: str = "defer", **route: Any) -> Dispatcher:
+    spec = spec_from(
+        {
+            "receivers": [{"name": "sanitation", "channels": [{"type": "feishu"}]}],
+            "time_intervals": {
+                "night": [{"times": ["22:00-07:00"]}],
+                "weekend": [{"weekdays": ["saturday:sunday"]}],
+            },
+            "route": {"receiver": "sanitation", "group_wait": "0s", "mute_time_intervals": ["night"],
+                      "on_mute": on_mute, **route},
+        }
+    )  # fmt: skip
+    return Dispatcher(spec, REGISTRY, Metrics(), per_recipient={})
+
+
+class TestQuietHours:
+    """Routes' quiet hours in local time (issue 9, point 7)."""
+
+    def test_bin_at_night_is_deferred_to_the_morning(self) -> None:
+        """Full at 23:00 local: nothing until 07:00, then the message."""
+        d = quiet()
+        e = dataclasses.replace(bin_full(), event_time=NIGHT, starts_at=NIGHT)
+        assert d.notices([e], NIGHT) == []
+        assert d.notices([], NIGHT + 7 * 3600) == []  # 06:00
+        assert len(d.notices([], NIGHT + 8 * 3600)) == 1  # 07:00
+
+    def test_on_mute_drop_sends_nothing(self) -> None:
+        """on_mute: drop marks the message sent without sending it: nothing comes at the
+        end of the night for it (only a repeat, repeat_interval after it, would)."""
+        d = quiet("drop", repeat_interval="12h")
+        e = dataclasses.replace(bin_full(), event_time=NIGHT, starts_at=NIGHT)
+        assert d.notices([e], NIGHT) == []
+        assert d.notices([], NIGHT + 8 * 3600) == []
+        assert d.groups.dropped == 1
+        assert len(d.notices([], NIGHT + 12 * 3600)) == 1  # the repeat, at 11:00
+
+    def test_active_intervals_send_only_inside_them(self) -> None:
+        """active_time_intervals [weekend]: a Tuesday's bin waits for Saturday."""
+        d = quiet(mute_time_intervals=[], active_time_intervals=["weekend"])
+        tuesday_noon = NIGHT - 11 * 3600  # 2026-12-01 is a Tuesday; 12:00 local
+        e = dataclasses.replace(bin_full(), event_time=tuesday_noon, starts_at=tuesday_noon)
+        assert d.notices([e], tuesday_noon) == []
+        saturday = tuesday_noon + 4 * 86400
+        assert len(d.notices([], saturday)) == 1
+
+    def test_life_safety_is_never_muted(self) -> None:
+        """An SOS at night goes out at once."""
+        spec = spec_from({"receivers": [{"name": "desk", "channels": [{"type": "wecom"}]}],
+                          "time_intervals": {"night": [{"times": ["22:00-07:00"]}]},
+                          "route": {"receiver": "desk", "mute_time_intervals": ["night"]}})  # fmt: skip
+        d = Dispatcher(spec, REGISTRY, Metrics(), per_recipient={})
+        e = dataclasses.replace(sos(), event_time=NIGHT, starts_at=NIGHT)
+        assert len(d.notices([e], NIGHT)) == 1

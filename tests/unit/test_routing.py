@@ -269,7 +269,21 @@ class TestRoutesTest:
     ) -> None:
         """Without a config, `--dispatch FILE --labels k=v` routes on the labels given."""
         _, d = shipped(tmp_path)
-        assert main(["routes", "test", "--dispatch", str(d), "--labels", "family=bin", "rule=bin_full"]) == 0
+        assert (
+            main(
+                [
+                    "routes",
+                    "test",
+                    "--dispatch",
+                    str(d),
+                    "--labels",
+                    "family=bin",
+                    "rule=bin_full",
+                    "life_safety=false",
+                ]
+            )
+            == 0
+        )
         assert capsys.readouterr().out.splitlines()[0] == "sanitation"
 
     def test_unknown_device_is_an_error(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -307,3 +321,27 @@ class TestInhibitCheck:
         )
         assert len(got) == 1
         assert "inhibit_rules[0]: no alert can match its source matchers" in got[0]
+
+
+class TestQuietHoursCheck:
+    def test_quiet_hours_where_life_safety_lands_are_refused(self, tmp_path: Path) -> None:
+        """A muted route that life-safety alerts can land on is refused at its line."""
+        text = BASE.replace("""['family="bin"', 'life_safety="false"']""", """['family="bin"']""")
+        got = problems(tmp_path, text)
+        assert len(got) == 1
+        assert "route.routes[1]: quiet hours on a route life-safety alerts land on" in got[0]
+
+    def test_unknown_time_interval_is_refused(self, tmp_path: Path) -> None:
+        """A route naming a time interval the file does not define is refused."""
+        got = problems(
+            tmp_path, BASE.replace("mute_time_intervals: [night]", "mute_time_intervals: [nights]")
+        )
+        assert len(got) == 1
+        assert "unknown time interval 'nights' (known: night)" in got[0]
+
+    def test_bad_time_range_is_refused(self, tmp_path: Path) -> None:
+        """A time range that is not HH:MM-HH:MM is a config error with the line."""
+        d = tmp_path / "dispatch.yaml"
+        d.write_text('time_intervals:\n  night: [{times: ["22-07"]}]\n')
+        with pytest.raises(ConfigError, match=r"dispatch\.yaml:2.*HH:MM-HH:MM"):
+            read_dispatch(d)

@@ -84,6 +84,7 @@ def check_dispatch(loaded: LoadedDispatch, router: Router, rules: RuleSet, regis
                 )
             problems.append(f"{loaded.where(*node.loc)}: {node.name}: {why}")
     problems.extend(_inhibit_problems(loaded, router, shapes))
+    problems.extend(_quiet_hours_problems(loaded, router, shapes))
     if router.spec.rule_dispatch:
         for shape in shapes:
             problems.extend(
@@ -115,6 +116,29 @@ def _inhibit_problems(loaded: LoadedDispatch, router: Router, shapes: list[Shape
                     f"{loaded.where('inhibit_rules', i, key)}: inhibit_rules[{i}]: no alert can match its "
                     f"{what} matchers (no such rule, family or place)"
                 )
+    return problems
+
+
+def _quiet_hours_problems(loaded: LoadedDispatch, router: Router, shapes: list[Shape]) -> list[str]:
+    """Unknown time intervals, and quiet hours on a route life-safety alerts land on."""
+    problems: list[str] = []
+    known = router.spec.time_intervals
+    safety_lands: set[tuple[int | str, ...]] = set()
+    for s in shapes:
+        if s.labels["life_safety"] == "true":
+            safety_lands.update(n.loc for n in router.landings(s.labels))
+    names = ", ".join(sorted(known)) or "none"
+    for node in router.root.walk():
+        problems.extend(
+            f"{loaded.where(*node.loc)}: {node.name}: unknown time interval {name!r} (known: {names})"
+            for name in (*node.mute, *node.active)
+            if name not in known
+        )
+        if (node.mute or node.active) and node.loc in safety_lands:
+            problems.append(
+                f"{loaded.where(*node.loc)}: {node.name}: quiet hours on a route life-safety alerts land on; "
+                'they are never muted: give them their own route first, or add life_safety="false"'
+            )
     return problems
 
 

@@ -11,7 +11,7 @@ a crash loses no waiting alert. Life-safety alerts never come here: they go at o
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,10 @@ class Group:
     sent_at: float | None = None
     alerts: dict[str, AlertEvent] = field(default_factory=dict)  # fingerprint -> latest event
     changed: bool = True
+    # The route's quiet hours (names of time intervals) and what a muted send does.
+    mute: tuple[str, ...] = ()
+    active: tuple[str, ...] = ()
+    on_mute: str = "defer"
 
     def due(self, clock: float) -> bool:
         if self.sent_at is None:
@@ -75,6 +79,7 @@ class Groups:
     def __init__(self) -> None:
         self.open: dict[str, Group] = {}
         self._dirty: set[str] = set()
+        self.dropped = 0  # messages not sent because a route's quiet hours drop them
 
     def add(self, event: AlertEvent, routed: Routed, labels: Mapping[str, str]) -> None:
         key = group_key(routed, labels)
@@ -91,6 +96,9 @@ class Groups:
                 interval_s=node.group_interval_s,
                 repeat_s=node.repeat_interval_s,
                 first_at=event.event_time,
+                mute=node.mute,
+                active=node.active,
+                on_mute=node.on_mute,
             )
             self.open[key] = g
         g.alerts[event.fingerprint] = event
@@ -107,13 +115,20 @@ class Groups:
             del self.open[key]
         self._dirty.add(key)
 
-    def take_due(self, clock: float) -> list[Group]:
-        """Groups to send now (marked sent; a group left with nothing firing closes)."""
+    def take_due(self, clock: float, muted: Callable[[Group, float], bool] | None = None) -> list[Group]:
+        """Groups to send now (marked sent; a group left with nothing firing closes). A
+        group muted at `clock` waits (defer: it goes when the mute ends) or is marked sent
+        without a message (drop; `dropped` counts them)."""
         out = []
         for key, g in list(self.open.items()):
             if not g.due(clock):
                 continue
-            out.append(Group(**{**g.__dict__, "alerts": dict(g.alerts)}))
+            if muted is not None and muted(g, clock):
+                if g.on_mute == "defer":
+                    continue
+                self.dropped += 1
+            else:
+                out.append(Group(**{**g.__dict__, "alerts": dict(g.alerts)}))
             g.sent(clock)
             if not g.alerts:
                 del self.open[key]

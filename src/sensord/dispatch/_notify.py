@@ -25,6 +25,7 @@ from sensord.dispatch._render import Text, render, render_group
 from sensord.dispatch._routing import Router, alert_labels
 from sensord.dispatch._silence import Silencer
 from sensord.dispatch._spec import DispatchSpec
+from sensord.dispatch._times import in_interval
 from sensord.outbox import Notice, SilenceRow
 
 log = logging.getLogger("sensord.dispatch")
@@ -57,6 +58,7 @@ class Dispatcher:
         self._metrics = metrics
         self._tz = ZoneInfo(spec.timezone)
         self.groups = Groups()
+        self._intervals = spec.time_intervals
         self.inhibitor = Inhibitor(spec.inhibit_rules)
         self.silencer = Silencer()
         # Returns the stored silences when they changed since the last call, else None
@@ -80,9 +82,18 @@ class Dispatcher:
             out.extend(self._admit(e, labels, e.event_time))
         out.extend(self._let_go(clock))
         if clock is not None:
-            for g in self.groups.take_due(clock):
+            for g in self.groups.take_due(clock, self._muted):
                 out.extend(self._grouped(g, clock))
         return out
+
+    def _muted(self, g: Group, clock: float) -> bool:
+        """Is the group's route in its quiet hours at `clock` (event time, local zone)?"""
+        intervals = self._intervals
+        if any(in_interval(intervals[name], clock, self._tz) for name in g.mute if name in intervals):
+            return True
+        return bool(g.active) and not any(
+            in_interval(intervals[name], clock, self._tz) for name in g.active if name in intervals
+        )
 
     def _let_go(self, clock: float | None) -> list[Notice]:
         """Held alerts that no silence (at `clock`) or inhibit rule holds any more."""

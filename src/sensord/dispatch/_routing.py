@@ -38,6 +38,9 @@ class RouteNode:
     group_wait_s: float
     group_interval_s: float
     repeat_interval_s: float
+    mute: tuple[str, ...]
+    active: tuple[str, ...]
+    on_mute: str
     children: tuple[RouteNode, ...]
 
     @property
@@ -81,10 +84,17 @@ def compile_tree(
         repeat_interval_s=_pick(
             route.repeat_interval, p.repeat_interval_s if p else DEFAULT_REPEAT_INTERVAL_S
         ),
+        mute=_inherit(route.mute_time_intervals, p.mute if p else ()),
+        active=_inherit(route.active_time_intervals, p.active if p else ()),
+        on_mute=route.on_mute or (p.on_mute if p else "defer"),
         children=(),
     )
     kids = tuple(compile_tree(r, node, (*loc, "routes", i), default) for i, r in enumerate(route.routes))
     return RouteNode(**{**node.__dict__, "children": kids})
+
+
+def _inherit(value: tuple[str, ...] | None, inherited: tuple[str, ...]) -> tuple[str, ...]:
+    return inherited if value is None else value
 
 
 def _pick(value: float | None, inherited: float) -> float:

@@ -37,6 +37,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from sensord._errors import ConfigError
 from sensord._types import Locale
+from sensord.dispatch._times import TimeEntry
 from sensord.rules._spec import Duration
 
 # `name op "value"`, as Alertmanager writes matchers; the value may be unquoted.
@@ -145,6 +146,11 @@ class Route(_Frozen):
     group_wait: Duration | None = None
     group_interval: Duration | None = None
     repeat_interval: Duration | None = None
+    # Quiet hours: names from `time_intervals`. Muted (or outside every active interval),
+    # a group's message is deferred to the end of the mute (default) or dropped.
+    mute_time_intervals: tuple[str, ...] | None = None
+    active_time_intervals: tuple[str, ...] | None = None
+    on_mute: Literal["defer", "drop"] | None = None
     routes: tuple[Route, ...] = ()
 
 
@@ -165,6 +171,7 @@ class DispatchSpec(_Frozen):
     receivers: tuple[Receiver, ...] = ()
     route: Route = Route()
     inhibit_rules: tuple[InhibitRule, ...] = ()
+    time_intervals: dict[str, tuple[TimeEntry, ...]] = Field(default_factory=dict)
     # The longest silence `sensord silence add` accepts: a forgotten silence must end.
     max_silence: Duration = 72 * 3600.0
     # Times in messages (and, later, quiet hours) are local to the communities.
