@@ -65,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--all", action="store_true", help="include pending events in the timeline")
     rep.add_argument("--compare", type=Path, metavar="RULES_DIR", help="print how these rules' alerts differ")
     rep.add_argument("--report", type=Path, metavar="DIR", help="write an HTML report with plots to DIR")
+    rep.add_argument(
+        "--notifications",
+        action="store_true",
+        help="print the messages each receiver would get (needs -c with dispatch)",
+    )
     rec = sub.add_parser("record", help="record live traffic from a broker to a file")
     _broker_args(rec)
     rec.add_argument("--topic", action="append", help="topic filter (repeatable; default sensord/#)")

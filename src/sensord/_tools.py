@@ -14,9 +14,12 @@ import orjson
 from pydantic import SecretStr
 
 from sensord._errors import ConfigError, RecordingError, RuleError
+from sensord._metrics import Metrics
 from sensord._registry import Registry, load_registry, parse_registry
 from sensord._settings import BrokerSettings, SecretRef, Settings, load_settings
 from sensord._types import AlertStatus
+from sensord.dispatch import Dispatcher, read_dispatch
+from sensord.dispatch._build import builtin_receivers
 from sensord.replay import Limits, Progress, ReplayResult, compare, play, read_recording, record, replay
 from sensord.rules import check_rule_files, load_rule_files, rule_files
 from sensord.ruletest import run_test_file
@@ -111,6 +114,7 @@ def replay_command(args: argparse.Namespace) -> int:
     try:
         settings, registry, rules_dir = _replay_inputs(args)
         rules = load_rule_files(rule_files(rules_dir), registry)
+        dispatcher = _replay_dispatcher(settings, registry) if args.notifications else None
         show = Progress("replayed")
         result = replay(
             read_recording(args.recording),
@@ -118,6 +122,7 @@ def replay_command(args: argparse.Namespace) -> int:
             rules=rules,
             settings=settings,
             on_batch=show.add,
+            dispatcher=dispatcher,
         )
         show.done()
     except (ConfigError, RuleError, RecordingError) as exc:
@@ -130,6 +135,8 @@ def replay_command(args: argparse.Namespace) -> int:
 
         index = write_report(args.report, read_recording(args.recording), result, registry, rules)
         print(f"report: {index}", file=sys.stderr)
+    if dispatcher is not None:
+        return _print_notices(result)
     shown = sorted(result.events if args.all else result.notifications(), key=lambda e: e.event_time)
     for e in shown:
         if args.json:
@@ -145,6 +152,35 @@ def replay_command(args: argparse.Namespace) -> int:
         f"{firing} alerts fired, {len(result.events)} events",
         file=sys.stderr,
     )
+    return 0
+
+
+def _replay_dispatcher(settings: Settings, registry: Registry) -> Dispatcher:
+    """The daemon's dispatch stage without its channels (nothing is sent) or silences."""
+    if settings.dispatch is None:
+        raise ConfigError("--notifications needs -c CONFIG whose `dispatch:` names a dispatch file")
+    spec = read_dispatch(settings.input_path(settings.dispatch)).spec
+    per_person = {
+        sink: c.type == "sms"
+        for r in spec.receivers
+        for c, sink in zip(r.channels, r.channel_sinks(), strict=True)
+    }
+    return Dispatcher(
+        spec, registry, Metrics(), per_recipient=per_person, builtin=builtin_receivers(settings)
+    )
+
+
+def _print_notices(result: ReplayResult) -> int:
+    """Each message a receiver's channel would get, in the order they were made."""
+    for n in sorted(result.notices, key=lambda n: n.at):
+        m = n.message
+        mark = "*" if m.life_safety else " "
+        people = ", ".join(p.name for p in m.recipients)
+        print(f"{_iso(n.at)} {mark}{n.sink:<28}{m.title}" + (f"  -> {people}" if people else ""))
+    waiting = [g for g in result.waiting if g.sent_at is None or g.changed]
+    for g in waiting:
+        print(f"waiting at the end: {g.receiver} group {g.labels} with {len(g.alerts)} alert(s)")
+    print(f"{len(result.notices)} messages; {len(waiting)} groups still waiting", file=sys.stderr)
     return 0
 
 

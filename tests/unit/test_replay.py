@@ -94,3 +94,67 @@ class TestReplay:
         ]
         assert main(args) == 1
         assert "cannot open" in capsys.readouterr().err
+
+
+class TestReplayNotifications:
+    """`sensord replay --notifications` (issue 9, point 10): the messages each receiver
+    would get, on event time, the same on every run."""
+
+    def setup(self, tmp_path: Path) -> Path:
+        root = Path(__file__).resolve().parents[2]
+        reg = {
+            "devices": {
+                "wb-1": {
+                    "family": "wristband",
+                    "community": "maple",
+                    "grid": "g1",
+                    "contacts": {"女儿": "+86 139 1"},
+                },
+                **{f"bin-{i}": {"family": "bin", "community": "maple", "grid": "g1"} for i in range(12)},
+            },
+            "grids": {"g1": {"workers": [{"name": "张伟", "phone": "+86 138 1"}]}},
+        }
+        import yaml  # noqa: PLC0415
+
+        (tmp_path / "devices.yaml").write_text(yaml.safe_dump(reg, allow_unicode=True))
+        # The shipped sample, with a chat robot for each receiver (the sample leaves channels out).
+        sample = yaml.safe_load((root / "config" / "dispatch.yaml").read_text())
+        for r in sample["receivers"]:
+            r["channels"] = [{"type": "wecom", "url": f"http://chat.example/{r['name']}?key=k"}]
+        (tmp_path / "dispatch.yaml").write_text(yaml.safe_dump(sample, allow_unicode=True))
+        cfg = tmp_path / "sensord.yaml"
+        paths = f"rules_dir: {root / 'rules'}\nstate_dir: {tmp_path}\n"
+        cfg.write_text(f"registry: devices.yaml\ndispatch: dispatch.yaml\n{paths}")
+        t0 = 1_796_090_400.0  # 2026-12-01 10:00 Shanghai: no quiet hours
+        msgs = [(t0, "sensord/maple/wristband/wb-1/telemetry", b'{"sos": true, "ts": %f}' % t0)]
+        msgs += [
+            (t0 + 1 + i, f"sensord/maple/bin/bin-{i}/telemetry", b'{"fill_pct": 95, "ts": %f}' % (t0 + 1 + i))
+            for i in range(12)
+        ]
+        msgs += [
+            (t0 + 300, "sensord/maple/wristband/wb-1/telemetry", b'{"sos": false, "ts": %f}' % (t0 + 300))
+        ]
+        write_recording(tmp_path / "rec.jsonl", msgs)
+        return cfg
+
+    def test_sos_to_three_receivers_and_twelve_bins_in_one_message(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The SOS reaches desk, family and grid worker at once, in Chinese; the twelve bins
+        reach sanitation as one message after group_wait; a second run prints the same."""
+        cfg = self.setup(tmp_path)
+        args = ["replay", str(tmp_path / "rec.jsonl"), "-c", str(cfg), "--notifications"]
+        assert main(args) == 0
+        first = capsys.readouterr().out
+        assert main(args) == 0
+        assert capsys.readouterr().out == first
+        lines = first.splitlines()
+        sos = [ln for ln in lines if "手环SOS" in ln]
+        assert {ln.split()[2].split("/")[0] for ln in sos} == {
+            "*elder_care_desk",
+            "*family_contact",
+            "*grid_worker",
+        }
+        bins = [ln for ln in lines if "sanitation/" in ln or " sanitation" in ln]
+        assert len(bins) == 1
+        assert "12" in bins[0]

@@ -9,6 +9,7 @@ the same message ids (they are derived from the event id), which the outbox igno
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -168,7 +169,8 @@ class Dispatcher:
         words = render(
             e, locale=receiver.locale, tz=self._tz, sensitive=receiver.sensitive, answer_id=e.fingerprint
         )
-        return self._messages(name, e.event_id, words, people, (e.severity, e.life_safety, e.fingerprint))
+        notices = self._messages(name, e.event_id, words, people, (e.severity, e.life_safety, e.fingerprint))
+        return [dataclasses.replace(n, at=e.event_time) for n in notices]
 
     def _grouped(self, g: Group, clock: float) -> list[Notice]:
         receiver = self._receivers[g.receiver]
@@ -182,7 +184,8 @@ class Dispatcher:
             (e.severity for e in events), key=lambda s: ("info", "warning", "critical").index(s.value)
         )
         people = self._people(g.receiver, events)
-        return self._messages(g.receiver, f"{g.key}@{clock!r}", words, people, (worst, False, answer))
+        notices = self._messages(g.receiver, f"{g.key}@{clock!r}", words, people, (worst, False, answer))
+        return [dataclasses.replace(n, at=clock) for n in notices]
 
     def _people(self, name: str, events: Sequence[AlertEvent]) -> tuple[Recipient, ...]:
         """Everyone the receiver reaches for these alerts, each once."""

@@ -109,6 +109,9 @@ class Notice:
 
     sink: str
     message: Message
+    # Event time it was made at (the alert's, or the clock that sent its group): shown by
+    # `replay --notifications`; the outbox keeps its own times.
+    at: float = 0.0
 
 
 def encode_message(message: Message) -> bytes:

@@ -19,6 +19,9 @@ from sensord._settings import Settings
 from sensord._types import AlertEvent, AlertStatus, RawMessage
 from sensord.alerts import Engine
 from sensord.decode import Decoder
+from sensord.dispatch import Dispatcher
+from sensord.dispatch._group import Group
+from sensord.outbox import Notice
 from sensord.rules import RuleSet
 from sensord.sinks import DeadLetter
 
@@ -31,6 +34,10 @@ class ReplayResult:
     messages: int = 0
     accepted: int = 0
     rejects: collections.Counter[str] = field(default_factory=collections.Counter)
+    # With a dispatcher: each message for a receiver's channel (`at`: the event time it
+    # was made at), and the groups still waiting at the end.
+    notices: list[Notice] = field(default_factory=list)
+    waiting: list[Group] = field(default_factory=list)
 
     def notifications(self) -> list[AlertEvent]:
         """The events a dispatch webhook would get by default (firing and resolved)."""
@@ -45,6 +52,7 @@ def replay(  # noqa: PLR0913 - the inputs of a replay are these
     settings: Settings,
     deadletter: Path | None = None,
     on_batch: Callable[[int], None] | None = None,
+    dispatcher: Dispatcher | None = None,
 ) -> ReplayResult:
     """Run messages through the pipeline in batches of `settings.batch.max_size`."""
     result = ReplayResult()
@@ -60,16 +68,20 @@ def replay(  # noqa: PLR0913 - the inputs of a replay are these
         ack_slack_s=settings.alerts.ack_slack_s,
         deadletter=dead,
         metrics=Metrics(),
+        dispatcher=dispatcher,
     )
     try:
         it = iter(messages)
         while batch := list(itertools.islice(it, settings.batch.max_size)):
             ev = pipeline.evaluate(batch)
             result.events.extend(ev.events)
+            result.notices.extend(ev.notices)
             result.messages += len(batch)
             result.accepted += ev.accepted
             if on_batch is not None:
                 on_batch(len(batch))
     finally:
         dead.close()
+    if dispatcher is not None:
+        result.waiting = list(dispatcher.groups.open.values())
     return result
