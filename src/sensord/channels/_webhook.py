@@ -22,7 +22,6 @@ over `{id}.{timestamp}.{body}`, keyed with the secret's decoded bytes).
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
@@ -33,8 +32,7 @@ from sensord._errors import ConfigError
 from sensord._settings import signing_key
 from sensord.channels._base import Message
 from sensord.channels._mail_settings import ReceiverWebhookSettings
-from sensord.sinks._http import classify, transport_error
-from sensord.sinks._webhook import sign
+from sensord.sinks._webhook import post_signed
 
 
 def message_body(message: Message) -> dict[str, Any]:
@@ -79,18 +77,8 @@ class WebhookChannel:
 
     async def send(self, message: Message) -> None:
         body = orjson.dumps(message_body(message))
-        timestamp = int(time.time())
-        headers = {
-            "content-type": "application/json",
-            "webhook-id": message.id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(self._secret.get_secret_value(), message.id, timestamp, body),
-        }
-        try:
-            response = await self._client.post(self._settings.url.reveal(), content=body, headers=headers)
-        except httpx.HTTPError as exc:
-            raise transport_error(self.name, exc, self._settings.url) from None
-        classify(self.name, response, self._settings.url)
+        url, secret = self._settings.url, self._secret
+        await post_signed(self._client, self.name, url, secret, msg_id=message.id, body=body)
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -52,6 +52,7 @@ import httpx
 import orjson
 from pydantic import SecretStr
 
+from sensord._secret_url import SecretUrl
 from sensord._settings import WebhookSettings, signing_key
 from sensord._types import LOCALES, AlertEvent
 from sensord.sinks._http import classify, transport_error
@@ -119,6 +120,25 @@ def webhook_body(e: AlertEvent) -> dict[str, Any]:
     }
 
 
+async def post_signed(  # noqa: PLR0913 - one signed request's parts
+    client: httpx.AsyncClient, sink: str, url: SecretUrl, secret: SecretStr, *, msg_id: str, body: bytes
+) -> None:
+    """POST a JSON body signed per Standard Webhooks (the id is the same on every retry);
+    raise the sink error the answer means. Shared with the receivers' webhook channels."""
+    ts = int(time.time())
+    headers = {
+        "content-type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(ts),
+        "webhook-signature": sign(secret.get_secret_value(), msg_id, ts, body),
+    }
+    try:
+        response = await client.post(url.reveal(), content=body, headers=headers)
+    except httpx.HTTPError as exc:
+        raise transport_error(sink, exc, url) from None
+    classify(sink, response, url)
+
+
 class WebhookSink:
     """POSTs each event to the dispatch platform, signed."""
 
@@ -139,18 +159,8 @@ class WebhookSink:
 
     async def _post(self, e: AlertEvent) -> None:
         body = orjson.dumps(webhook_body(e))
-        ts = int(time.time())
-        headers = {
-            "content-type": "application/json",
-            "webhook-id": e.event_id,
-            "webhook-timestamp": str(ts),
-            "webhook-signature": sign(self._secret.get_secret_value(), e.event_id, ts, body),
-        }
-        try:
-            response = await self._client.post(self._settings.url.reveal(), content=body, headers=headers)
-        except httpx.HTTPError as exc:
-            raise transport_error(self.name, exc, self._settings.url) from None
-        classify(self.name, response, self._settings.url)
+        url, secret = self._settings.url, self._secret
+        await post_signed(self._client, self.name, url, secret, msg_id=e.event_id, body=body)
 
     async def aclose(self) -> None:
         await self._client.aclose()
