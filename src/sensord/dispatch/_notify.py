@@ -167,7 +167,12 @@ class Dispatcher:
         receiver = self._receivers[name]
         people = self._people(name, [e])
         words = render(
-            e, locale=receiver.locale, tz=self._tz, sensitive=receiver.sensitive, answer_id=e.fingerprint
+            e,
+            locale=receiver.locale,
+            tz=self._tz,
+            sensitive=receiver.sensitive,
+            answer_id=e.fingerprint,
+            redact=frozenset(receiver.redact),
         )
         notices = self._messages(name, e.event_id, words, people, (e.severity, e.life_safety, e.fingerprint))
         return [dataclasses.replace(n, at=e.event_time) for n in notices]
@@ -178,6 +183,7 @@ class Dispatcher:
         answer = hashlib.sha256(g.key.encode()).hexdigest()[:16]
         words = render_group(
             events, labels=g.labels, locale=receiver.locale, tz=self._tz, sensitive=receiver.sensitive,
+            redact=frozenset(receiver.redact),
             answer_id=answer,
         )  # fmt: skip
         worst = max(

@@ -42,8 +42,17 @@ class Text:
     markdown: str
 
 
-def render(event: AlertEvent, *, locale: str, tz: ZoneInfo, sensitive: bool, answer_id: str) -> Text:
-    """The title, plain text and markdown of one event for one receiver."""
+def render(  # noqa: PLR0913 - what one receiver may read of one event
+    event: AlertEvent,
+    *,
+    locale: str,
+    tz: ZoneInfo,
+    sensitive: bool,
+    answer_id: str,
+    redact: frozenset[str] = frozenset(),
+) -> Text:
+    """The title, plain text and markdown of one event for one receiver. `redact`: the
+    readings (and `coordinates`) a sensitive receiver still must not see."""
     w = _WORDS[locale]
     sev = _SEVERITY[locale][event.severity.value]
     acked_by = event.readings.get("acknowledged_by") if event.status is AlertStatus.RESOLVED else None
@@ -60,10 +69,15 @@ def render(event: AlertEvent, *, locale: str, tz: ZoneInfo, sensitive: bool, ans
     if acked_by:
         lines.append(f"{w['by']}: {acked_by}")
     if sensitive:
-        shown = {k: v for k, v in event.readings.items() if k not in ("ts", "acknowledged_by")}
+        hidden = {"ts", "acknowledged_by", *redact}
+        shown = {k: v for k, v in event.readings.items() if k not in hidden}
         if shown:
             lines.append(f"{w['readings']}: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
-        coords = [f"{k}={event.location[k]}" for k in _PRIVATE_KEYS if k in event.location]
+        coords = [
+            f"{k}={event.location[k]}"
+            for k in _PRIVATE_KEYS
+            if k in event.location and "coordinates" not in redact
+        ]
         if coords:
             lines[1] += " (" + ", ".join(coords) + ")"
     lines.append(f"{w['answer']}: {answer_id}")
@@ -97,10 +111,13 @@ def render_group(  # noqa: PLR0913 - the parts of one grouped message
     tz: ZoneInfo,
     sensitive: bool,
     answer_id: str,
+    redact: frozenset[str] = frozenset(),
 ) -> Text:
     """One message for a group of ordinary alerts: how many, where, and one line each."""
     if len(events) == 1:
-        return render(events[0], locale=locale, tz=tz, sensitive=sensitive, answer_id=answer_id)
+        return render(
+            events[0], locale=locale, tz=tz, sensitive=sensitive, answer_id=answer_id, redact=redact
+        )
     w, g = _WORDS[locale], _GROUP_WORDS[locale]
     worst = max(events, key=lambda e: ("info", "warning", "critical").index(e.severity.value))
     sev = _SEVERITY[locale][worst.severity.value]

@@ -116,6 +116,8 @@ class Receiver(_Frozen):
     channels: tuple[ChannelSpec, ...] = ()
     # May see readings (heart rate, SpO2, …) and coordinates: desks, doctors, families.
     sensitive: bool = False
+    # Readings (by field name) and `coordinates` a sensitive receiver still must not see.
+    redact: tuple[str, ...] = ()
     send_resolved: bool = True
 
     def channel_sinks(self) -> list[str]:
@@ -179,7 +181,6 @@ class DispatchSpec(_Frozen):
     # The receivers a rule names in `dispatch:` are reached too (with the settings of the
     # route the alert lands on), so the rule owner's intent holds without a route each.
     rule_dispatch: bool = True
-
 
     @field_validator("timezone")
     @classmethod
