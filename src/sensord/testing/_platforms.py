@@ -60,6 +60,7 @@ class Accepted:
     mentioned: tuple[str, ...]  # whom the platform would notify
     title: str = ""
     size: int = 0  # bytes of the request body
+    at: float = 0.0  # time.time() when it was accepted
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,8 @@ class _RobotServer:
 
     port: int = field(default_factory=free_port)
     hang_s: float = 30.0
+    # Seconds each request takes before its answer: a slow receiver (bench/dispatch.py).
+    delay_s: float = 0.0
     accepted: list[Accepted] = field(default_factory=list)
     refused: list[Refused] = field(default_factory=list)
     _script: list[Fault] = field(default_factory=list)
@@ -133,6 +136,8 @@ class _RobotServer:
         return {"errcode": code, "errmsg": msg}
 
     def _handle(self, path: str, headers: Mapping[str, str], raw: bytes) -> tuple[int, bytes]:
+        if self.delay_s:
+            self._stopping.wait(self.delay_s)
         with self._lock:
             fault = self._script.pop(0) if self._script else None
         if fault == "hang":
@@ -151,7 +156,7 @@ class _RobotServer:
                 self.refused.append(Refused(refusal.code, refusal.msg))
             return 200, orjson.dumps(self.answer(refusal.code, refusal.msg))
         with self._lock:
-            self.accepted.append(dataclasses.replace(accepted, size=len(raw)))
+            self.accepted.append(dataclasses.replace(accepted, size=len(raw), at=time.time()))
         return 200, orjson.dumps(self.answer(0, "ok"))
 
     def start(self) -> Self:
