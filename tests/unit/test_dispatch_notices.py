@@ -536,8 +536,8 @@ class TestQuietHours:
 def test_redact_hides_chosen_readings_from_a_sensitive_receiver() -> None:
     """`redact: [heart_rate, coordinates]` on a sensitive receiver: the SOS reading stays,
     heart rate and coordinates go (issue 9, point 9)."""
-    spec = spec_from({"receivers": [{"name": "family", "sensitive": True, "redact": ["heart_rate", "coordinates"],
-                                     "channels": [{"type": "wecom"}]}], "route": {"receiver": "family"}})  # fmt: skip
+    family = {"name": "family", "sensitive": True, "redact": ["heart_rate", "coordinates"]}
+    spec = spec_from({"receivers": [{**family, "channels": [{"type": "wecom"}]}], "route": {"receiver": "family"}})
     [n] = Dispatcher(spec, REGISTRY, Metrics(), per_recipient={}).notices([sos()])
     assert "sos=True" in n.message.text
     assert "heart_rate" not in n.message.text
