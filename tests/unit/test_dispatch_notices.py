@@ -537,7 +537,8 @@ def test_redact_hides_chosen_readings_from_a_sensitive_receiver() -> None:
     """`redact: [heart_rate, coordinates]` on a sensitive receiver: the SOS reading stays,
     heart rate and coordinates go (issue 9, point 9)."""
     family = {"name": "family", "sensitive": True, "redact": ["heart_rate", "coordinates"]}
-    spec = spec_from({"receivers": [{**family, "channels": [{"type": "wecom"}]}], "route": {"receiver": "family"}})
+    receivers = [{**family, "channels": [{"type": "wecom"}]}]
+    spec = spec_from({"receivers": receivers, "route": {"receiver": "family"}})
     [n] = Dispatcher(spec, REGISTRY, Metrics(), per_recipient={}).notices([sos()])
     assert "sos=True" in n.message.text
     assert "heart_rate" not in n.message.text
