@@ -32,6 +32,9 @@ class Inhibitor:
         self.sources: dict[str, dict[str, str]] = {}  # fingerprint -> labels, while firing
         self.held: dict[str, AlertEvent] = {}  # fingerprint -> latest firing event held back
         self._dirty: set[str] = set()
+        # Held alerts can only go free when a source stops firing: until one does, the
+        # per-batch check of every held alert is skipped.
+        self._source_ended = False
 
     def observe(self, event: AlertEvent, labels: Mapping[str, str]) -> None:
         """Keep the set of firing sources up to date with one event."""
@@ -40,8 +43,8 @@ class Inhibitor:
         fp = event.fingerprint
         if event.status is AlertStatus.FIRING:
             self.sources[fp] = dict(labels)
-        else:
-            self.sources.pop(fp, None)
+        elif self.sources.pop(fp, None) is not None:
+            self._source_ended = True
         self._dirty.add(f"src\x1f{fp}")
 
     def holding(self, event: AlertEvent, labels: Mapping[str, str]) -> InhibitRule | None:
@@ -69,6 +72,9 @@ class Inhibitor:
 
     def released(self, labels_of: Mapping[str, Mapping[str, str]]) -> list[AlertEvent]:
         """Held alerts no source holds any more (they still fire: they are sent now)."""
+        if not self._source_ended:
+            return []
+        self._source_ended = False
         free = [e for fp, e in self.held.items() if not self._held_by_any(e, labels_of[fp])]
         for e in free:
             del self.held[e.fingerprint]
@@ -90,6 +96,7 @@ class Inhibitor:
         return rows
 
     def load(self, key: str, body: bytes) -> None:
+        self._source_ended = True  # check the restored held alerts once
         kind, fp = key.split("\x1f", 1)
         if kind == "src":
             self.sources[fp] = orjson.loads(body)

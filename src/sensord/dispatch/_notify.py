@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 from sensord._metrics import Metrics
@@ -35,6 +35,22 @@ log = logging.getLogger("sensord.dispatch")
 def message_id(event_id: str, sink: str, person: str = "") -> str:
     """Stable per (event, channel, person): the same after a crash and on every retry."""
     return hashlib.sha256(f"{event_id}\x1f{sink}\x1f{person}".encode()).hexdigest()[:24]
+
+
+class _LabelsOf(Mapping[str, Mapping[str, str]]):
+    """The labels of held alerts, worked out only for those looked at."""
+
+    def __init__(self, held: Mapping[str, AlertEvent]) -> None:
+        self._held = held
+
+    def __getitem__(self, fp: str) -> Mapping[str, str]:
+        return alert_labels(self._held[fp])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._held)
+
+    def __len__(self) -> int:
+        return len(self._held)
 
 
 class Dispatcher:
@@ -105,7 +121,7 @@ class Dispatcher:
                 out.extend(self._admit(e, alert_labels(e), clock))
         if self.inhibitor.held:
             held = self.inhibitor.held
-            for e in self.inhibitor.released({fp: alert_labels(h) for fp, h in held.items()}):
+            for e in self.inhibitor.released(_LabelsOf(held)):
                 out.extend(self._route(e, alert_labels(e)))
         return out
 
