@@ -27,6 +27,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     add.add_argument(
         "--for", dest="duration", required=True, help="how long: 30m, 2h, 1d (at most max_silence)"
     )
+    add.add_argument(
+        "--from",
+        dest="start",
+        help="when it starts: ISO 8601 with a zone, e.g. 2026-12-05T22:00+08:00 (default: now)",
+    )
     add.add_argument("--by", required=True, help="who silences (kept and listed)")
     add.add_argument("--comment", required=True, help="why (kept and listed)")
     add.add_argument(
@@ -75,6 +80,7 @@ def silence_command(args: argparse.Namespace, *, now: float | None = None) -> in
 def _add(args: argparse.Namespace, outbox: Outbox, now: float, max_s: float) -> int:
     matchers = [parse_matcher(m).text for m in args.match]
     duration = parse_duration(args.duration)
+    start = now if args.start is None else _parse_start(args.start)
     if not 0 < duration <= max_s:
         raise ValueError(f"--for must be more than 0 and at most max_silence ({max_s / 3600:g} h)")
     if not args.by.strip() or not args.comment.strip():
@@ -83,20 +89,30 @@ def _add(args: argparse.Namespace, outbox: Outbox, now: float, max_s: float) -> 
         raise ValueError("--life-safety needs --reason: holding back fire or SOS alerts must be explained")
     sid = outbox.silences.add(
         matchers,
-        starts_at=now,
-        ends_at=now + duration,
+        starts_at=start,
+        ends_at=start + duration,
         created_by=args.by.strip(),
         comment=args.comment.strip(),
         life_safety=args.life_safety,
         reason=args.reason.strip(),
     )
-    print(f"silence {sid} until {_when(now + duration)}: {', '.join(matchers)}")
+    print(f"silence {sid} from {_when(start)} until {_when(start + duration)}: {', '.join(matchers)}")
     if args.life_safety:
         print(
             "warning: this silence also holds life-safety alerts; the daemon logs each one it holds",
             file=sys.stderr,
         )
     return 0
+
+
+def _parse_start(text: str) -> float:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--from {text!r} is not an ISO 8601 time (2026-12-05T22:00+08:00)") from None
+    if when.tzinfo is None:
+        raise ValueError(f"--from {text!r} needs a zone (+08:00 or Z): local time is ambiguous")
+    return when.timestamp()
 
 
 def _when(ts: float) -> str:

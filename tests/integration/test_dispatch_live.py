@@ -203,7 +203,7 @@ def test_silence_made_by_the_cli_holds_a_bin_while_an_sos_goes_through(
                 text=True,
                 check=True,
             )
-            assert made.stdout.startswith("silence 1 until")
+            assert made.stdout.startswith("silence 1 from")
             publish(
                 mosquitto.port,
                 [

@@ -92,3 +92,15 @@ def test_bad_matcher_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[st
         == 1
     )
     assert 'label="value"' in capsys.readouterr().err
+
+
+def test_scheduled_silence_from_a_given_time(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--from sets the start (a maintenance window planned ahead); listed as pending
+    until then; a time without a zone is refused."""
+    cfg = config(tmp_path)
+    assert add(cfg, "--by", "a", "--comment", "b", "--from", "2999-01-01T22:00+08:00") == 0
+    assert "from 2999-01-01T14:00:00Z until 2999-01-01T16:00:00Z" in capsys.readouterr().out
+    main(["silence", "list", "-c", str(cfg)])
+    assert "\tpending\t" in capsys.readouterr().out
+    assert add(cfg, "--by", "a", "--comment", "b", "--from", "2999-01-01T22:00") == 1
+    assert "needs a zone" in capsys.readouterr().err
