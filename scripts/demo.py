@@ -1,5 +1,7 @@
 """The neighbourhood demo: a private broker, InfluxDB 1.x and webhook receiver; simulated
-devices of all six families with injected incidents; the real daemon in between.
+devices of all six families with injected incidents; the real daemon in between. Then
+dispatch (scripts/demo_dispatch.py): a night and morning replayed through the sample
+dispatch file to chat, SMS stand-ins.
 
 Run by `bash scripts/demo` (which installs what it needs first).
 """
@@ -23,6 +25,7 @@ import httpx
 import orjson
 import yaml
 
+import demo_dispatch  # scripts/demo_dispatch.py, beside this file
 from sensord.simulate import load_scenario, publish, registry_for
 from sensord.testing import Received, WebhookReceiver, free_port, start_influxdb_v1, start_mosquitto
 
@@ -168,6 +171,7 @@ async def main(args: argparse.Namespace) -> int:
             daemon.wait(10)
             hook.stop()
         ok = summary(hook, influx, counters, expected, tmp / "state" / "deadletter.jsonl")
+        ok &= await demo_dispatch.run(tmp / "dispatch", broker.port)
         influx.stop()
         broker.stop()
     print(f"\n{GREEN + 'demo ok' if ok else RED + 'demo found problems'}{OFF}")
