@@ -13,6 +13,7 @@ import binascii
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
@@ -302,6 +303,17 @@ class AlertSettings(_Frozen):
     # time before the readings ahead of it would make it look stale, and one far after
     # them means a backlog (sensord was down), where the stream clock is the better date.
     ack_slack_s: Annotated[float, Field(ge=0)] = 15.0
+    # The zone of `local_hour()` in rules (the communities' local time).
+    timezone: str = "Asia/Shanghai"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (an IANA name such as Asia/Shanghai)") from None
+        return v
 
 
 class LogSettings(_Frozen):

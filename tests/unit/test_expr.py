@@ -103,3 +103,28 @@ class TestDefaultRules:
                         block.append(lines[j].strip())
                         j -= 1
                     assert any(b.startswith("# Why:") for b in block), f"{path.name}:{i + 1} has no # Why:"
+
+
+class TestLocalHour:
+    """`local_hour()`: a rule that holds by day only (issue 9, point 7)."""
+
+    def test_local_hour_reads_the_engine_column(self) -> None:
+        """`local_hour() >= 8 and local_hour() < 20` is true between 08:00 and 20:00."""
+        got = run("local_hour() >= 8 and local_hour() < 20", {"local_hour()": [7.99, 8.0, 19.99, 20.0]})
+        assert got == [False, True, True, False]
+
+    def test_local_hour_takes_no_argument(self) -> None:
+        """An argument is refused with the form to use."""
+        with pytest.raises(ExprError, match=r"local_hour\(\) takes no arguments"):
+            compile_expr("local_hour(steps) > 8", WB, {})
+
+    def test_local_hours_follow_the_zone_and_its_clock_changes(self) -> None:
+        """Shanghai is UTC+8 all year; Berlin moves an hour on 2026-03-29 at 01:00 UTC."""
+        from zoneinfo import ZoneInfo  # noqa: PLC0415
+
+        from sensord.alerts._model import local_hours  # noqa: PLC0415
+
+        ts = np.array([1_796_090_400.0])  # 2026-12-01T02:00Z
+        assert list(local_hours(ts, ZoneInfo("Asia/Shanghai"))) == [10.0]
+        spring = np.array([1_774_746_000.0 - 1800, 1_774_746_000.0 + 1800])  # 00:30Z and 01:30Z
+        assert list(local_hours(spring, ZoneInfo("Europe/Berlin"))) == [1.5, 3.5]

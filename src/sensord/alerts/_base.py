@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import numpy.typing as npt
@@ -40,6 +41,7 @@ class EngineBase:
         self._rules = rules
         self._registry = registry
         self._settings = alerts
+        self._tz = ZoneInfo(alerts.timezone)  # local_hour() in rules
         self._repeat_default = alerts.repeat_interval_s
         self._state: dict[Family, list[_RuleState]] = {}
         self._dur: dict[Family, list[dict[str, FloatArr]]] = {}

@@ -6,13 +6,16 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, overload
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import numpy.typing as npt
 
 from sensord._types import AlertEvent, AlertStatus, Family
 from sensord.rules import CompiledRule, FamilyRules
+from sensord.rules._expr import LOCAL_HOUR
 
 FloatArr = npt.NDArray[np.float64]
 BoolArr = npt.NDArray[np.bool_]
@@ -165,19 +168,49 @@ class _Cur:
 
 
 class _Env(dict[str, FloatArr]):
-    """Batch columns; per-device parameter columns are gathered on first use."""
+    """Batch columns; per-device parameter columns, and the local hour of each reading
+    (`local_hour()`), are worked out on first use."""
 
-    def __init__(self, base: dict[str, FloatArr], params: dict[str, FloatArr], dev: IntArr) -> None:
+    def __init__(
+        self,
+        base: dict[str, FloatArr],
+        params: dict[str, FloatArr],
+        dev: IntArr,
+        *,
+        ts: FloatArr | None = None,
+        tz: ZoneInfo | None = None,
+    ) -> None:
         super().__init__(base)
         self._params = params
         self._dev = dev
+        self._ts = ts
+        self._tz = tz
 
     def __missing__(self, key: str) -> FloatArr:
+        if key == LOCAL_HOUR and self._ts is not None and self._tz is not None:
+            col = self[key] = local_hours(self._ts, self._tz)
+            return col
         arr = self._params.get(key)
         if arr is None:
             raise KeyError(key)
         col = self[key] = arr[self._dev]
         return col
+
+
+def local_hours(ts: FloatArr, tz: ZoneInfo) -> FloatArr:
+    """Each time's local hour of day (0 <= h < 24). One UTC offset serves the whole batch
+    unless it spans a daylight-saving change (none in Asia/Shanghai)."""
+    if ts.shape[0] == 0:
+        return ts.copy()
+
+    def offset(t: float) -> float:
+        delta = datetime.fromtimestamp(t, tz).utcoffset()
+        return delta.total_seconds() if delta is not None else 0.0
+
+    lo, hi = offset(float(ts.min())), offset(float(ts.max()))
+    offs = np.full(ts.shape[0], lo) if lo == hi else np.array([offset(float(t)) for t in ts])
+    hours: FloatArr = np.mod(ts + offs, 86400.0) / 3600.0
+    return hours
 
 
 def _fill_forward(defined: BoolArr) -> npt.NDArray[np.intp]:

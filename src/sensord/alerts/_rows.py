@@ -70,7 +70,7 @@ class RowsMixin(EngineBase):
             # A parameter nobody overrides is the plain number; overridden ones are looked up
             # per row only when a rule reads them.
             env.update({p: np.float64(v) for p, v in fr.constant.items()})  # type: ignore[misc]
-            env = _Env(env, fr.param_arrays, dev)
+            env = _Env(env, fr.param_arrays, dev, ts=ts, tz=self._tz)
         return _Rows(dev, ts, env, present, prev_ts, self._comm_firing[self._comm_of[family][dev]])
 
     def _remember(self, family: Family, dev: IntArr, env: dict[str, FloatArr]) -> None:

@@ -48,6 +48,10 @@ _FUNCS: dict[str, Callable[..., Array]] = {"abs": np.abs, "min": np.minimum, "ma
 # stopped, a tank level that no longer moves).
 WINDOW_FUNCS = ("avg_over", "min_over", "max_over", "sum_over", "count_over", "delta", "rate")
 UNCHANGED = "unchanged_for"
+# `local_hour()`: the reading's local time of day in hours (8.5 is 08:30), in the zone of
+# alerts.timezone: a rule that holds only by day ("no steps for 3 h between 08:00 and
+# 20:00"). The engine supplies the column under this name.
+LOCAL_HOUR = "local_hour()"
 # Bounds on what an operator may write: deeper nesting would exhaust the parser (and is
 # never needed), a longer window would keep and re-sort days of readings every batch.
 MAX_DEPTH = 32
@@ -252,21 +256,29 @@ class _Compiler:
         col = spec.column
         return lambda env: env[col]
 
+    def _column_call(self, node: ast.Call, fname: str) -> Fn:
+        """`local_hour()` and `unchanged_for(field)`: columns the engine works out."""
+        if fname == "local_hour":
+            if node.args or node.keywords:
+                raise self.fail(node, "local_hour() takes no arguments, e.g. local_hour() >= 8")
+            return lambda env: env[LOCAL_HOUR]
+        target = node.args[0] if len(node.args) == 1 and not node.keywords else None
+        if not isinstance(target, ast.Name) or target.id not in self._fields:
+            raise self.fail(node, "use unchanged_for(field), e.g. unchanged_for(steps) >= 12h")
+        spec = WindowSpec(UNCHANGED, target.id, 0.0)
+        self.used_windows.add(spec)
+        col = spec.column
+        return lambda env: env[col]
+
     def _call(self, node: ast.Call) -> Fn:
         fname = node.func.id if isinstance(node.func, ast.Name) else ""
         if fname in WINDOW_FUNCS:
             return self._window(node, fname)
-        if fname == UNCHANGED:
-            target = node.args[0] if len(node.args) == 1 and not node.keywords else None
-            if not isinstance(target, ast.Name) or target.id not in self._fields:
-                raise self.fail(node, "use unchanged_for(field), e.g. unchanged_for(steps) >= 12h")
-            spec = WindowSpec(UNCHANGED, target.id, 0.0)
-            self.used_windows.add(spec)
-            col = spec.column
-            return lambda env: env[col]
+        if fname in ("local_hour", UNCHANGED):
+            return self._column_call(node, fname)
         func = _FUNCS.get(fname)
         if func is None or node.keywords or not node.args:
-            names = ", ".join(sorted([*_FUNCS, *WINDOW_FUNCS, UNCHANGED]))
+            names = ", ".join(sorted([*_FUNCS, *WINDOW_FUNCS, UNCHANGED, "local_hour"]))
             raise self.fail(node, f"only {names} may be called")
         if fname == "abs" and len(node.args) != 1:
             raise self.fail(node, "abs takes one value")
