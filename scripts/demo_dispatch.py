@@ -57,9 +57,11 @@ def registry() -> dict[str, Any]:
     return {"devices": devices, "grids": grids}
 
 
-def normal(device: str) -> dict[str, Any]:
+def normal(device: str, t: float) -> dict[str, Any]:
     if device.startswith("wb"):
-        return {"heart_rate": 72, "spo2": 97, "sos": False, "fall": False, "worn": True, "steps": 0}
+        # A few steps every ten minutes, night included (a restless sleeper): no welfare check.
+        steps = int((t - at(30, 22, 50)) // 600) * 12
+        return {"heart_rate": 72, "spo2": 97, "sos": False, "fall": False, "worn": True, "steps": steps}
     if device.startswith("lift"):
         return {"state": "idle", "door_open": False, "in_levelling_zone": True, "occupied": False,
                 "door_fault": False, "speed_mps": 0.0, "vibration_rms": 0.1}  # fmt: skip
@@ -75,7 +77,7 @@ def stream() -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]]]:
     t, end = at(30, 22, 50), at(31, 9, 30)
     while t <= end:
         for d in devices:
-            body = normal(d)
+            body = normal(d, t)
             if d == "bin-n00" and t >= at(30, 23, 0):
                 body["fill_pct"] = 95.0
             if d == "lift-n01" and at(30, 23, 30) <= t < at(31, 0, 30):
