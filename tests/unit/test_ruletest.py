@@ -129,3 +129,45 @@ def test_shipped_rule_tests_pass(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert code == 0, out
     assert " 0 failed" in out
+
+
+class TestNotifications:
+    """Expected messages per receiver in rule tests (issue 9, point 10)."""
+
+    TEXT = """\
+dispatch: dispatch.yaml
+devices:
+  wb-1: {family: wristband}
+tests:
+  - name: sos
+    input:
+      wb-1: {sos: "false true"}
+    notifications:
+      - {receiver: desk, at: 10s}
+"""
+    DISPATCH = """\
+receivers: [{name: desk}, {name: other}]
+route: {receiver: other, routes: [{matchers: ['rule="wristband_sos"'], receiver: desk}]}
+rule_dispatch: false
+"""
+
+    def test_expected_receiver_and_time_pass(self, tmp_path: Path) -> None:
+        """The SOS routed to `desk` at 10 s matches the expectation."""
+        path = write_case(tmp_path, self.TEXT)
+        (path.parent / "dispatch.yaml").write_text(self.DISPATCH)
+        result = run_test_file(path)
+        assert result.error is None
+        assert [c.failures for c in result.cases] == [[]]
+
+    def test_wrong_receiver_fails_with_both_lists(self, tmp_path: Path) -> None:
+        """Expecting another receiver fails, showing what was expected and what came."""
+        path = write_case(tmp_path, self.TEXT.replace("receiver: desk", "receiver: other"))
+        (path.parent / "dispatch.yaml").write_text(self.DISPATCH)
+        [case] = run_test_file(path).cases
+        assert case.failures == ["notifications: expected [other at 10s]\n           got [desk at 10s]"]
+
+    def test_notifications_without_a_dispatch_file_is_an_error(self, tmp_path: Path) -> None:
+        """`notifications:` with no `dispatch:` in the file says so."""
+        path = write_case(tmp_path, self.TEXT.replace("dispatch: dispatch.yaml\n", ""))
+        [case] = run_test_file(path).cases
+        assert case.failures == ["notifications: the test file has no `dispatch:` file to route with"]

@@ -20,6 +20,9 @@ from sensord._settings import AlertSettings, DecodeSettings
 from sensord._types import AlertEvent, AlertStatus, RawMessage
 from sensord.alerts import Engine
 from sensord.decode import Decoder
+from sensord.dispatch import Dispatcher, DispatchSpec, read_dispatch
+from sensord.dispatch._spec import ChannelSpec
+from sensord.outbox import Notice
 from sensord.rules import CompiledRule, RuleSet, load_rule_files, rule_files
 from sensord.ruletest._spec import (
     Case,
@@ -130,7 +133,9 @@ def _alert_mismatch(expected: ExpectedAlert, rule: CompiledRule | None, severity
     return None
 
 
-def run_case(case: Case, spec: TestFile, registry: Registry, rules: RuleSet) -> CaseResult:
+def run_case(  # noqa: C901 - one case: run it, then each kind of expectation
+    case: Case, spec: TestFile, registry: Registry, rules: RuleSet, dispatch: DispatchSpec | None = None
+) -> CaseResult:
     result = CaseResult(case.name)
     rejects: list[str] = []
     dead = DeadLetter(
@@ -142,6 +147,7 @@ def run_case(case: Case, spec: TestFile, registry: Registry, rules: RuleSet) -> 
         ack_topic_template=ACK_TOPIC,
         deadletter=dead,
         metrics=Metrics(),
+        dispatcher=_dispatcher(dispatch, registry) if dispatch is not None else None,
     )
     try:
         messages = _messages(case, spec, registry)
@@ -157,6 +163,13 @@ def run_case(case: Case, spec: TestFile, registry: Registry, rules: RuleSet) -> 
     events = []
     last_reading = max((m.received_at - T0 for m in messages), default=0.0)
     checkpoints = sorted({e.at for e in case.expect} | {last_reading})
+    if dispatch is not None:
+        # Groups fall due on the clock: move it at every reading and every expected
+        # message, as a live daemon's batches and idle ticks would.
+        checkpoints = sorted({*checkpoints, *(m.received_at - T0 for m in messages)})
+        checkpoints += [n.at for n in case.notifications or () if n.at > checkpoints[-1]]
+        checkpoints = sorted(set(checkpoints))
+    notices: list[Notice] = []
     pos = 0
     for at in checkpoints:
         batch = []
@@ -164,13 +177,19 @@ def run_case(case: Case, spec: TestFile, registry: Registry, rules: RuleSet) -> 
             batch.append(messages[pos])
             pos += 1
         if batch:
-            events.extend(pipeline.evaluate(batch).events)
+            ev = pipeline.evaluate(batch)
+            events.extend(ev.events)
+            notices.extend(ev.notices)
         # The clock moves to each checkpoint as a live daemon's quiet-stream tick would.
-        events.extend(pipeline.tick(T0 + at).events)
+        ev = pipeline.tick(T0 + at)
+        events.extend(ev.events)
+        notices.extend(ev.notices)
         for exp in (e for e in case.expect if e.at == at):
             result.failures.extend(_compare_state(exp.at, exp.alerts, pipeline.engine, by_name, scope))
     dead.close()
     result.failures.extend(f"input rejected by decode ({r})" for r in rejects)
+    if case.notifications is not None:
+        result.failures.extend(_notice_mismatch(case, notices, has_dispatch=dispatch is not None))
     if case.events is not None:
         wanted = {s.status for s in case.events} | {"firing", "resolved"}
         got = sorted(
@@ -188,6 +207,27 @@ def run_case(case: Case, spec: TestFile, registry: Registry, rules: RuleSet) -> 
         else:
             result.failures.extend(_text_mismatches(case.events, events))
     return result
+
+
+def _dispatcher(spec: DispatchSpec, registry: Registry) -> Dispatcher:
+    """The file's dispatch stage with one stand-in channel per receiver: a test states
+    which receivers are told when, whatever channels they have."""
+    receivers = tuple(r.model_copy(update={"channels": (ChannelSpec(type="test"),)}) for r in spec.receivers)
+    return Dispatcher(spec.model_copy(update={"receivers": receivers}), registry, Metrics(), per_recipient={})
+
+
+def _notice_mismatch(case: Case, notices: Sequence[Notice], *, has_dispatch: bool) -> list[str]:
+    if not has_dispatch:
+        return ["notifications: the test file has no `dispatch:` file to route with"]
+    got = sorted((round(n.at - T0, 3), n.message.receiver) for n in notices)
+    want = sorted((round(n.at, 3), n.receiver) for n in case.notifications or ())
+    if got == want:
+        return []
+
+    def fmt(items: list[tuple[float, str]]) -> str:
+        return "[" + ", ".join(f"{r} at {_fmt_s(t)}" for t, r in items) + "]" if items else "[] (none)"
+
+    return [f"notifications: expected {fmt(want)}\n           got {fmt(got)}"]
 
 
 def _text_mismatches(expected: Sequence[ExpectedEvent], events: Sequence[AlertEvent]) -> list[str]:
@@ -264,6 +304,7 @@ def run_test_file(path: Path) -> FileResult:
             [path.parent / p for p in spec.rule_files] if spec.rule_files else rule_files(path.parent.parent)
         )
         rules = load_rule_files(files, registry)
+        dispatch = read_dispatch(path.parent / spec.dispatch).spec if spec.dispatch is not None else None
     except (RuleError, ConfigError) as exc:
         out.error = str(exc)
         return out
@@ -274,7 +315,7 @@ def run_test_file(path: Path) -> FileResult:
         return out
     for case in spec.tests:
         if case.devices is None:
-            out.cases.append(run_case(case, spec, registry, rules))
+            out.cases.append(run_case(case, spec, registry, rules, dispatch))
             continue
         unknown = sorted(set(case.devices) - set(spec.devices))
         if unknown:
@@ -284,5 +325,5 @@ def run_test_file(path: Path) -> FileResult:
             continue
         sub = spec.model_copy(update={"devices": {d: spec.devices[d] for d in case.devices}})
         sub_registry = _registry(sub, str(path))
-        out.cases.append(run_case(case, sub, sub_registry, load_rule_files(files, sub_registry)))
+        out.cases.append(run_case(case, sub, sub_registry, load_rule_files(files, sub_registry), dispatch))
     return out

@@ -95,6 +95,13 @@ class Ack(_Model):
     by: str = "test"
 
 
+class ExpectedNotice(_Model):
+    """A message a receiver gets (with the file's `dispatch:`), at the event time it is made."""
+
+    receiver: str
+    at: Duration
+
+
 class Case(_Model):
     name: Annotated[str, Field(min_length=1)]
     acks: tuple[Ack, ...] = ()
@@ -106,10 +113,14 @@ class Case(_Model):
     input: dict[str, dict[str, Any]] = Field(default_factory=dict)
     expect: tuple[Expectation, ...] = ()
     events: tuple[ExpectedEvent, ...] | None = None
+    # Every message of the case per receiver (needs the file's `dispatch:`).
+    notifications: tuple[ExpectedNotice, ...] | None = None
 
 
 class TestFile(_Model):
     rule_files: tuple[Path, ...] = ()
+    # A dispatch file (relative to the test file): cases may then state `notifications`.
+    dispatch: Path | None = None
     rules: tuple[str, ...] | None = None
     interval: Duration = 10.0
     devices: dict[str, dict[str, Any]]
