@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sensord.testing import Run, Workload, broker_kills, daemon_kills, sinks_down
+from sensord.testing import Run, Workload, broker_kills, daemon_kills, dispatch_kills, sinks_down
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
@@ -59,3 +59,14 @@ def test_broker_sigkill_under_load_loses_nothing_acknowledged(tmp_path: Path) ->
     problems = run.problems()
     assert run.acked >= run.published
     assert not problems, _explain(run, problems)
+
+
+def test_daemon_sigkill_with_dispatch_loses_and_doubles_no_life_safety_message(tmp_path: Path) -> None:
+    """With a dispatch file routing every alert to a chat robot, the daemon SIGKILLed
+    twice under load still brings the robot every life-safety message of the reference
+    (ids derived from the events, so a resurrected or doubled alert would show as an id
+    the reference does not have), and none other."""
+    run = dispatch_kills(tmp_path, CI_LOAD, kills=2, seed=3)
+    assert run.kills == 2
+    assert run.expected > 50, "the workload raised too few life-safety alerts to judge"
+    assert not run.problems(), f"{run}"

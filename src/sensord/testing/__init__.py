@@ -6,6 +6,7 @@ webhooks that check what they are sent."""
 
 from sensord.sinks import MemorySink
 from sensord.testing._faultcheck import Findings, judge
+from sensord.testing._faultdispatch import DispatchRun, dispatch_kills
 from sensord.testing._faultruns import Run, broker_kills, daemon_kills, sinks_down
 from sensord.testing._faults import Daemon, Publisher, Workload, reference
 from sensord.testing._memory import MemorySource
@@ -37,6 +38,7 @@ __all__ = [
     "Accepted",
     "Daemon",
     "DingTalkRobotServer",
+    "DispatchRun",
     "Fault",
     "FeishuBotServer",
     "Findings",
@@ -59,6 +61,7 @@ __all__ = [
     "Workload",
     "broker_kills",
     "daemon_kills",
+    "dispatch_kills",
     "free_port",
     "judge",
     "reference",

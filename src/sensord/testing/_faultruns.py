@@ -15,8 +15,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sensord._types import AlertEvent
+from sensord.replay import Outgoing
 from sensord.testing._faultcheck import Findings, event_key, judge
 from sensord.testing._faults import Daemon, Publisher, Workload, daemon_config, reference, wait_until
 from sensord.testing._servers import (
@@ -70,8 +72,14 @@ class _Rig:
 
 
 @contextlib.contextmanager
-def _rig(
-    work: Path, w: Workload, *, influx: bool = False, broker_conf: str = "", webhook_timeout_s: float = 5.0
+def _rig(  # noqa: PLR0913 - the rig's options
+    work: Path,
+    w: Workload,
+    *,
+    influx: bool = False,
+    broker_conf: str = "",
+    webhook_timeout_s: float = 5.0,
+    dispatch: dict[str, Any] | None = None,
 ) -> Iterator[_Rig]:
     secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
     mosquitto = start_mosquitto(work / "mosquitto", extra_conf=broker_conf)
@@ -88,6 +96,7 @@ def _rig(
             webhook_secret=secret,
             influx_url=server.url if server is not None else None,
             webhook_timeout_s=webhook_timeout_s,
+            dispatch=dispatch,
         )
         daemon = Daemon(config, http_port, work / "daemon" / "daemon.log")
         daemon.start()
@@ -135,6 +144,27 @@ def _delivered_ids(rig: _Rig) -> set[str]:
     return {r.headers["webhook-id"] for r in rig.receiver.delivered()}
 
 
+def kill_under_load(
+    rig: _Rig, w: Workload, stream: list[Outgoing], kills: int, rng: random.Random
+) -> tuple[Publisher, int, list[float]]:
+    """Publish `stream` and SIGKILL (then restart) the daemon at `kills` seeded points of
+    it; returns when the publisher is done: (publisher, kills made, wall clock of each)."""
+    publisher = Publisher(rig.mosquitto.port, stream, w.wall_tick_s, w.tick_s).start()
+    span = w.ticks * w.wall_tick_s
+    at = sorted(rng.uniform(0.1 * span, 0.95 * span) for _ in range(kills))
+    start = time.monotonic()
+    kill_times: list[float] = []
+    for when in at:
+        wait_until(lambda when=when: time.monotonic() - start >= when, span + 60, "the kill point")
+        # Each kill finds a running daemon (ready), then dies at once.
+        wait_until(rig.daemon.ready, 60, "the daemon ready before a kill")
+        kill_times.append(time.time())
+        rig.daemon.kill()
+        rig.daemon.start()
+    publisher.join(4 * span + 120)
+    return publisher, len(kill_times), kill_times
+
+
 def daemon_kills(work: Path, w: Workload, *, kills: int, seed: int = 1, drain_s: float = 60) -> Run:
     """SIGKILL the daemon `kills` times at seeded random points under load, restarting it
     each time. Judged: every life-safety transition of the reference delivered, none
@@ -147,21 +177,7 @@ def daemon_kills(work: Path, w: Workload, *, kills: int, seed: int = 1, drain_s:
     with _rig(work, w) as rig:
         stream = w.stream(rig.stream_start)
         ref = reference(rig.daemon.config, stream)
-        publisher = Publisher(rig.mosquitto.port, stream, w.wall_tick_s, w.tick_s).start()
-        span = w.ticks * w.wall_tick_s
-        at = sorted(rng.uniform(0.1 * span, 0.95 * span) for _ in range(kills))
-        start = time.monotonic()
-        done = 0
-        kill_times: list[float] = []
-        for when in at:
-            wait_until(lambda when=when: time.monotonic() - start >= when, span + 60, "the kill point")
-            # Each kill finds a running daemon (ready), then dies at once.
-            wait_until(rig.daemon.ready, 60, "the daemon ready before a kill")
-            kill_times.append(time.time())
-            rig.daemon.kill()
-            rig.daemon.start()
-            done += 1
-        publisher.join(4 * span + 120)
+        publisher, done, kill_times = kill_under_load(rig, w, stream, kills, rng)
         want = {event_key(e) for e in ref if e.life_safety}
         _settle(rig, lambda: want <= _delivered_keys(rig), drain_s)
         findings = judge(rig.receiver.received, ref)

@@ -157,8 +157,10 @@ def daemon_config(  # noqa: PLR0913 - a test daemon's knobs
     webhook_timeout_s: float = 5.0,
     snapshot_every_s: float = 10.0,
     rules_dir: Path = ROOT_RULES,
+    dispatch: dict[str, Any] | None = None,
 ) -> tuple[Path, int]:
-    """A daemon config in `work`; returns (path, HTTP port of /metrics and /healthz)."""
+    """A daemon config in `work`; returns (path, HTTP port of /metrics and /healthz).
+    `dispatch`: a dispatch file's content, written beside the config and named in it."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "devices.yaml").write_text(yaml.safe_dump(registry))
     (work / "webhook-secret").write_text(webhook_secret)
@@ -188,6 +190,9 @@ def daemon_config(  # noqa: PLR0913 - a test daemon's knobs
         "http": {"host": "127.0.0.1", "port": http_port},
         "log": {"format": "json", "level": "INFO"},
     }
+    if dispatch is not None:
+        (work / "dispatch.yaml").write_text(yaml.safe_dump(dispatch, allow_unicode=True))
+        cfg["dispatch"] = "dispatch.yaml"
     path = work / "sensord.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path, http_port
