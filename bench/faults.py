@@ -6,6 +6,7 @@ offline replay of the stream it published.
     .venv/bin/python bench/faults.py            # the CI sizes (about 4 minutes)
     .venv/bin/python bench/faults.py --long     # 20 kills, 3-minute outages (about 20 minutes)
     .venv/bin/python bench/faults.py --only sinks --outage 120 --keep
+    .venv/bin/python bench/faults.py --long --only dispatch   # with a dispatch file on
 
 Prints one table row per scenario and, below it, every broken promise; exit 1 if any.
 """
@@ -25,7 +26,7 @@ from pathlib import Path
 import orjson
 
 from sensord.outbox import encode_event
-from sensord.testing import Run, Workload, broker_kills, daemon_kills, sinks_down
+from sensord.testing import Run, Workload, broker_kills, daemon_kills, dispatch_kills, sinks_down
 
 COLUMNS = (
     "scenario", "kills", "published", "acked", "resent", "events", "LS events", "delivered", "missing LS",
@@ -55,11 +56,24 @@ def _post_mortem(run: Run, folder: Path) -> Path:
     return path
 
 
-def main() -> None:
-    logging.basicConfig(level=logging.ERROR)
+def _dispatch(work: Path, load: Workload, kills: int, seed: int) -> list[tuple[str, str]]:
+    """Every alert routed to one chat robot, the daemon SIGKILLed: its life-safety
+    messages judged against the reference. Returns the problems."""
+    name = "dispatch SIGKILL"
+    try:
+        d = dispatch_kills(work, load, kills=kills, seed=seed)
+    except (TimeoutError, RuntimeError, AssertionError) as exc:
+        return [(name, f"did not finish: {exc}")]
+    print(f"{name}: {d.kills} kills, {d.expected} life-safety messages expected, {d.received} received, "
+          f"{len(d.missing)} missing, {len(d.unexpected)} not in the reference, {d.seconds:.0f} s",
+          flush=True)
+    return [(name, p) for p in d.problems()]
+
+
+def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--long", action="store_true", help="the long sizes: 20 kills, 180 s outages")
-    ap.add_argument("--only", choices=["daemon", "sinks", "broker"], action="append",
+    ap.add_argument("--only", choices=["daemon", "sinks", "broker", "dispatch"], action="append",
                     help="run only these scenarios (repeatable)")
     ap.add_argument("--kills", type=int, help="daemon SIGKILLs (CI 3, long 20)")
     ap.add_argument("--broker-kills", type=int, help="broker SIGKILLs (CI 2, long 10)")
@@ -67,13 +81,18 @@ def main() -> None:
     ap.add_argument("--ticks", type=int, help="ticks of load for the kill scenarios (CI 50, long 400)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--keep", action="store_true", help="keep the work folder (logs, outbox) and print it")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.ERROR)
+    args = _args()
     kills = args.kills or (20 if args.long else 3)
     broker = args.broker_kills or (10 if args.long else 2)
     outage = args.outage or (180.0 if args.long else 20.0)
     ticks = args.ticks or (400 if args.long else 50)
     load = Workload(ticks=ticks, seed=args.seed)
-    only = set(args.only or ["daemon", "sinks", "broker"])
+    only = set(args.only or ["daemon", "sinks", "broker", "dispatch"])
     print(f"load: {load.devices} devices, {ticks} ticks of {load.wall_tick_s}s, seed {args.seed}")
     work = Path(tempfile.mkdtemp(prefix="sensord-faults-"))
     runs: list[Run] = []
@@ -105,11 +124,18 @@ def main() -> None:
         if "broker" in only:
             attempt("broker SIGKILL",
                     lambda: broker_kills(work / "broker", load, kills=broker, seed=args.seed + 1))
+        if "dispatch" in only:
+            failed.extend(_dispatch(work / "dispatch", load, kills, args.seed + 2))
     finally:
         if args.keep:
             print(f"work folder: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+    _report(runs, failed)
+
+
+def _report(runs: list[Run], failed: list[tuple[str, str]]) -> None:
+    """The table, then every broken promise; exit 1 if any."""
     _print_table(runs)
     problems = failed + [(run.name, p) for run in runs for p in run.problems()]
     for name, p in problems:

@@ -3,7 +3,7 @@
 # repository (run as root):
 #
 #   /opt/sensord/venv            the package, in its own virtualenv
-#   /etc/sensord/                sensord.yaml, devices.yaml and rules/ (the shipped samples)
+#   /etc/sensord/                sensord.yaml, devices.yaml, dispatch.yaml and rules/ (the shipped samples)
 #   /etc/sensord/secrets/        root only; webhook-secret, made here if there is none
 #   /etc/systemd/system/         sensord.service
 #
@@ -57,7 +57,7 @@ fi
 # config reads the registry and rules relative to its own folder: /etc/sensord/devices.yaml
 # and /etc/sensord/rules/.
 install -d -m 0755 "$etc"
-for f in sensord.yaml devices.yaml; do
+for f in sensord.yaml devices.yaml dispatch.yaml; do
   if [ -e "$etc/$f" ]; then
     say "kept $etc/$f"
   else

@@ -263,7 +263,8 @@ class TestInstalledFiles:
     def test_sample_config_inputs_resolve_inside_etc_sensord(
         self, installed: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """The installed config's registry and rules folder are the copies in /etc/sensord."""
+        """The installed config's registry, rules folder and dispatch file are the copies in
+        /etc/sensord."""
         etc = installed / "etc/sensord"
         monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(etc / "secrets"))
         settings = load_settings(etc / "sensord.yaml")
@@ -271,6 +272,9 @@ class TestInstalledFiles:
         assert rules.resolve() == (etc / "rules").resolve()
         assert sorted(rules.glob("*.yaml"))
         assert settings.input_path(settings.registry).resolve() == (etc / "devices.yaml").resolve()
+        assert settings.dispatch is not None
+        assert settings.input_path(settings.dispatch).resolve() == (etc / "dispatch.yaml").resolve()
+        assert (etc / "dispatch.yaml").is_file()
 
 
 class TestUnit:
