@@ -37,7 +37,9 @@ COLUMNS = (
 
 def _print_table(runs: list[Run]) -> None:
     rows = [{k: str(v) for k, v in run.row().items()} for run in runs]
-    widths = {c: max(len(c), *(len(r.get(c, "")) for r in rows)) for c in COLUMNS}
+    if not rows:  # only the dispatch scenario ran: it prints its own line
+        return
+    widths = {c: max([len(c), *(len(r.get(c, "")) for r in rows)]) for c in COLUMNS}
     print("  ".join(c.rjust(widths[c]) for c in COLUMNS))
     for r in rows:
         print("  ".join(r.get(c, "").rjust(widths[c]) for c in COLUMNS))
