@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -29,6 +30,18 @@ from pydantic import (
 from sensord._errors import ConfigError
 from sensord._secret_url import SecretUrl
 from sensord.decode._topic import TopicTemplate, filter_matches
+
+
+def _known_zone(v: str) -> str:
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {v!r} (an IANA name such as Asia/Shanghai)") from None
+    return v
+
+
+# An IANA time zone name (Asia/Shanghai), checked at load.
+TimeZoneName = Annotated[str, AfterValidator(_known_zone)]
 
 
 class _Frozen(BaseModel):
@@ -304,16 +317,7 @@ class AlertSettings(_Frozen):
     # them means a backlog (sensord was down), where the stream clock is the better date.
     ack_slack_s: Annotated[float, Field(ge=0)] = 15.0
     # The zone of `local_hour()` in rules (the communities' local time).
-    timezone: str = "Asia/Shanghai"
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {v!r} (an IANA name such as Asia/Shanghai)") from None
-        return v
+    timezone: TimeZoneName = "Asia/Shanghai"
 
 
 class LogSettings(_Frozen):

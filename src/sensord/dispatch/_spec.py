@@ -30,12 +30,12 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from sensord._errors import ConfigError
+from sensord._settings import TimeZoneName
 from sensord._types import Locale
 from sensord.dispatch._times import TimeEntry
 from sensord.rules._spec import Duration
@@ -177,19 +177,10 @@ class DispatchSpec(_Frozen):
     # The longest silence `sensord silence add` accepts: a forgotten silence must end.
     max_silence: Duration = 72 * 3600.0
     # Times in messages (and, later, quiet hours) are local to the communities.
-    timezone: str = "Asia/Shanghai"
+    timezone: TimeZoneName = "Asia/Shanghai"
     # The receivers a rule names in `dispatch:` are reached too (with the settings of the
     # route the alert lands on), so the rule owner's intent holds without a route each.
     rule_dispatch: bool = True
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {v!r} (an IANA name such as Asia/Shanghai)") from None
-        return v
 
 
 def line_at(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int:
