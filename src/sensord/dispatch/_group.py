@@ -11,6 +11,7 @@ a crash loses no waiting alert. Life-safety alerts never come here: they go at o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,15 +42,14 @@ class Group:
     active: tuple[str, ...] = ()
     on_mute: str = "defer"
 
-    def due(self, clock: float) -> bool:
+    def due_at(self) -> float:
+        """When the group is next to be sent (event time; inf: not until it changes)."""
         if self.sent_at is None:
-            return clock >= self.first_at + self.wait_s
+            return self.first_at + self.wait_s
         if self.changed:
-            return clock >= self.sent_at + self.interval_s
-        return bool(self.firing()) and clock >= self.sent_at + self.repeat_s
-
-    def firing(self) -> list[AlertEvent]:
-        return [e for e in self.alerts.values() if e.status is AlertStatus.FIRING]
+            return self.sent_at + self.interval_s
+        firing = any(e.status is AlertStatus.FIRING for e in self.alerts.values())
+        return self.sent_at + self.repeat_s if firing else math.inf
 
     def sent(self, clock: float) -> None:
         """After a message: resolved alerts were told and leave the group."""
@@ -80,6 +80,8 @@ class Groups:
         self.open: dict[str, Group] = {}
         self._dirty: set[str] = set()
         self.dropped = 0  # messages not sent because a route's quiet hours drop them
+        # No group is due before this: most batches end without walking every group.
+        self._next_due = -math.inf
 
     def add(self, event: AlertEvent, routed: Routed, labels: Mapping[str, str]) -> None:
         key = group_key(routed, labels)
@@ -104,6 +106,7 @@ class Groups:
         g.alerts[event.fingerprint] = event
         g.changed = True
         self._dirty.add(key)
+        self._next_due = min(self._next_due, g.due_at())
 
     def forget(self, event: AlertEvent, routed: Routed, labels: Mapping[str, str]) -> None:
         """An alert that ended without a word to this receiver leaves its group quietly."""
@@ -119,9 +122,11 @@ class Groups:
         """Groups to send now (marked sent; a group left with nothing firing closes). A
         group muted at `clock` waits (defer: it goes when the mute ends) or is marked sent
         without a message (drop; `dropped` counts them)."""
+        if clock < self._next_due:
+            return []
         out = []
         for key, g in list(self.open.items()):
-            if not g.due(clock):
+            if clock < g.due_at():
                 continue
             if muted is not None and muted(g, clock):
                 if g.on_mute == "defer":
@@ -133,12 +138,15 @@ class Groups:
             if not g.alerts:
                 del self.open[key]
             self._dirty.add(key)
+        # A deferred (muted) group stays due, so the next batch walks the groups again.
+        self._next_due = min((g.due_at() for g in self.open.values()), default=math.inf)
         return out
 
     def load(self, rows: Iterable[bytes]) -> None:
         for raw in rows:
             g = Group.decode(raw)
             self.open[g.key] = g
+        self._next_due = -math.inf
 
     def changes(self) -> dict[str, bytes | None]:
         """Rows to commit (keyed `group\x1f<key>`): each changed group's state, or None."""
