@@ -16,15 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sensord._metrics import Metrics
-from sensord._registry import load_registry
-from sensord._settings import load_settings
-from sensord._types import RawMessage
-from sensord.dispatch import Dispatcher, read_dispatch
-from sensord.replay import Outgoing, replay
-from sensord.rules import load_rule_files, rule_files
+from sensord.replay import Outgoing
 from sensord.testing._faultruns import _rig, _settle, kill_under_load
-from sensord.testing._faults import Workload
+from sensord.testing._faults import Workload, replay_published
 from sensord.testing._platforms import WeComRobotServer
 
 _ID = re.compile(r"编号 ([0-9a-f]{24})")
@@ -64,18 +58,7 @@ def _spec(url: str) -> dict[str, Any]:
 
 def reference_messages(config: Path, stream: list[Outgoing]) -> set[str]:
     """The ids of the life-safety messages an offline replay of `stream` makes."""
-    settings = load_settings(config)
-    settings = settings.model_copy(
-        update={"decode": settings.decode.model_copy(update={"max_clock_skew_s": 0})}
-    )
-    registry = load_registry(settings.input_path(settings.registry))
-    rules = load_rule_files(rule_files(settings.input_path(settings.rules_dir)), registry)
-    assert settings.dispatch is not None
-    spec = read_dispatch(settings.input_path(settings.dispatch)).spec
-    dispatcher = Dispatcher(spec, registry, Metrics(), per_recipient={})
-    now = time.time()  # received now, as the daemon receives the past-stamped stream
-    messages = (RawMessage(topic, payload, max(ts, now)) for ts, topic, payload, _ in stream)
-    result = replay(messages, registry=registry, rules=rules, settings=settings, dispatcher=dispatcher)
+    result = replay_published(config, stream, dispatch=True)
     return {n.message.id for n in result.notices if n.message.life_safety}
 
 

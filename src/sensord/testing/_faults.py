@@ -29,8 +29,9 @@ from sensord._metrics import Metrics
 from sensord._registry import load_registry
 from sensord._settings import BatchSettings, BrokerSettings, ReconnectSettings, load_settings
 from sensord._types import AlertEvent, RawMessage
+from sensord.dispatch import Dispatcher, read_dispatch
 from sensord.ingest import MqttSource
-from sensord.replay import Outgoing, replay
+from sensord.replay import Outgoing, ReplayResult, replay
 from sensord.rules import load_rule_files, rule_files
 from sensord.testing._servers import free_port
 
@@ -371,13 +372,24 @@ class Publisher:
 def reference(config: Path, stream: list[Outgoing]) -> list[AlertEvent]:
     """The notifications (firing, resolved) an offline `sensord replay` of the published
     stream produces under the daemon's own config: what a daemon that never failed sends."""
+    return replay_published(config, stream).notifications()
+
+
+def replay_published(config: Path, stream: list[Outgoing], *, dispatch: bool = False) -> ReplayResult:
+    """An offline replay of the published stream under the daemon's own config (and, with
+    `dispatch`, its dispatch file, no channel called)."""
     settings = load_settings(config)
     decode = settings.decode.model_copy(update={"max_clock_skew_s": 0})
     settings = settings.model_copy(update={"decode": decode})
     registry = load_registry(settings.input_path(settings.registry))
     rules = load_rule_files(rule_files(settings.input_path(settings.rules_dir)), registry)
+    dispatcher = None
+    if dispatch:
+        assert settings.dispatch is not None
+        spec = read_dispatch(settings.input_path(settings.dispatch)).spec
+        dispatcher = Dispatcher(spec, registry, Metrics(), per_recipient={})
     # The stream is stamped in the past and received now: the daemon dates acks by the
     # stream clock, and so does the reference if its messages are received now too.
     now = time.time()
     messages = (RawMessage(topic, payload, max(ts, now)) for ts, topic, payload, _ in stream)
-    return replay(messages, registry=registry, rules=rules, settings=settings).notifications()
+    return replay(messages, registry=registry, rules=rules, settings=settings, dispatcher=dispatcher)
