@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import functools
 import hashlib
 import hmac
 import http.server
@@ -43,7 +42,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import orjson
 
-from sensord.testing._servers import free_port
+from sensord.testing._servers import free_port, serve_posts
 
 Fault = Literal["rate_limit", "503", "hang"]
 _HOUR_S = 3600
@@ -94,12 +93,6 @@ def _is_json(headers: Mapping[str, str]) -> bool:
 
 def _hmac_b64(key: bytes, msg: bytes) -> str:
     return base64.b64encode(hmac.new(key, msg, hashlib.sha256).digest()).decode()
-
-
-class _QuietServer(http.server.ThreadingHTTPServer):
-    def handle_error(self, request: object, client_address: object) -> None:  # noqa: ARG002
-        # A sender that gave up on a hung request has closed its socket before we answer.
-        return
 
 
 @dataclass
@@ -160,27 +153,11 @@ class _RobotServer:
         return 200, orjson.dumps(self.answer(0, "ok"))
 
     def start(self) -> Self:
-        robot = self
+        def answer(path: str, headers: dict[str, str], raw: bytes) -> tuple[int, dict[str, str], bytes]:
+            status, body = self._handle(path, headers, raw)
+            return status, {"Content-Type": "application/json; charset=utf-8"}, body
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("content-length", "0")))
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                status, body = robot._handle(self.path, headers, raw)
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002, ARG002 - no access log
-                return
-
-        self._server = _QuietServer(("127.0.0.1", self.port), Handler)
-        name = f"{type(self).__name__}-{self.port}"
-        # A short poll keeps stop() quick: shutdown waits for the loop's next poll.
-        serve = functools.partial(self._server.serve_forever, poll_interval=0.05)
-        threading.Thread(target=serve, name=name, daemon=True).start()
+        self._server = serve_posts(self.port, answer, f"{type(self).__name__}-{self.port}")
         return self
 
     def stop(self) -> None:

@@ -6,6 +6,7 @@ None of this needs pytest.
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.server
 import os
 import shutil
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -230,6 +232,41 @@ def start_victoria_metrics(workdir: Path) -> VictoriaMetricsServer:
     return VictoriaMetricsServer(workdir, free_port()).start()
 
 
+# A POST as (path, lower-cased headers, body) -> (status, extra headers, body).
+PostHandler = Callable[[str, dict[str, str], bytes], tuple[int, dict[str, str], bytes]]
+
+
+class _QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:  # noqa: ARG002
+        # A sender that gave up on a hung request has closed its socket before we answer.
+        return
+
+
+def serve_posts(port: int, handle: PostHandler, name: str) -> http.server.ThreadingHTTPServer:
+    """A loopback HTTP server answering each POST with `handle`, in a daemon thread, for
+    the stand-ins of the tests (webhook receiver, chat robots, SMS gateway). Stop it with
+    shutdown() and server_close(); its short poll makes that quick."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            raw = self.rfile.read(int(self.headers.get("content-length", "0")))
+            status, extra, body = handle(self.path, {k.lower(): v for k, v in self.headers.items()}, raw)
+            self.send_response(status)
+            for key, value in extra.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002, ARG002 - no access log
+            return
+
+    server = _QuietServer(("127.0.0.1", port), Handler)
+    serve = functools.partial(server.serve_forever, poll_interval=0.05)
+    threading.Thread(target=serve, name=name, daemon=True).start()
+    return server
+
+
 @dataclass
 class Received:
     """One request the webhook receiver got."""
@@ -303,27 +340,13 @@ class WebhookReceiver:
         return code if valid else 401
 
     def start(self) -> WebhookReceiver:
-        receiver = self
+        def answer(path: str, headers: dict[str, str], raw: bytes) -> tuple[int, dict[str, str], bytes]:
+            code = self._handle(headers, raw)
+            echo = self.echo_errors and code != 200
+            body = f"no route for POST {path}".encode() if echo else b""
+            return code, {"Retry-After": "1"} if code == 429 else {}, body
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                n = int(self.headers.get("content-length", "0"))
-                raw = self.rfile.read(n)
-                code = receiver._handle({k.lower(): v for k, v in self.headers.items()}, raw)
-                echo = receiver.echo_errors and code != 200
-                body = f"no route for POST {self.path}".encode() if echo else b""
-                self.send_response(code)
-                if code == 429:
-                    self.send_header("Retry-After", "1")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002, ARG002 - silence the access log
-                return
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self._server.serve_forever, name="webhook-receiver", daemon=True).start()
+        self._server = serve_posts(self.port, answer, "webhook-receiver")
         return self
 
     def delivered(self) -> list[Received]:

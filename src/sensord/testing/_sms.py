@@ -27,7 +27,7 @@ from typing import Any, Literal, Self
 
 import orjson
 
-from sensord.testing._servers import free_port
+from sensord.testing._servers import free_port, serve_posts
 
 Style = Literal["aliyun", "yunpian"]
 
@@ -178,29 +178,11 @@ class SmsGateway:
         return phone, text, msg_id, fields, code
 
     def start(self) -> Self:
-        gateway = self
+        def answer(path: str, headers: dict[str, str], raw: bytes) -> tuple[int, dict[str, str], bytes]:
+            status, body = self._handle(path, headers, raw)
+            return status, {"Content-Type": "application/json;charset=utf-8"} if body else {}, body
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("content-length", "0")))
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                status, body = gateway._handle(self.path, headers, raw)
-                self.send_response(status)
-                if body:
-                    self.send_header("Content-Type", "application/json;charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002, ARG002 - silence the access log
-                return
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        # A short poll interval: stop() waits up to one interval for the loop to notice.
-        serve = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="sms-gateway", daemon=True
-        )
-        serve.start()
+        self._server = serve_posts(self.port, answer, "sms-gateway")
         return self
 
     def stop(self) -> None:
