@@ -18,7 +18,16 @@ from sensord.dispatch._build import build_dispatch
 from sensord.ingest import MqttSource
 from sensord.outbox import Outbox
 from sensord.rules import load_rules
-from sensord.sinks import DeadLetter, DeadLetterForwarder, InfluxSink, Sink, WebhookSink, telemetry_lines
+from sensord.sinks import (
+    DeadLetter,
+    DeadLetterForwarder,
+    InfluxSink,
+    Sink,
+    WebhookSink,
+    WorkOrderPoints,
+    telemetry_lines,
+)
+from sensord.workorders import WorkOrder
 
 log = logging.getLogger("sensord")
 
@@ -96,7 +105,17 @@ async def build_daemon(
         keep=settings.deadletter.keep_files,
         max_payload_bytes=settings.deadletter.max_payload_bytes,
     )
-    dispatcher, channels = build_dispatch(settings, registry, metrics)
+    influx_sink = next((s for s in sink_list if isinstance(s, InfluxSink)), None)
+    holder: list[Outbox] = []
+
+    def load_order(wo_id: str) -> WorkOrder | None:
+        body = holder[0].work_orders.get(wo_id) if holder else None
+        return WorkOrder.decode(body) if body is not None else None
+
+    dispatcher, channels = build_dispatch(
+        settings, registry, metrics, loader=load_order,
+        order_points=WorkOrderPoints(influx_sink) if influx_sink is not None else None,
+    )  # fmt: skip
     outbox = Outbox(
         settings.data_path(settings.outbox.path),
         [s.name for s in sink_list],
@@ -105,6 +124,7 @@ async def build_daemon(
         on_shed=deadletter.undeliverable,
         channels=[c.name for c in channels],
     )
+    holder.append(outbox)
     if dispatcher is not None:
         store = outbox.silences
         # `sensord silence` writes from another process: re-read when the database changed.

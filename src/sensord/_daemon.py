@@ -95,6 +95,16 @@ class Daemon:
         self._last_snapshot = time.monotonic()
         self._last_message = time.monotonic()
 
+    @property
+    def batch_lock(self) -> asyncio.Lock:
+        """Held by whatever changes alert or work-order state (a batch, a reload, an API action)."""
+        return self._batch_lock
+
+    def wake_all(self) -> None:
+        """New messages are in the outbox: every delivery worker looks now."""
+        for wake in self._wake.values():
+            wake.set()
+
     def _maybe_snapshot(self, ev: Evaluated) -> None:
         if time.monotonic() - self._last_snapshot >= self.settings.alerts.snapshot_every_s:
             ev.snapshot = self.pipeline.engine.snapshot()
@@ -219,8 +229,13 @@ class Daemon:
             self.pipeline.watermark = max(self.pipeline.watermark, clock)
         rows = [decode_active(b) for b in self.outbox.active_rows()]
         self.pipeline.engine.restore(rows)
-        if self.pipeline.dispatcher is not None:
-            self.pipeline.dispatcher.load(self.outbox.dispatch_state())
+        dispatcher = self.pipeline.dispatcher
+        if dispatcher is not None:
+            dispatcher.load(self.outbox.dispatch_state())
+            if dispatcher.desk is not None:
+                # Unfinished work orders with their escalation timers, as last committed.
+                orders = dispatcher.desk.load(self.outbox.work_orders.unfinished())
+                log.info("work orders restored", extra={"fields": {"unfinished": orders}})
         self._last_snapshot = time.monotonic()
         return len(rows)
 

@@ -10,6 +10,9 @@ Every error a person may have to act on carries a reason written for that person
     ├── RecordingError         a recording file that cannot be read (file:line)
     ├── IngestError            broker connection problems
     │   └── ConnectRefused     the broker refused us (bad credentials, bad client id)
+    ├── WorkOrderError         a work-order action that cannot be done (HTTP 4xx)
+    │   ├── NotFound           no such work order (404)
+    │   └── Conflict           not allowed in the work order's state (409)
     └── SinkError              a delivery to a sink failed
         ├── RetryableSinkError timeout, 5xx, 429, connection refused: try again later
         └── PermanentSinkError other 4xx, rejected body: dead-letter, never retried
@@ -72,6 +75,28 @@ class IngestError(SensordError):
 
 class ConnectRefused(IngestError):  # noqa: N818 - reads as the broker's answer
     """The broker answered CONNECT with a refusal code."""
+
+
+class WorkOrderError(SensordError):
+    """A work-order action refused; `reason` says why, for the person who asked."""
+
+    status = 400
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class NotFound(WorkOrderError):  # noqa: N818 - reads as the answer it is
+    """No work order (or silence) by that id."""
+
+    status = 404
+
+
+class Conflict(WorkOrderError):  # noqa: N818 - reads as the answer it is
+    """The action is not allowed in the work order's current state."""
+
+    status = 409
 
 
 class SinkError(SensordError):

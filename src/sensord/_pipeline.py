@@ -24,8 +24,8 @@ from sensord._metrics import Metrics
 from sensord._types import AlertEvent, AlertStatus, Family, RawMessage, Reject
 from sensord.alerts import TEMPLATE_ERROR, ActiveAlert, Engine, EngineResult
 from sensord.decode import Decoder, DecodeResult, FamilyBatch, TopicTemplate, shown
-from sensord.dispatch import Dispatcher
-from sensord.outbox import Notice, Outbox
+from sensord.dispatch import AckSeen, Dispatcher
+from sensord.outbox import Notice, Outbox, WorkOrderRow
 from sensord.sinks import DeadLetter
 
 log = logging.getLogger("sensord")
@@ -46,6 +46,8 @@ class Evaluated:
     clock: float | None = None  # the event-time clock after the batch, kept with it
     notices: list[Notice] = field(default_factory=list)  # dispatch messages for the events
     groups: dict[str, bytes | None] = field(default_factory=dict)  # dispatch state changed
+    acks: list[AckSeen] = field(default_factory=list)  # applied acks, for the work orders
+    work_orders: list[WorkOrderRow] = field(default_factory=list)  # work orders changed
 
     def drop(self, fingerprints: Iterable[str]) -> None:
         for fp in fingerprints:
@@ -203,8 +205,10 @@ class Pipeline:
             return
         while step.acks:
             a = step.acks[0]
-            at = self._ack_time(a.message.received_at)
+            at = self.ack_time(a.message.received_at)
             result = self.engine.acknowledge(a.device_id, a.rule, at, a.by, starts_at=a.starts_at)
+            if not result.stale_acks:
+                out.acks.append(AckSeen(len(out.events), a.device_id, a.rule, a.by, at))
             self._absorb(out, result, None)
             if result.stale_acks:
                 self._metrics.stale_acks.labels(a.rule).inc(result.stale_acks)
@@ -218,7 +222,7 @@ class Pipeline:
             step.acks.pop(0)
         step.done = True
 
-    def _ack_time(self, received_at: float) -> float:
+    def ack_time(self, received_at: float) -> float:
         """When an ack took effect: its receive time (a payload's time is never trusted),
         kept within [stream clock, clock + slack]. Before the clock it would predate the
         readings ahead of it; far after it, the ack waited in a backlog while sensord was
@@ -296,8 +300,9 @@ class Pipeline:
         if self.dispatcher is None:
             return
         try:
-            out.notices = self.dispatcher.notices(out.events, out.clock)
+            out.notices = self.dispatcher.notices(out.events, out.clock, out.acks)
             out.groups = self.dispatcher.state_changes()
+            out.work_orders = self.dispatcher.work_order_rows()
         except Exception:
             log.exception("dispatch failed for a batch; its events still go to the sinks")
             self._metrics.delivery_failures.labels("dispatch", "error").inc()
@@ -411,6 +416,7 @@ def commit(outbox: Outbox, ev: Evaluated) -> None:
         clock=ev.clock,
         notices=ev.notices,
         groups=ev.groups,
+        work_orders=ev.work_orders,
     )
 
 

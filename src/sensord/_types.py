@@ -139,3 +139,6 @@ class Message:
     recipients: tuple[Recipient, ...] = ()
     # Where to acknowledge: a one-tap link, or the id to quote (work orders).
     ack: str = ""
+    # Structured content beside the words: a work order's state change (workOrder, action,
+    # state, by, at, …), for the webhook's body and InfluxDB's point.
+    data: dict[str, Any] = field(default_factory=dict)

@@ -12,7 +12,9 @@ Body (`Content-Type: application/json`):
       "text": "…",                    plain, most important line first
       "markdown": "…",
       "recipients": [{"name": "王芳", "phone": "13800138000", "email": null, "chat": {}}],
-      "ack": "https://…"              where to acknowledge ("" if nowhere)
+      "ack": "https://…",             where to acknowledge ("" if nowhere)
+      "data": {}                      a work order's state change: workOrder, action,
+                                      state, by, note, at, rule, community, grid, …
     }
 
 Headers: `webhook-id` (the message id, so the receiver can de-duplicate a resend),
@@ -50,6 +52,7 @@ def message_body(message: Message) -> dict[str, Any]:
             for r in message.recipients
         ],
         "ack": message.ack,
+        "data": message.data,
     }
 
 

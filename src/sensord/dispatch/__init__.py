@@ -1,12 +1,13 @@
 """Dispatch: which receivers an alert reaches (routing tree), and who they are."""
 
 from sensord.dispatch._check import alert_shapes, check_dispatch
-from sensord.dispatch._notify import Dispatcher, message_id
+from sensord.dispatch._notify import AckSeen, Dispatcher, message_id
 from sensord.dispatch._routing import FIXED_LABELS, Routed, RouteNode, Router, alert_labels
 from sensord.dispatch._spec import DispatchSpec, LoadedDispatch, Matcher, Receiver, read_dispatch, spec_from
 
 __all__ = [
     "FIXED_LABELS",
+    "AckSeen",
     "DispatchSpec",
     "Dispatcher",
     "LoadedDispatch",

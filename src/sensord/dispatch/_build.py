@@ -3,6 +3,8 @@ receiver's channels built under their queue names, and the Dispatcher that feeds
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sensord._errors import ConfigError
 from sensord._metrics import Metrics
 from sensord._registry import Registry
@@ -10,6 +12,7 @@ from sensord._settings import Settings
 from sensord.channels import Channel, build_channel, channel_settings, secret_refs
 from sensord.dispatch._notify import Dispatcher
 from sensord.dispatch._spec import LoadedDispatch, read_dispatch
+from sensord.workorders import Desk, WorkOrder
 
 
 def builtin_receivers(settings: Settings) -> tuple[str, ...]:
@@ -47,19 +50,39 @@ def check_channels(loaded: LoadedDispatch, settings: Settings) -> list[str]:
     return problems
 
 
-def build_dispatch(
-    settings: Settings, registry: Registry, metrics: Metrics
+def build_desk(loaded: LoadedDispatch, loader: Callable[[str], WorkOrder | None] | None = None) -> Desk:
+    """The work orders' desk with the dispatch file's policies and deadlines."""
+    spec = loaded.spec
+    sla = {str(k): v for k, v in spec.sla.items()}
+    return Desk(spec.escalations, sla, spec.work_orders.close_after, loader=loader)
+
+
+def build_dispatch(  # noqa: PLR0913 - the dispatch stage's collaborators
+    settings: Settings,
+    registry: Registry,
+    metrics: Metrics,
+    *,
+    loader: Callable[[str], WorkOrder | None] | None = None,
+    links: Callable[[str, float], str] | None = None,
+    order_points: Channel | None = None,
 ) -> tuple[Dispatcher | None, list[Channel]]:
-    """The dispatcher and its channels, or (None, []) when no dispatch file is set."""
+    """The dispatcher and its channels, or (None, []) when no dispatch file is set.
+    `loader` reads a finished work order back from the outbox; `links` makes one-tap
+    links; `order_points` takes every work-order change (InfluxDB)."""
     if settings.dispatch is None:
         return None, []
     loaded = read_dispatch(settings.input_path(settings.dispatch))
     channels = build_channels(loaded, settings)
+    if order_points is not None:
+        channels.append(order_points)
     dispatcher = Dispatcher(
         loaded.spec,
         registry,
         metrics,
         per_recipient={c.name: c.per_recipient for c in channels},
         builtin=builtin_receivers(settings),
+        desk=build_desk(loaded, loader),
+        links=links,
+        order_sink=order_points.name if order_points is not None else None,
     )
     return dispatcher, channels

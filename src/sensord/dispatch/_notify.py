@@ -13,7 +13,10 @@ import dataclasses
 import hashlib
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
+
+import orjson
 
 from sensord._metrics import Metrics
 from sensord._registry import Registry
@@ -23,11 +26,21 @@ from sensord.dispatch._group import Group, Groups
 from sensord.dispatch._inhibit import Inhibitor
 from sensord.dispatch._recipients import recipients
 from sensord.dispatch._render import Text, render, render_group
-from sensord.dispatch._routing import Router, alert_labels
+from sensord.dispatch._routing import Routed, Router, alert_labels
 from sensord.dispatch._silence import Silencer
 from sensord.dispatch._spec import DispatchSpec
 from sensord.dispatch._times import in_interval
-from sensord.outbox import Notice, SilenceRow
+from sensord.outbox import Notice, SilenceRow, WorkOrderRow, decode_event
+from sensord.workorders import (
+    TOLD,
+    Change,
+    Desk,
+    Escalation,
+    WorkOrder,
+    change_data,
+    escalation_title,
+    update_words,
+)
 
 log = logging.getLogger("sensord.dispatch")
 
@@ -53,10 +66,20 @@ class _LabelsOf(Mapping[str, Mapping[str, str]]):
         return len(self._held)
 
 
+class AckSeen(NamedTuple):
+    """An MQTT ack the engine applied, and where it came among the batch's events."""
+
+    pos: int  # how many of the batch's events came before it
+    device_id: str
+    rule: str
+    by: str
+    at: float
+
+
 class Dispatcher:
     """Routes a batch's events to notices for the receivers' channels."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the stage's collaborators, all but two as keywords
         self,
         spec: DispatchSpec,
         registry: Registry,
@@ -64,9 +87,15 @@ class Dispatcher:
         *,
         per_recipient: Mapping[str, bool],
         builtin: tuple[str, ...] = (),
+        desk: Desk | None = None,
+        links: Callable[[str, float], str] | None = None,
+        order_sink: str | None = None,
     ) -> None:
         """`per_recipient`: by channel queue name (Receiver.channel_sinks), whether that
-        channel sends one message per person (SMS)."""
+        channel sends one message per person (SMS). `desk`: the work orders, opened for
+        every firing alert that reaches a receiver. `links(work_order, at)`: the one-tap
+        accept link put in a message. `order_sink`: the queue that takes every work-order
+        change (InfluxDB)."""
         self.router = Router(spec, builtin=builtin)
         self._receivers = {r.name: r for r in spec.receivers}
         self._sinks = {r.name: r.channel_sinks() for r in spec.receivers}
@@ -81,27 +110,67 @@ class Dispatcher:
         # Returns the stored silences when they changed since the last call, else None
         # (the daemon asks the outbox; `sensord silence` writes there from another process).
         self.silence_source: Callable[[], Sequence[SilenceRow] | None] | None = None
+        self.desk = desk
+        self._links = links
+        self._order_sink = order_sink
+        self._rows: list[WorkOrderRow] = []
 
-    def notices(self, events: Sequence[AlertEvent], clock: float | None = None) -> list[Notice]:
+    def notices(
+        self, events: Sequence[AlertEvent], clock: float | None = None, acks: Sequence[AckSeen] = ()
+    ) -> list[Notice]:
         """The messages a batch's events make now: life-safety at once, ordinary ones
         into their groups, unless a silence or an inhibit rule holds them back; then the
-        held alerts let go at `clock` (the stream's event time), and the groups due."""
+        held alerts let go at `clock` (the stream's event time), and the groups due.
+        `acks` accept work orders, in their place among the events."""
         if self.silence_source is not None and (rows := self.silence_source()) is not None:
             self.silencer.refresh(rows)
         out: list[Notice] = []
-        for e in events:
+        pending = list(acks)
+        for i, e in enumerate(events):
+            while pending and pending[0].pos <= i:
+                self._acknowledged(pending.pop(0))
             if e.status not in (AlertStatus.FIRING, AlertStatus.RESOLVED):
                 continue
+            if e.status is AlertStatus.RESOLVED and self.desk is not None:
+                self.desk.cleared(e)
             labels = alert_labels(e)
             self.inhibitor.observe(e, labels)
             if e.status is AlertStatus.RESOLVED and (self.silencer.drop(e) or self.inhibitor.drop(e)):
                 continue  # held back all along: never told, so nothing to close
             out.extend(self._admit(e, labels, e.event_time))
+        for a in pending:
+            self._acknowledged(a)
         out.extend(self._let_go(clock))
         if clock is not None:
             for g in self.groups.take_due(clock, self._muted):
                 out.extend(self._grouped(g, clock))
+        out.extend(self.work_order_notices(clock))
         return out
+
+    def _acknowledged(self, a: AckSeen) -> None:
+        if self.desk is not None:
+            self.desk.acknowledged(a.device_id, a.rule, a.by, a.at)
+
+    def work_order_notices(self, clock: float | None = None) -> list[Notice]:
+        """The escalation steps due by `clock`, then the messages of every work-order
+        change since the last call (an API action calls this without a clock)."""
+        if self.desk is None:
+            return []
+        if clock is not None:
+            self.desk.due(clock)
+        taken = self.desk.take()
+        self._rows.extend(taken.rows)
+        out: list[Notice] = []
+        for esc in taken.escalations:
+            out.extend(self._escalate(esc))
+        for change in taken.changes:
+            out.extend(self._tell(change))
+        return out
+
+    def work_order_rows(self) -> list[WorkOrderRow]:
+        """The work orders changed since the last call, to commit."""
+        rows, self._rows = self._rows, []
+        return rows
 
     def _muted(self, g: Group, clock: float) -> bool:
         """Is the group's route in its quiet hours at `clock` (event time, local zone)?"""
@@ -151,19 +220,30 @@ class Dispatcher:
 
     def _route(self, e: AlertEvent, labels: dict[str, str]) -> list[Notice]:
         out: list[Notice] = []
-        for routed in self.router.route(labels, e.dispatch):
-            receiver = self._receivers.get(routed.receiver)
-            if receiver is None:  # a built-in receiver: sinks.webhook has every event
-                continue
+        routes = [r for r in self.router.route(labels, e.dispatch) if r.receiver in self._receivers]
+        # Built-in receivers (sinks.webhook) have every event already: no message, no job.
+        order, extra = self._open(e, routes)
+        for routed in routes:
+            receiver = self._receivers[routed.receiver]
             if e.status is AlertStatus.RESOLVED and not receiver.send_resolved:
                 # Not told, but no longer firing: it must not be repeated with its group.
                 self.groups.forget(e, routed, labels)
                 continue
             if e.life_safety:
-                out.extend(self._single(e, receiver.name))
+                out.extend(self._single(e, receiver.name, order))
             else:
                 self.groups.add(e, routed, labels)
+        for name in extra:  # the escalation policy's first step names more receivers
+            if name in self._receivers:
+                out.extend(self._single(e, name, order))
         return out
+
+    def _open(self, e: AlertEvent, routes: Sequence[Routed]) -> tuple[WorkOrder | None, tuple[str, ...]]:
+        """The work order of a firing alert that reaches receivers (opened or joined)."""
+        if self.desk is None or e.status is not AlertStatus.FIRING or not routes:
+            return None, ()
+        policy = next((r.node.escalation for r in routes if r.node.escalation), None)
+        return self.desk.open(e, [r.receiver for r in routes], policy, dataclasses.asdict(e))
 
     def state_changes(self) -> dict[str, bytes | None]:
         """Dispatch state changed since the last call (groups, inhibition), to commit with
@@ -179,19 +259,78 @@ class Dispatcher:
             elif key.startswith("silence\x1f"):
                 self.silencer.load(key.removeprefix("silence\x1f"), body)
 
-    def _single(self, e: AlertEvent, name: str) -> list[Notice]:
+    def _single(self, e: AlertEvent, name: str, order: WorkOrder | None = None) -> list[Notice]:
         receiver = self._receivers[name]
         people = self._people(name, [e])
+        answer = order.id if order is not None else e.fingerprint
         words = render(
             e,
             locale=receiver.locale,
             tz=self._tz,
             sensitive=receiver.sensitive,
-            answer_id=e.fingerprint,
+            answer_id=answer,
             redact=frozenset(receiver.redact),
         )
-        notices = self._messages(name, e.event_id, words, people, (e.severity, e.life_safety, e.fingerprint))
+        ack = self._ack_of(order, e.event_time) if order is not None else e.fingerprint
+        notices = self._messages(name, e.event_id, words, people, (e.severity, e.life_safety, ack))
         return [dataclasses.replace(n, at=e.event_time) for n in notices]
+
+    def _ack_of(self, order: WorkOrder, at: float) -> str:
+        """Where to accept: a one-tap link when the API has a public address, else the id."""
+        return self._links(order.id, at) if self._links is not None else order.id
+
+    def _escalate(self, esc: Escalation) -> list[Notice]:
+        """An escalation step: the alert again, to the step's receivers, saying why."""
+        wo = esc.order
+        e = decode_event(orjson.dumps(wo.event))
+        out: list[Notice] = []
+        for name in esc.receivers:
+            receiver = self._receivers.get(name)
+            if receiver is None:
+                continue
+            words = render(
+                e, locale=receiver.locale, tz=self._tz, sensitive=receiver.sensitive, answer_id=wo.id,
+                redact=frozenset(receiver.redact),
+            )  # fmt: skip
+            prefix, why = escalation_title(esc.entry, receiver.locale)
+            title = prefix + words.title
+            text = Text(title, f"{prefix}{why}\n{words.text}", f"**{prefix}{why}**\n{words.markdown}")
+            ack = self._ack_of(wo, esc.entry.at)
+            people = self._people(name, [e])
+            what = (e.severity, e.life_safety, ack)
+            notices = self._messages(name, f"{wo.id}#{esc.index}", text, people, what)
+            out.extend(dataclasses.replace(n, at=esc.entry.at) for n in notices)
+        return out
+
+    def _tell(self, change: Change) -> list[Notice]:
+        """A work-order change: to InfluxDB (every one), and in words to the receivers
+        that asked for state changes."""
+        wo, entry = change.order, change.entry
+        data = change_data(wo, entry)
+        base = f"{wo.id}#{change.index}"
+        out: list[Notice] = []
+        if self._order_sink is not None:
+            msg = Message(
+                id=message_id(base, self._order_sink), receiver="work_orders", severity=Severity(wo.severity),
+                life_safety=False, title=entry.action, text="", markdown="", data=data,
+            )  # fmt: skip
+            out.append(Notice(self._order_sink, msg, at=entry.at))
+        if entry.action not in TOLD:
+            return out
+        e: AlertEvent | None = None
+        for name in wo.receivers:
+            receiver = self._receivers.get(name)
+            if receiver is None or not receiver.work_order_updates:
+                continue
+            e = e or decode_event(orjson.dumps(wo.event))
+            title, text = update_words(wo, entry, locale=receiver.locale, tz=self._tz)
+            words = Text(title, text, f"**{title}**\n" + "\n".join(f"> {ln}" for ln in text.splitlines()))
+            notices = self._messages(
+                name, base, words, self._people(name, [e]), (Severity(wo.severity), False, wo.id)
+            )
+            out.extend(dataclasses.replace(n, at=entry.at, message=dataclasses.replace(n.message, data=data))
+                       for n in notices)  # fmt: skip
+        return out
 
     def _grouped(self, g: Group, clock: float) -> list[Notice]:
         receiver = self._receivers[g.receiver]

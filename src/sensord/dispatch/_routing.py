@@ -41,6 +41,7 @@ class RouteNode:
     mute: tuple[str, ...]
     active: tuple[str, ...]
     on_mute: str
+    escalation: str | None
     children: tuple[RouteNode, ...]
 
     @property
@@ -87,6 +88,7 @@ def compile_tree(
         mute=_inherit(route.mute_time_intervals, p.mute if p else ()),
         active=_inherit(route.active_time_intervals, p.active if p else ()),
         on_mute=route.on_mute or (p.on_mute if p else "defer"),
+        escalation=route.escalation or (p.escalation if p else None),
         children=(),
     )
     kids = tuple(compile_tree(r, node, (*loc, "routes", i), default) for i, r in enumerate(route.routes))

@@ -119,6 +119,9 @@ class Receiver(_Frozen):
     # Readings (by field name) and `coordinates` a sensitive receiver still must not see.
     redact: tuple[str, ...] = ()
     send_resolved: bool = True
+    # Tell this receiver when a work order it was sent changes state ("accepted by grid
+    # worker Zhang at 10:42"): a family, a desk that wants to know someone is on it.
+    work_order_updates: bool = False
 
     def channel_sinks(self) -> list[str]:
         """The outbox queue of each channel: `receiver/type`, `-2`, `-3` … for repeats."""
@@ -153,6 +156,8 @@ class Route(_Frozen):
     mute_time_intervals: tuple[str, ...] | None = None
     active_time_intervals: tuple[str, ...] | None = None
     on_mute: Literal["defer", "drop"] | None = None
+    # The escalation policy (a name from `escalations`) for the work orders opened here.
+    escalation: str | None = None
     routes: tuple[Route, ...] = ()
 
 
@@ -165,6 +170,41 @@ class InhibitRule(_Frozen):
     target_matchers: Annotated[tuple[MatcherField, ...], Field(min_length=1)]
     equal: tuple[str, ...] = ()
     reason: Annotated[str, Field(min_length=1)]
+
+
+class EscalationStep(_Frozen):
+    """Who is told at this step, and how long they have to accept before the next one."""
+
+    notify: tuple[str, ...] = ()
+    ack_timeout: Duration | None = None
+
+
+class EscalationPolicy(_Frozen):
+    """Steps taken while nobody accepts a work order. The first step is the first
+    notification (its `notify` receivers join the route's); each later step is taken
+    when the previous one's `ack_timeout` passes with nobody accepting. After the last,
+    `repeat` more rounds from the first step. `accept_expiry`: accepted but not done in
+    this long, the next step is taken as if nobody had accepted."""
+
+    steps: Annotated[tuple[EscalationStep, ...], Field(min_length=1)]
+    repeat: Annotated[int, Field(ge=0, le=100)] = 0
+    accept_expiry: Duration | None = None
+
+
+FamilyName = Literal["bin", "fire", "lift", "water", "charger", "wristband"]
+
+
+class Sla(_Frozen):
+    """Deadlines of a family's work orders, from dispatch: accepted within, done within."""
+
+    accept: Duration | None = None
+    done: Duration | None = None
+
+
+class WorkOrderSpec(_Frozen):
+    """Work-order settings: a done job closes by itself after `close_after` without feedback."""
+
+    close_after: Duration = 72 * 3600.0
 
 
 class DispatchSpec(_Frozen):
@@ -181,6 +221,10 @@ class DispatchSpec(_Frozen):
     # The receivers a rule names in `dispatch:` are reached too (with the settings of the
     # route the alert lands on), so the rule owner's intent holds without a route each.
     rule_dispatch: bool = True
+    # Work orders (README: Work orders): escalation policies by name, deadlines by family.
+    escalations: dict[str, EscalationPolicy] = Field(default_factory=dict)
+    sla: dict[FamilyName, Sla] = Field(default_factory=dict)
+    work_orders: WorkOrderSpec = WorkOrderSpec()
 
 
 def line_at(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int:

@@ -2,12 +2,17 @@
 
 from sensord.outbox._silences import SilenceRow, SilenceStore
 from sensord.outbox._sqlite import Notice, Outbox, decode_event, decode_message, encode_event, encode_message
+from sensord.outbox._workorders import AuditEntry, Filter, WorkOrderRow, WorkOrderStore
 
 __all__ = [
+    "AuditEntry",
+    "Filter",
     "Notice",
     "Outbox",
     "SilenceRow",
     "SilenceStore",
+    "WorkOrderRow",
+    "WorkOrderStore",
     "decode_event",
     "decode_message",
     "encode_event",

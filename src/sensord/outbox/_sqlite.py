@@ -29,6 +29,8 @@ from sensord._settings import OutboxSettings
 from sensord._types import AlertEvent, AlertStatus, Message, Recipient, Severity
 from sensord.outbox._silences import SCHEMA as SILENCES_SCHEMA
 from sensord.outbox._silences import SilenceStore
+from sensord.outbox._workorders import SCHEMA as WORK_ORDERS_SCHEMA
+from sensord.outbox._workorders import AuditEntry, WorkOrderRow, WorkOrderStore
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -165,13 +167,14 @@ class Outbox:
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL: the WAL is fsynced at every commit, so a committed batch survives power loss.
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA + SILENCES_SCHEMA)
+            self._db.executescript(_SCHEMA + SILENCES_SCHEMA + WORK_ORDERS_SCHEMA)
         except sqlite3.Error as exc:
             raise OutboxError(f"cannot open outbox {path}: {exc}") from None
         self._depth = {
             s: self._scalar("SELECT COUNT(*) FROM deliveries WHERE sink = ?", s) for s in self._sinks
         }
         self.silences = SilenceStore(self._db, self._tx)
+        self.work_orders = WorkOrderStore(self._db, self._tx)
         count = "SELECT COUNT(*) FROM notices WHERE sink = ?"
         self._depth |= {c: self._scalar(count, c) for c in self._channels}
         # Deliveries of sinks (and messages of channels) no longer configured are kept
@@ -212,18 +215,25 @@ class Outbox:
         clock: float | None = None,
         notices: Sequence[Notice] = (),
         groups: Mapping[str, bytes | None] | None = None,
+        work_orders: Sequence[WorkOrderRow] = (),
+        audit: Sequence[AuditEntry] = (),
+        before: Callable[[], object] | None = None,
     ) -> int:
         """Store events for every sink and update the checkpoint, in one durable transaction.
 
         Events already present (same event_id: a batch re-processed after a crash) are
         ignored. A sink's queue past its bound sheds its oldest ordinary deliveries in the
-        same transaction. Returns the number of new events.
+        same transaction. Returns the number of new events. `before` runs first inside
+        the transaction; what it raises rolls the whole transaction back (a one-tap link
+        already used).
         """
         new = 0
         life_safety = False
         now = time.time()
         shed: list[tuple[str, AlertEvent]] = []
         with self._tx():
+            if before is not None:
+                before()
             for e in events:
                 cur = self._db.execute(
                     "INSERT OR IGNORE INTO events (event_id, life_safety, body, created) VALUES (?, ?, ?, ?)",
@@ -246,6 +256,7 @@ class Outbox:
                 else:
                     self._db.execute("INSERT OR REPLACE INTO dispatch_state VALUES (?, ?)", (key, body))
             self._write_state(upsert_active, delete_active, snapshot, clock, now)
+            self.work_orders.write(work_orders, audit)
         for sink in self._sinks:
             self._depth[sink] += new
         for sink, _ in shed:

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 
 from sensord._registry import Registry
 from sensord._settings import InfluxSettings
-from sensord._types import AlertEvent
+from sensord._types import AlertEvent, Message
 from sensord.decode import FamilyBatch, field_specs
 from sensord.sinks._http import classify, transport_error
 
@@ -164,3 +164,35 @@ class InfluxSink:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+WORK_ORDER_QUEUE = "influx/work_orders"
+
+
+class WorkOrderPoints:
+    """Work-order changes as `sensord_work_orders` points. A channel over the outbox's
+    notices (queue `influx/work_orders`), so a change is durable with the batch or the
+    API action that made it, and retried like any message."""
+
+    name = WORK_ORDER_QUEUE
+    per_recipient = False
+
+    def __init__(self, sink: InfluxSink) -> None:
+        self._sink = sink
+
+    async def send(self, message: Message) -> None:
+        d = message.data
+        tags = {
+            "community": str(d["community"]), "grid": str(d["grid"]), "family": str(d["family"]),
+            "rule": str(d["rule"]), "action": str(d["action"]), "state": str(d["state"]),
+            "life_safety": "true" if d["lifeSafety"] else "false",
+        }  # fmt: skip
+        fields: dict[str, Any] = {
+            "work_order": str(d["workOrder"]), "by": str(d["by"]), "note": str(d["note"]),
+            "source": str(d["source"]), "age_s": float(d["at"]) - float(d["openedAt"]),
+        }  # fmt: skip
+        point = line("sensord_work_orders", tags, fields, round(float(d["at"]) * 1e9))
+        await self._sink.write_telemetry([point])
+
+    async def aclose(self) -> None:
+        """The InfluxDB sink closes the shared client."""
