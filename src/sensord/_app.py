@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from sensord._daemon import Daemon
 from sensord._http import HttpServer
 from sensord._metrics import Metrics
+from sensord._office import Office
 from sensord._pipeline import Pipeline
 from sensord._registry import Registry, load_registry
 from sensord._settings import Settings
 from sensord.alerts import Engine
+from sensord.api import ROUTERS, ApiContext, Clients, Links, create_app
+from sensord.api._serve import serve
+from sensord.channels import Channel
 from sensord.decode import Decoder, FamilyBatch
+from sensord.dispatch import Dispatcher
 from sensord.dispatch._build import build_dispatch
 from sensord.ingest import MqttSource
 from sensord.outbox import Outbox
@@ -83,6 +88,40 @@ class TelemetryWriter:
                 log.warning("telemetry write failed", extra={"fields": {"error": str(exc)}})
 
 
+def _links(settings: Settings) -> Links | None:
+    secret = settings.secret("api.link_secret")
+    if not settings.api.enabled or secret is None or settings.api.public_url is None:
+        return None
+    return Links(secret.get_secret_value().encode(), settings.api.public_url, settings.api.link_ttl_s)
+
+
+def _api(settings: Settings, daemon: Daemon, links: Links | None) -> Callable[[], Awaitable[None]]:
+    """The API and console server as a supervised background task."""
+    ctx = ApiContext(Office(daemon), Clients(settings.api, settings.secrets), links)
+    app = create_app(ctx, list(ROUTERS))
+    return lambda: serve(app, settings.api)
+
+
+def _dispatch(  # noqa: PLR0913, PLR0917 - the stages dispatch is built from
+    settings: Settings,
+    registry: Registry,
+    metrics: Metrics,
+    sinks: Sequence[Sink],
+    links: Links | None,
+    holder: list[Outbox],
+) -> tuple[Dispatcher | None, list[Channel]]:
+    influx_sink = next((s for s in sinks if isinstance(s, InfluxSink)), None)
+
+    def load_order(wo_id: str) -> WorkOrder | None:
+        body = holder[0].work_orders.get(wo_id) if holder else None
+        return WorkOrder.decode(body) if body is not None else None
+
+    return build_dispatch(
+        settings, registry, metrics, loader=load_order, links=links.url if links is not None else None,
+        order_points=WorkOrderPoints(influx_sink) if influx_sink is not None else None,
+    )  # fmt: skip
+
+
 async def build_daemon(
     settings: Settings,
     *,
@@ -105,17 +144,9 @@ async def build_daemon(
         keep=settings.deadletter.keep_files,
         max_payload_bytes=settings.deadletter.max_payload_bytes,
     )
-    influx_sink = next((s for s in sink_list if isinstance(s, InfluxSink)), None)
-    holder: list[Outbox] = []
-
-    def load_order(wo_id: str) -> WorkOrder | None:
-        body = holder[0].work_orders.get(wo_id) if holder else None
-        return WorkOrder.decode(body) if body is not None else None
-
-    dispatcher, channels = build_dispatch(
-        settings, registry, metrics, loader=load_order,
-        order_points=WorkOrderPoints(influx_sink) if influx_sink is not None else None,
-    )  # fmt: skip
+    links = _links(settings)
+    holder: list[Outbox] = []  # the outbox, once open: finished work orders are read from it
+    dispatcher, channels = _dispatch(settings, registry, metrics, sink_list, links, holder)
     outbox = Outbox(
         settings.data_path(settings.outbox.path),
         [s.name for s in sink_list],
@@ -178,6 +209,8 @@ async def build_daemon(
     if forwarder is not None:
         # Published over the daemon's own broker connection.
         daemon.background.append(("deadletter-mqtt", lambda: forwarder.run(source)))
+    if settings.api.enabled:
+        daemon.background.append(("api", _api(settings, daemon, links)))
     http: HttpServer | None = None
     if settings.http.enabled:
         http = HttpServer(settings.http.host, settings.http.port, metrics, daemon.health)

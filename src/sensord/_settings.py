@@ -295,6 +295,43 @@ class HttpSettings(_Frozen):
     enabled: bool = True
 
 
+class ApiClient(_Frozen):
+    """One client of the HTTP API: a dispatch platform, the duty office, a team. Its
+    token is a secret; its role allows reading (read), acting on work orders (act), or
+    that and silences (admin)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=64)]
+    role: Literal["read", "act", "admin"]
+    token: SecretRef
+
+
+class ApiSettings(_Frozen):
+    """The work-order API and the operator console (README: HTTP API). Off by default;
+    on localhost unless `host` says otherwise; TLS when both files are given."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, lt=65536)] = 9109
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    clients: tuple[ApiClient, ...] = ()
+    # One-tap links in messages: signed with this secret, pointing at public_url.
+    link_secret: SecretRef | None = None
+    public_url: str | None = None
+    link_ttl_s: Annotated[float, Field(gt=0)] = 24 * 3600.0
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ApiSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("api: give both tls_cert and tls_key, or neither")
+        names = [c.name for c in self.clients]
+        if len(set(names)) != len(names):
+            raise ValueError("api.clients: each client needs its own name")
+        if (self.link_secret is None) != (self.public_url is None):
+            raise ValueError("api: one-tap links need both link_secret and public_url")
+        return self
+
+
 class AlertSettings(_Frozen):
     """Alert lifecycle defaults; a rule may override them."""
 
@@ -346,6 +383,7 @@ class Settings(_Frozen):
     delivery: DeliverySettings = DeliverySettings()
     sinks: SinkSettings = SinkSettings()
     http: HttpSettings = HttpSettings()
+    api: ApiSettings = ApiSettings()
     alerts: AlertSettings = AlertSettings()
     log: LogSettings = LogSettings()
     # Filled by load_settings(); never written in YAML.
@@ -403,6 +441,8 @@ def _secret_refs(settings: Settings) -> dict[str, SecretRef]:
         "sinks.influx.token": settings.sinks.influx.token if settings.sinks.influx else None,
         "sinks.webhook.secret": settings.sinks.webhook.secret if settings.sinks.webhook else None,
     }
+    refs |= {f"api.clients.{c.name}.token": c.token for c in settings.api.clients}
+    refs["api.link_secret"] = settings.api.link_secret
     return {k: v for k, v in refs.items() if v is not None}
 
 

@@ -1,0 +1,24 @@
+"""The HTTP API (`/api/v1`, OpenAPI at /api/v1/openapi.json) and the operator console."""
+
+from collections.abc import Callable
+
+from fastapi import FastAPI
+
+from sensord.api._app import ApiContext, create_app
+from sensord.api._auth import Clients, Forbidden, Unauthorized
+from sensord.api._links import BadLink, Link, Links
+
+# Each adds its routes to the app: the work-order API, silences and audit, the console.
+ROUTERS: tuple[Callable[[FastAPI], None], ...] = ()
+
+__all__ = [
+    "ROUTERS",
+    "ApiContext",
+    "BadLink",
+    "Clients",
+    "Forbidden",
+    "Link",
+    "Links",
+    "Unauthorized",
+    "create_app",
+]
