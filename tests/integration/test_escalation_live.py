@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from sensord.testing import MosquittoServer, WebhookReceiver
+from sensord.testing import InfluxServer, MosquittoServer, WebhookReceiver
 from sensord.workorders import WorkOrder
 
 from ._helpers import publish, ready, start_daemon, stop_daemon, topic, wait_for, write_config
@@ -40,8 +40,10 @@ def receivers() -> Iterator[tuple[WebhookReceiver, WebhookReceiver]]:
         yield desk, doctor
 
 
-def configure(tmp: Path, port: int, desk: WebhookReceiver, doctor: WebhookReceiver) -> tuple[Path, int]:
-    config, mport = write_config(tmp, broker_port=port, registry=REGISTRY)
+def configure(
+    tmp: Path, port: int, desk: WebhookReceiver, doctor: WebhookReceiver, influx: dict[str, Any] | None = None
+) -> tuple[Path, int]:
+    config, mport = write_config(tmp, broker_port=port, registry=REGISTRY, influx=influx)
     channels = {}
     for name, r in (("desk", desk), ("doctor", doctor)):
         (tmp / f"{name}.whsec").write_text(r.secret)
@@ -135,3 +137,30 @@ def test_a_restart_before_the_step_keeps_the_work_order_and_its_timer(
     assert len({r.body["id"] for r in desk.received}) == 1  # the desk's message was not sent anew
     [step] = [h for h in work_order(tmp_path).history if h.action == "escalated"]
     assert step.at == pytest.approx(ts + STEP_S, abs=1e-3)
+
+
+def test_work_order_changes_are_points_in_influxdb(
+    tmp_path: Path,
+    mosquitto: MosquittoServer,
+    influxdb_v1: InfluxServer,
+    receivers: tuple[WebhookReceiver, WebhookReceiver],
+) -> None:
+    """The work order's opening and its escalation step land in InfluxDB as
+    `sensord_work_orders` points, with the work order's id, action and age."""
+    desk, doctor = receivers
+    influx = {"url": influxdb_v1.url, "api": "v1", "database": "sensord"}
+    config, mport = configure(tmp_path, mosquitto.port, desk, doctor, influx)
+    proc = start_daemon(config, tmp_path / "daemon.log")
+    query = 'SELECT "action", "work_order", "age_s", "community" FROM "sensord_work_orders"'
+    try:
+        wait_for(lambda: ready(mport), 20, "daemon ready")
+        sos_now(mosquitto.port)
+        wait_for(lambda: len(influxdb_v1.rows(query)) >= 2, STEP_S + 20, "two work-order points")
+    finally:
+        stop_daemon(proc)
+    rows = influxdb_v1.rows(query)
+    wo = work_order(tmp_path)
+    assert [(r["action"], r["work_order"], r["community"]) for r in rows] == [
+        ("opened", wo.id, "maple"), ("escalated", wo.id, "maple")
+    ]
+    assert [r["age_s"] for r in rows] == [0, pytest.approx(STEP_S, abs=1e-3)]
