@@ -42,11 +42,13 @@ def configure(tmp: Path, config: Path, desk: WebhookReceiver) -> int:
     API with one act client, into the daemon's config. Returns the API's port."""
     (tmp / "desk.whsec").write_text(desk.secret)
     (tmp / "duty-office.token").write_text(TOKEN)
+    webhook = {"type": "webhook", "url": desk.url, "secret": {"file": str(tmp / "desk.whsec")}}
+    office = {"name": "duty_office", "role": "act", "token": {"file": str(tmp / "duty-office.token")}}
     spec = {
         "receivers": [
             {
                 "name": "elder_care_desk", "work_order_updates": True,
-                "channels": [{"type": "webhook", "url": desk.url, "secret": {"file": str(tmp / "desk.whsec")}}],
+                "channels": [webhook],
             },
             {"name": "sanitation"},
         ],
@@ -61,7 +63,7 @@ def configure(tmp: Path, config: Path, desk: WebhookReceiver) -> int:
     cfg["dispatch"] = "dispatch.yaml"
     cfg["api"] = {
         "enabled": True, "port": port,
-        "clients": [{"name": "duty_office", "role": "act", "token": {"file": str(tmp / "duty-office.token")}}],
+        "clients": [office],
     }  # fmt: skip
     config.write_text(yaml.safe_dump(cfg))
     return port

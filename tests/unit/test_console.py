@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,7 +53,7 @@ ROLES = {"viewer": "read", "duty_office": "act", "admin": "admin"}
 class Box:
     """A daemon (outbox, desk, dispatch) and the console app over it."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, rules: Path = ROOT / "rules") -> None:
         (tmp / "devices.yaml").write_text(yaml.safe_dump(REGISTRY))
         (tmp / "dispatch.yaml").write_text(yaml.safe_dump(DISPATCH))
         for name, token in TOKENS.items():
@@ -60,7 +61,7 @@ class Box:
         clients = [{"name": n, "role": ROLES[n], "token": {"file": f"{n}.token"}} for n in TOKENS]
         self.settings = parse_settings(
             {
-                "registry": "devices.yaml", "rules_dir": str(ROOT / "rules"), "state_dir": str(tmp / "state"),
+                "registry": "devices.yaml", "rules_dir": str(rules), "state_dir": str(tmp / "state"),
                 "dispatch": "dispatch.yaml", "http": {"enabled": False}, "api": {"clients": clients},
             },
             source="test", config_dir=tmp,
@@ -249,6 +250,20 @@ class TestOrders:
         html = c.get("/console?lang=en").text
         assert re.search(r'<p id="reload">[0-9-]+ [0-9:]+ —\s+ok</p>', html)
         assert "added: —" in html
+
+    def test_a_failed_rule_reload_is_shown_with_its_reason(self, tmp_path: Path) -> None:
+        """A reload refused (a broken rule file) is shown as failed, with the reason."""
+        rules = tmp_path / "rules"
+        shutil.copytree(ROOT / "rules", rules, ignore=shutil.ignore_patterns("tests"))
+        box = Box(tmp_path, rules)
+        try:
+            (rules / "bin.yaml").write_text("family: bin\nrules: [{name: broken}]\n")
+            assert not asyncio.run(box.daemon.reload_rules())
+            html = box.client("viewer").get("/console?lang=en").text
+        finally:
+            box.close()
+        assert "failed; the previous rules stay in force" in html
+        assert "bin.yaml" in html
 
 
 class TestSilences:
