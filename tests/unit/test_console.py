@@ -164,11 +164,13 @@ class TestOrders:
         assert "已派单" in html
 
     def test_accept_from_the_console(self, box: Box) -> None:
-        """Accept: the work order is accepted by the logged-in client, from the console."""
+        """Accept: the work order is accepted by the logged-in client, from the console, and
+        the list it returns to says so."""
         sos_id, _ = sos_and_bin(box)
         c = box.client("duty_office")
         r = c.post(f"/console/wo/{sos_id}/accept", data={"csrf": csrf(c.get("/console").text)})
         assert r.status_code == 200
+        assert f"已完成：接单 {sos_id}" in r.text
         wo = box.office.get(sos_id)
         assert wo.state is State.ACCEPTED
         assert (wo.history[-1].by, wo.history[-1].source) == ("duty_office", "console")
@@ -235,10 +237,13 @@ class TestOrders:
         assert re.search(rf"<td>{local}</td><td>派单</td><td>sensord", html)
 
     def test_english_when_asked_and_remembered(self, box: Box) -> None:
-        """?lang=en gives English and a cookie; the next page without it is English too."""
+        """?lang=en gives English (words and the rule's summary) and a cookie; the next page
+        without it is English too."""
         sos_and_bin(box)
         c = box.client("duty_office")
-        assert "Open work orders" in c.get("/console?lang=en").text
+        english = c.get("/console?lang=en").text
+        assert "Open work orders" in english
+        assert "SOS pressed on wb-1" in english
         assert "Open work orders" in c.get("/console").text
         assert "待处理工单" in c.get("/console?lang=zh-CN").text
 

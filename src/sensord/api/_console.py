@@ -32,7 +32,7 @@ from sensord._errors import ConfigError, SensordError, WorkOrderError
 from sensord._office import Caller, Office
 from sensord.api._app import ApiContext
 from sensord.api._auth import COOKIE, Unauthorized, require
-from sensord.api._console_views import LISTED, WEEK_S, groups, kpis, rows, sla, when
+from sensord.api._console_views import LISTED, WEEK_S, groups, kpis, rows, sla, title, when
 from sensord.api._console_words import LANGS, WORDS, lang_of, state_word
 from sensord.dispatch._spec import parse_matcher
 from sensord.outbox import Filter
@@ -84,13 +84,19 @@ class Console:
         return _Session(caller, self._csrf(token or ""))
 
     def _render(
-        self, request: Request, template: str, session: _Session | None, status: int = 200, **values: Any
+        self,
+        request: Request,
+        template: str,
+        session: _Session | None,
+        status: int = 200,
+        error: str = "",
+        **values: Any,
     ) -> HTMLResponse:
         asked = request.query_params.get("lang")
         lang = lang_of(asked, request.cookies.get(LANG_COOKIE))
         html = self._env.get_template(template).render(
             t=WORDS[lang], lang=lang, langs=LANGS, st=partial(state_word, lang), when=when, session=session,
-            path=request.url.path, error=values.pop("error", ""), **values,
+            wo_title=lambda wo: title(wo, lang), path=request.url.path, error=error, **values,
         )  # fmt: skip
         response = HTMLResponse(html, status)
         if asked in LANGS:
@@ -165,7 +171,7 @@ class Console:
         return self._render(
             request, "orders.html", session, status, error=error, rows=rows(listed, now), total=total,
             groups=groups(everywhere), community=community, grid=grid, reload=office.last_reload,
-            done=request.query_params.get("ok", ""),
+            done=_done(request),
         )  # fmt: skip
 
     async def order(self, request: Request) -> Response:
@@ -185,7 +191,7 @@ class Console:
         return self._render(
             request, "order.html", session, status, error=error, wo=wo, wo_id=wo_id,
             sla=sla(wo, now) if wo else None, can_accept=wo is not None and wo.state in UNTAKEN,
-            can_finish=wo is not None and wo.state in OPEN, done=request.query_params.get("ok", ""),
+            can_finish=wo is not None and wo.state in OPEN, done=_done(request),
         )  # fmt: skip
 
     async def act(self, request: Request) -> Response:
@@ -208,7 +214,7 @@ class Console:
         except SensordError as exc:
             return await back(request, error=f"{wo_id}: {exc}", status=503)
         where = f"/console/wo/{quote(wo_id)}" if detail else "/console"
-        return RedirectResponse(f"{where}?ok={quote(f'{action} {wo_id}')}", status_code=303)
+        return RedirectResponse(f"{where}?ok={quote(action)}&wo={quote(wo_id)}", status_code=303)
 
     # -- silences and figures ----------------------------------------------------------
 
@@ -282,6 +288,12 @@ class Console:
         except WorkOrderError as exc:
             error = exc.reason
         return self._render(request, "kpi.html", session, error=error, kpis=kpis(found), since=since)
+
+
+def _done(request: Request) -> tuple[str, str] | None:
+    """The action just done (after the redirect), to say so on the page."""
+    action, wo_id = request.query_params.get("ok"), request.query_params.get("wo", "")
+    return (action, wo_id) if action in ACTIONS else None
 
 
 def _console_action(action: str) -> None:

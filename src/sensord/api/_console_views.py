@@ -39,6 +39,14 @@ def when(ts: float | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
     return local_time(ts, TZ, fmt) if ts is not None else ""
 
 
+def title(wo: WorkOrder, lang: str) -> str:
+    """The rule's summary in the page's language when the alert carried it (the work
+    order keeps the zh-CN one its messages were made with)."""
+    texts = wo.event.get("texts")
+    text = texts.get(lang) if isinstance(texts, dict) else None
+    return str(text[0]) if isinstance(text, (list, tuple)) and text else wo.title
+
+
 @dataclass(frozen=True, slots=True)
 class Sla:
     """A work order's standing against its deadlines: ok, due_soon, breached or none
