@@ -290,8 +290,9 @@ class TestSilences:
         ("fields", "reason"),
         [
             ({"matchers": "community maple", "duration": "2h", "comment": "x"}, "a matcher is"),
+            ({"matchers": " \n", "duration": "2h", "comment": "x"}, "at least one matcher"),
             ({"matchers": 'family="bin"', "duration": "3d", "comment": "x"}, "at most max_silence (24 h)"),
-            ({"matchers": 'family="bin"', "duration": "2h", "comment": " "}, "say why"),
+            ({"matchers": 'family="bin"', "duration": "2h", "comment": " "}, "needs a comment"),
             (
                 {"matchers": 'family="wristband"', "duration": "2h", "comment": "x", "life_safety": "1"},
                 "needs a reason",

@@ -302,15 +302,19 @@ def _console_action(action: str) -> None:
 
 
 def _check_silence(form: dict[str, str], matchers: list[str], duration: float, max_s: float) -> None:
-    """The checks of `sensord silence add`, with the form's words."""
+    """The checks of `sensord silence add` (the same words as the shared check the API
+    branch adds in dispatch/_silence.py: `silence_terms` replaces this once both are in)."""
     if not matchers:
-        raise ValueError('give at least one matcher, like community="maple"')
+        raise ValueError('a silence needs at least one matcher (label="value")')
     if not 0 < duration <= max_s:
         raise ValueError(f"the duration must be more than 0 and at most max_silence ({max_s / 3600:g} h)")
     if not form.get("comment", "").strip():
-        raise ValueError("say why (comment): it is kept and listed")
+        raise ValueError("a silence needs a comment: why the alerts may be held")
     if form.get("life_safety") and not form.get("reason", "").strip():
-        raise ValueError("holding life-safety alerts needs a reason: fire or SOS alerts must be explained")
+        raise ValueError(
+            "a silence that holds life-safety alerts needs a reason: holding back fire or SOS alerts "
+            "must be explained"
+        )
 
 
 def add_routes(app: FastAPI) -> None:
