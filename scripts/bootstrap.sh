@@ -16,6 +16,9 @@ command -v victoria-metrics >/dev/null || need+=(victoria-metrics)
 # pyproject.toml's `dev` extra below.
 command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
 command -v openssl >/dev/null || need+=(openssl)
+# The operator console's browser test drives Debian's chromium with Playwright (never a
+# browser build of Playwright's own, which cannot be downloaded here).
+[ -x /usr/bin/chromium ] || need+=(chromium)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv python3-pip)
 if [ ${#need[@]} -gt 0 ]; then
   echo "bootstrap: installing Debian packages: ${need[*]}"

@@ -19,6 +19,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from sensord._errors import OutboxError, RuleError
@@ -37,6 +38,19 @@ from sensord.sinks import DeadLetter, Sink, deliver_channel_forever, deliver_for
 log = logging.getLogger("sensord")
 
 
+@dataclass(frozen=True, slots=True)
+class RuleReload:
+    """The last rule reload, for the operator console: when (wall clock), whether the new
+    rules took over (else why not), and which rules it added, removed or changed."""
+
+    at: float
+    ok: bool
+    error: str = ""
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+
+
 class Source(Protocol):
     """Where batches of raw messages come from: the broker, or a recording in replay."""
 
@@ -49,7 +63,6 @@ class Source(Protocol):
     def ack(self, tokens: Sequence[int]) -> None: ...
 
     async def aclose(self) -> None: ...
-
 
 
 class Daemon:
@@ -92,6 +105,7 @@ class Daemon:
         # a reload lands between batches and no message is evaluated by a half-built engine.
         self._batch_lock = asyncio.Lock()
         self._reloads: set[asyncio.Task[bool]] = set()
+        self.last_reload: RuleReload | None = None  # since this process started
         self._last_snapshot = time.monotonic()
         self._last_message = time.monotonic()
 
@@ -172,6 +186,7 @@ class Daemon:
             rules = load_rules(rules_dir, self.registry)
         except RuleError as exc:
             self.metrics.rule_reloads.labels("error").inc()
+            self.last_reload = RuleReload(time.time(), ok=False, error=str(exc))
             log.error(  # noqa: TRY400 - the reason is the message; a traceback would hide it
                 "rule reload failed; the previous rules stay in force",
                 extra={"fields": {"error": str(exc)}},
@@ -179,6 +194,7 @@ class Daemon:
             return False
         except Exception as exc:  # a defect in loading must not end the daemon
             self.metrics.rule_reloads.labels("error").inc()
+            self.last_reload = RuleReload(time.time(), ok=False, error=f"{type(exc).__name__}: {exc}"[:300])
             log.exception(
                 "rule reload failed unexpectedly; the previous rules stay in force",
                 extra={"fields": {"error": f"{type(exc).__name__}: {exc}"[:300]}},
@@ -194,6 +210,8 @@ class Daemon:
             await self._commit(ev)
             self.pipeline.engine = engine
         self.metrics.rule_reloads.labels("ok").inc()
+        self.last_reload = RuleReload(time.time(), ok=True, added=diff.added, removed=diff.removed,
+                                      changed=diff.changed)  # fmt: skip
         for e in diff.events:
             self.metrics.transitions.labels(e.rule, e.status.value).inc()
         if diff.events:

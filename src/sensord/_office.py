@@ -9,8 +9,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sensord._daemon import Daemon
+from sensord._daemon import Daemon, RuleReload
 from sensord._errors import Conflict, NotFound, WorkOrderError
+from sensord.dispatch import read_dispatch
 from sensord.outbox import AuditEntry, Filter, SilenceRow
 from sensord.workorders import Desk, WorkOrder
 
@@ -37,6 +38,18 @@ class Office:
         if dispatcher is None or dispatcher.desk is None:
             raise NotFound("work orders need dispatch: set `dispatch:` in sensord.yaml")
         return dispatcher.desk
+
+    @property
+    def last_reload(self) -> RuleReload | None:
+        """The daemon's last rule reload since it started (the console shows it)."""
+        return self._daemon.last_reload
+
+    def max_silence(self) -> float:
+        """The longest silence the dispatch file allows, as `sensord silence add` reads it."""
+        settings = self._daemon.settings
+        if settings.dispatch is None:
+            return 72 * 3600.0
+        return read_dispatch(settings.input_path(settings.dispatch)).spec.max_silence
 
     def event_time(self) -> float:
         """Now on the stream's clock: an action is dated as an MQTT ack read now would be."""

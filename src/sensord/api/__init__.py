@@ -4,12 +4,13 @@ from collections.abc import Callable
 
 from fastapi import FastAPI
 
+from sensord.api import _console
 from sensord.api._app import ApiContext, create_app
 from sensord.api._auth import Clients, Forbidden, Unauthorized
 from sensord.api._links import BadLink, Link, Links
 
 # Each adds its routes to the app: the work-order API, silences and audit, the console.
-ROUTERS: tuple[Callable[[FastAPI], None], ...] = ()
+ROUTERS: tuple[Callable[[FastAPI], None], ...] = (_console.add_routes,)
 
 __all__ = [
     "ROUTERS",
