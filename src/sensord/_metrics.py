@@ -159,6 +159,6 @@ class Metrics:
         )
         self.work_orders_open = Gauge(
             "sensord_work_orders_open",
-            "Work orders the desk holds: not yet closed or auto-resolved (done ones wait for feedback)",
+            "Work orders someone is expected to act on: dispatched, accepted, rejected or reopened",
             registry=r,
         )

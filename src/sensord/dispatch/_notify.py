@@ -164,7 +164,7 @@ class Dispatcher:
         out: list[Notice] = []
         for esc in taken.escalations:
             out.extend(self._escalate(esc))
-        observe_changes(self._metrics, taken.changes, open_orders=self.desk.open_count())
+        observe_changes(self._metrics, taken.changes, self.desk)
         for change in taken.changes:
             out.extend(self._tell(change))
         return out

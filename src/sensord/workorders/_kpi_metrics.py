@@ -12,19 +12,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sensord._metrics import Metrics
-from sensord.workorders._desk import Change
-from sensord.workorders._model import WorkOrder
+from sensord.workorders._desk import Change, Desk
+from sensord.workorders._model import OPEN, WorkOrder
 
 # A job done straight away was accepted by the same step (the desk sets accepted_at then).
 _TAKEN = frozenset({"accepted", "done"})
 
 
-def observe_changes(metrics: Metrics, changes: Sequence[Change], *, open_orders: int) -> None:
+def observe_changes(metrics: Metrics, changes: Sequence[Change], desk: Desk) -> None:
     """Count the changes' transitions and breaches, observe first accept and done times,
-    and set the open gauge to `open_orders` (the desk's count after the take)."""
+    and set the open gauge from the desk (so it is right from the first batch after a
+    restart, which loads the open work orders without changing them)."""
     for change in changes:
         _observe(metrics, change)
-    metrics.work_orders_open.set(open_orders)
+    metrics.work_orders_open.set(desk.count(OPEN))
 
 
 def _observe(metrics: Metrics, change: Change) -> None:
