@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+# Response times of work orders run from about a minute to days (README: KPIs).
+RESPONSE_BUCKETS = (
+    30.0, 60.0, 180.0, 300.0, 600.0, 900.0, 1800.0,
+    3600.0, 2 * 3600.0, 4 * 3600.0, 8 * 3600.0, 24 * 3600.0, 72 * 3600.0,
+)  # fmt: skip
+
 
 class Metrics:
     """Every metric sensord exports. One instance per daemon, built on its own registry."""
@@ -118,5 +124,41 @@ class Metrics:
         self.silenced_life_safety = Counter(
             "sensord_silenced_life_safety",
             "Life-safety alerts held by a silence made for them (with the explicit flag and a reason)",
+            registry=r,
+        )
+        self._work_order_metrics(r)
+
+    def _work_order_metrics(self, r: CollectorRegistry) -> None:
+        """Response times the community is judged on, from the desk's changes (event time)."""
+        team = ["community", "grid", "team", "rule"]  # team: the receiver first sent the job
+        self.work_order_accept = Histogram(
+            "sensord_work_order_accept_seconds",
+            "Dispatch to first acceptance of a work order (event time)",
+            team,
+            buckets=RESPONSE_BUCKETS,
+            registry=r,
+        )
+        self.work_order_done = Histogram(
+            "sensord_work_order_done_seconds",
+            "Dispatch to the first report of a work order done (event time)",
+            team,
+            buckets=RESPONSE_BUCKETS,
+            registry=r,
+        )
+        self.work_order_breaches = Counter(
+            "sensord_work_order_sla_breaches",
+            "SLA deadlines passed, by kind (accept, done)",
+            ["community", "kind", "rule"],
+            registry=r,
+        )
+        self.work_orders = Counter(
+            "sensord_work_orders",
+            "Work-order state changes, by the state entered",
+            ["community", "state"],
+            registry=r,
+        )
+        self.work_orders_open = Gauge(
+            "sensord_work_orders_open",
+            "Work orders someone is expected to act on: dispatched, accepted, rejected or reopened",
             registry=r,
         )

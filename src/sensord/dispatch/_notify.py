@@ -39,6 +39,7 @@ from sensord.workorders import (
     WorkOrder,
     change_data,
     escalation_title,
+    observe_changes,
     update_words,
 )
 
@@ -163,6 +164,7 @@ class Dispatcher:
         out: list[Notice] = []
         for esc in taken.escalations:
             out.extend(self._escalate(esc))
+        observe_changes(self._metrics, taken.changes, self.desk)
         for change in taken.changes:
             out.extend(self._tell(change))
         return out

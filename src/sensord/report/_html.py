@@ -12,7 +12,6 @@ import collections
 import html
 import math
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -22,16 +21,11 @@ from sensord._types import AlertEvent, RawMessage, Severity
 from sensord.decode import TopicTemplate
 from sensord.replay._compare import Interval, intervals
 from sensord.replay._offline import ReplayResult
+from sensord.report._svg import LINE_COLOURS, PAD, PLOT_H, WIDTH, iso, page
 from sensord.rules import CompiledRule, RuleSet
 
-WIDTH, PLOT_H, PAD = 900, 170, 40
 COLOURS = {Severity.INFO: "#6b8fd6", Severity.WARNING: "#e0a030", Severity.CRITICAL: "#d9534f"}
-LINE_COLOURS = ("#1f5fa8", "#2a9d5c", "#8a4fbf", "#c2572b")
 MAX_DEVICE_PLOTS = 200  # a report for a large neighbourhood stays readable and small
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _readings(
@@ -88,8 +82,8 @@ def _value_params(rule: CompiledRule) -> set[str]:
 def _axis(sc: _Scale) -> str:
     return (
         f'<line x1="{PAD}" y1="{PLOT_H - 20}" x2="{WIDTH - PAD}" y2="{PLOT_H - 20}" stroke="#999"/>'
-        f'<text x="{PAD}" y="{PLOT_H - 5}" font-size="10">{_iso(sc.t0)}</text>'
-        f'<text x="{WIDTH - PAD}" y="{PLOT_H - 5}" font-size="10" text-anchor="end">{_iso(sc.t1)}</text>'
+        f'<text x="{PAD}" y="{PLOT_H - 5}" font-size="10">{iso(sc.t0)}</text>'
+        f'<text x="{WIDTH - PAD}" y="{PLOT_H - 5}" font-size="10" text-anchor="end">{iso(sc.t1)}</text>'
         f'<text x="2" y="{sc.y(sc.hi) + 10:.1f}" font-size="10">{sc.hi:.4g}</text>'
         f'<text x="2" y="{sc.y(sc.lo):.1f}" font-size="10">{sc.lo:.4g}</text>'
     )
@@ -161,8 +155,8 @@ def _timeline(
             f'<text x="{tx:.1f}" y="{y + 9}" font-size="9" text-anchor="{anchor}">{label}</text>'
         )
     parts.append(
-        f'<text x="{PAD}" y="{height - 4}" font-size="10">{_iso(sc.t0)}</text>'
-        f'<text x="{WIDTH - PAD}" y="{height - 4}" font-size="10" text-anchor="end">{_iso(sc.t1)}</text>'
+        f'<text x="{PAD}" y="{height - 4}" font-size="10">{iso(sc.t0)}</text>'
+        f'<text x="{WIDTH - PAD}" y="{height - 4}" font-size="10" text-anchor="end">{iso(sc.t1)}</text>'
         "</svg>"
     )
     return "".join(parts)
@@ -219,15 +213,9 @@ def write_report(  # noqa: PLR0913 - what a report is made of
             plots.append(_device_plot(dev, points.get(dev, []), per_device[dev], thresholds, t_range, end))
     more = len(alerted) - MAX_DEVICE_PLOTS
     rejects = ", ".join(f"{k}: {v}" for k, v in sorted(result.rejects.items())) or "none"
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>sensord replay report</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:{WIDTH + 150}px}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:left}}
-svg{{display:block;margin:0.5em 0;background:#fafafa}}</style></head><body>
-<h1>sensord replay report</h1>
-<p>{result.messages} messages, {result.accepted} accepted, rejects: {html.escape(rejects)};
+    body = f"""<p>{result.messages} messages, {result.accepted} accepted, rejects: {html.escape(rejects)};
 {sum(fired.values())} alerts fired on {len(alerted)} devices, {len(events)} events,
-from {_iso(t_range[0])} to {_iso(t_range[1])} (UTC).</p>
+from {iso(t_range[0])} to {iso(t_range[1])} (UTC).</p>
 <h2>Alerts per rule</h2>
 <table id="counts"><tr><th>rule</th><th>fired</th><th>resolved</th><th>pending</th></tr>{rows}</table>
 <h2>Timeline per family</h2>
@@ -235,9 +223,7 @@ from {_iso(t_range[0])} to {_iso(t_range[1])} (UTC).</p>
 <h2>Devices that alerted</h2>
 <p>Readings of the fields the rules read; dashed: the device's thresholds; shaded: alerts.</p>
 {"".join(plots)}
-{f"<p>… and {more} more devices not plotted.</p>" if more > 0 else ""}
-</body></html>
-"""
+{f"<p>… and {more} more devices not plotted.</p>" if more > 0 else ""}"""
     index = folder / "index.html"
-    index.write_text(page, encoding="utf-8")
+    index.write_text(page("sensord replay report", body), encoding="utf-8")
     return index

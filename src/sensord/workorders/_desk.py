@@ -10,7 +10,7 @@ action) that changed it, so no work order, history entry or timer is lost to a c
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -99,6 +99,10 @@ class Desk:
 
     def open_count(self) -> int:
         return len(self._orders)
+
+    def count(self, states: Collection[State]) -> int:
+        """Work orders in memory in one of `states`; every unfinished one is in memory."""
+        return sum(wo.state in states for wo in self._orders.values())
 
     def get(self, wo_id: str) -> WorkOrder:
         wo = self._orders.get(wo_id) or (self._loader(wo_id) if self._loader else None)
