@@ -53,7 +53,7 @@ def silence_terms(  # noqa: PLR0913 - a silence's parts, all but two as keywords
     holds life-safety alerts. Raises ValueError saying what to change."""
     texts = tuple(parse_matcher(m).text for m in matchers)
     if not texts:
-        raise ValueError("a silence needs at least one matcher (label=\"value\")")
+        raise ValueError('a silence needs at least one matcher (label="value")')
     seconds = parse_duration(duration)
     if not 0 < seconds <= max_s:
         raise ValueError(f"the duration must be more than 0 and at most max_silence ({max_s / 3600:g} h)")
