@@ -19,7 +19,7 @@ from sensord._registry import Registry, load_registry, parse_registry
 from sensord._settings import BrokerSettings, SecretRef, Settings, load_settings
 from sensord._types import AlertStatus
 from sensord.dispatch import Dispatcher, read_dispatch
-from sensord.dispatch._build import builtin_receivers
+from sensord.dispatch._build import build_desk, builtin_receivers
 from sensord.replay import Limits, Progress, ReplayResult, compare, play, read_recording, record, replay
 from sensord.rules import check_rule_files, load_rule_files, rule_files
 from sensord.ruletest import run_test_file
@@ -159,15 +159,18 @@ def _replay_dispatcher(settings: Settings, registry: Registry) -> Dispatcher:
     """The daemon's dispatch stage without its channels (nothing is sent) or silences."""
     if settings.dispatch is None:
         raise ConfigError("--notifications needs -c CONFIG whose `dispatch:` names a dispatch file")
-    spec = read_dispatch(settings.input_path(settings.dispatch)).spec
+    loaded = read_dispatch(settings.input_path(settings.dispatch))
+    spec = loaded.spec
     per_person = {
         sink: c.type == "sms"
         for r in spec.receivers
         for c, sink in zip(r.channels, r.channel_sinks(), strict=True)
     }
+    # With work orders: a replayed day escalates exactly as it did live.
     return Dispatcher(
-        spec, registry, Metrics(), per_recipient=per_person, builtin=builtin_receivers(settings)
-    )
+        spec, registry, Metrics(), per_recipient=per_person, builtin=builtin_receivers(settings),
+        desk=build_desk(loaded),
+    )  # fmt: skip
 
 
 def _print_notices(result: ReplayResult) -> int:

@@ -10,6 +10,7 @@ from sensord._cli import main
 from sensord._errors import RecordingError
 from sensord._registry import parse_registry
 from sensord._settings import Settings
+from sensord._tools import _iso
 from sensord._types import AlertStatus, RawMessage
 from sensord.replay import read_recording, replay, write_recording
 from sensord.rules import load_rules
@@ -137,6 +138,17 @@ class TestReplayNotifications:
         write_recording(tmp_path / "rec.jsonl", msgs)
         return cfg
 
+    def test_an_unaccepted_sos_escalates_at_its_timeout_in_replay(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """With the shipped policy, the doctor (step 2) is told 3 min after the SOS on the
+        recording's clock, to the second, and no one else is told of a step before it."""
+        cfg = self.setup(tmp_path)
+        assert main(["replay", str(tmp_path / "rec.jsonl"), "-c", str(cfg), "--notifications"]) == 0
+        lines = [ln for ln in capsys.readouterr().out.splitlines() if "升级" in ln]
+        assert [ln.split()[2].split("/")[0] for ln in lines] == ["*community_doctor"]
+        assert " ".join(lines[0].split()[:2]) == _iso(1_796_090_400.0 + 180)
+
     def test_sos_to_three_receivers_and_twelve_bins_in_one_message(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:
@@ -149,7 +161,7 @@ class TestReplayNotifications:
         assert main(args) == 0
         assert capsys.readouterr().out == first
         lines = first.splitlines()
-        sos = [ln for ln in lines if "手环SOS" in ln]
+        sos = [ln for ln in lines if "手环SOS" in ln and "升级" not in ln]
         assert {ln.split()[2].split("/")[0] for ln in sos} == {
             "*elder_care_desk",
             "*family_contact",

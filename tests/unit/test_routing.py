@@ -210,7 +210,27 @@ class TestCheck:
             tmp_path, BASE.replace("- matchers: ['family=\"lift\"']", "- matchers: ['family=\"lifts\"']")
         )
         assert len(got) == 1
-        assert 'route.routes[4]: no alert can match family="lifts"' in got[0]
+        assert 'route.routes[6]: no alert can match family="lifts"' in got[0]
+
+    def test_unknown_escalation_policy_on_a_route(self, tmp_path: Path) -> None:
+        """A route naming an escalation policy the file lacks is reported at its line."""
+        got = problems(tmp_path, BASE.replace("escalation: lift_emergency\n", "escalation: lift\n"))
+        assert len(got) == 1
+        assert "unknown escalation policy 'lift'" in got[0]
+
+    def test_unknown_receiver_in_an_escalation_step(self, tmp_path: Path) -> None:
+        """A step notifying a receiver the file lacks is reported with the policy and step."""
+        got = problems(tmp_path, BASE.replace("- {notify: [community_doctor]", "- {notify: [doctor]"))
+        assert len(got) == 1
+        assert "escalations.elder_sos.steps[1]: unknown receiver 'doctor'" in got[0]
+
+    def test_life_safety_route_without_escalation(self, tmp_path: Path) -> None:
+        """With policies defined, a life-safety alert whose routes have none is reported."""
+        text = BASE.replace("      escalation: fire\n", "", 2).replace("  escalation: routine\n", "")
+        got = problems(tmp_path, text)
+        assert len(got) == 1
+        assert "without an escalation policy" in got[0]
+        assert "smoke_alarm" in got[0]
 
     def test_shadowed_route(self, tmp_path: Path) -> None:
         """A route after a sibling that takes all its alerts (no continue) is reported, naming it."""
@@ -224,7 +244,7 @@ class TestCheck:
         )
         got = problems(tmp_path, text)
         assert len(got) == 1
-        assert "route.routes[3]: route.routes[2] above take every alert" in got[0]
+        assert "route.routes[4]: route.routes[2] above take every alert" in got[0]
 
     def test_rule_dispatching_to_a_missing_receiver(self, tmp_path: Path) -> None:
         """A rule naming a receiver the file lacks is reported at the rule's file:line."""

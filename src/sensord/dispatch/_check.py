@@ -83,6 +83,7 @@ def check_dispatch(loaded: LoadedDispatch, router: Router, rules: RuleSet, regis
                     "there, or move this route up)"
                 )
             problems.append(f"{loaded.where(*node.loc)}: {node.name}: {why}")
+    problems.extend(_escalation_problems(loaded, router, shapes))
     problems.extend(_inhibit_problems(loaded, router, shapes))
     problems.extend(_quiet_hours_problems(loaded, router, shapes))
     if router.spec.rule_dispatch:
@@ -94,6 +95,38 @@ def check_dispatch(loaded: LoadedDispatch, router: Router, rules: RuleSet, regis
                 if name not in router.receivers and shape.labels["rule"] != COMMUNITY_RULE
             )
     return sorted(set(problems), key=problems.index)
+
+
+def _escalation_problems(loaded: LoadedDispatch, router: Router, shapes: list[Shape]) -> list[str]:
+    """Unknown policies on routes, unknown receivers in steps, and life-safety alerts
+    whose work orders would never escalate."""
+    spec = router.spec
+    names = ", ".join(sorted(spec.escalations)) or "none"
+    problems = [
+        f"{loaded.where(*node.loc, 'escalation')}: {node.name}: unknown escalation policy "
+        f"{node.escalation!r} (escalations: {names})"
+        for node in router.root.walk()
+        if node.escalation is not None and node.escalation not in spec.escalations
+    ]
+    for name, policy in spec.escalations.items():
+        for i, step in enumerate(policy.steps):
+            problems.extend(
+                f"{loaded.where('escalations', name, 'steps', i, 'notify')}: escalations.{name}.steps[{i}]: "
+                f"unknown receiver {r!r}"
+                for r in step.notify
+                if r not in router.receivers
+            )
+    if spec.escalations:
+        bare = sorted(
+            {s.labels["rule"] for s in shapes if s.labels["life_safety"] == "true"
+             and not any(n.escalation for n in router.landings(s.labels))}
+        )  # fmt: skip
+        if bare:
+            problems.append(
+                f"{loaded.where('route')}: life-safety alerts of {', '.join(bare)} land on routes without "
+                "an escalation policy: nobody is told if their work order is not accepted"
+            )
+    return problems
 
 
 def _inhibit_problems(loaded: LoadedDispatch, router: Router, shapes: list[Shape]) -> list[str]:

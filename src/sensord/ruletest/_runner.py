@@ -34,6 +34,7 @@ from sensord.ruletest._spec import (
     read_test_file,
 )
 from sensord.sinks import DeadLetter
+from sensord.workorders import Desk
 
 # Any fixed origin works: test times are offsets from it, so results never depend on today.
 T0 = 1_700_000_000.0
@@ -213,7 +214,11 @@ def _dispatcher(spec: DispatchSpec, registry: Registry) -> Dispatcher:
     """The file's dispatch stage with one stand-in channel per receiver: a test states
     which receivers are told when, whatever channels they have."""
     receivers = tuple(r.model_copy(update={"channels": (ChannelSpec(type="test"),)}) for r in spec.receivers)
-    return Dispatcher(spec.model_copy(update={"receivers": receivers}), registry, Metrics(), per_recipient={})
+    # Work orders too: a test expects escalation steps as notifications at their times.
+    sla = {str(k): v for k, v in spec.sla.items()}
+    desk = Desk(spec.escalations, sla, spec.work_orders.close_after)
+    spec = spec.model_copy(update={"receivers": receivers})
+    return Dispatcher(spec, registry, Metrics(), per_recipient={}, desk=desk)
 
 
 def _notice_mismatch(case: Case, notices: Sequence[Notice], *, has_dispatch: bool) -> list[str]:

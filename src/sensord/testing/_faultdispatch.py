@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import random
 import re
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sensord._settings import load_settings
+from sensord._types import AlertStatus
 from sensord.replay import Outgoing
 from sensord.testing._faultruns import _rig, _settle, kill_under_load
 from sensord.testing._faults import Workload, replay_published
 from sensord.testing._platforms import WeComRobotServer
+from sensord.workorders import WorkOrder, work_order_id
 
 _ID = re.compile(r"编号 ([0-9a-f]{24})")
 
@@ -34,6 +38,11 @@ class DispatchRun:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # Work orders: the reference's against the daemon's outbox after the run.
+    orders_expected: int = 0
+    orders_missing: list[str] = field(default_factory=list)
+    orders_unexpected: list[str] = field(default_factory=list)
+    orders_reopened_twice: list[str] = field(default_factory=list)  # "opened" more than once
 
     def problems(self) -> list[str]:
         out = []
@@ -45,6 +54,12 @@ class DispatchRun:
             out.append(
                 f"{len(self.unexpected)} life-safety messages not in the reference: {self.unexpected[:5]}"
             )
+        if self.orders_missing:
+            out.append(f"{len(self.orders_missing)} work orders lost: {self.orders_missing[:5]}")
+        if extra := self.orders_unexpected:
+            out.append(f"{len(extra)} work orders not in the reference: {extra[:5]}")
+        if twice := self.orders_reopened_twice:
+            out.append(f"{len(twice)} work orders opened twice: {twice[:5]}")
         return out
 
 
@@ -56,10 +71,26 @@ def _spec(url: str) -> dict[str, Any]:
     }
 
 
-def reference_messages(config: Path, stream: list[Outgoing]) -> set[str]:
-    """The ids of the life-safety messages an offline replay of `stream` makes."""
+def reference_messages(config: Path, stream: list[Outgoing]) -> tuple[set[str], set[str]]:
+    """The ids of the life-safety messages an offline replay of `stream` makes, and of
+    the work orders it opens (every firing alert reaches the desk)."""
     result = replay_published(config, stream, dispatch=True)
-    return {n.message.id for n in result.notices if n.message.life_safety}
+    orders = {
+        work_order_id(e.fingerprint, e.starts_at) for e in result.events if e.status is AlertStatus.FIRING
+    }
+    return {n.message.id for n in result.notices if n.message.life_safety}, orders
+
+
+def _work_orders(config: Path) -> dict[str, int]:
+    """The daemon's work orders (id → how many `opened` entries), read as another process."""
+    settings = load_settings(config)
+    path = settings.data_path(settings.outbox.path)
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT id, body FROM work_orders").fetchall()
+    finally:
+        db.close()
+    return {str(i): sum(h.action == "opened" for h in WorkOrder.decode(bytes(b)).history) for i, b in rows}
 
 
 def _received(robot: WeComRobotServer) -> set[str]:
@@ -75,10 +106,11 @@ def dispatch_kills(work: Path, w: Workload, *, kills: int, seed: int = 3, drain_
     try:
         with _rig(work, w, dispatch=_spec(robot.url)) as rig:
             stream = w.stream(rig.stream_start)
-            want = reference_messages(rig.daemon.config, stream)
+            want, orders = reference_messages(rig.daemon.config, stream)
             _, done, _ = kill_under_load(rig, w, stream, kills, random.Random(seed))  # noqa: S311 - seeded
             _settle(rig, lambda: want <= _received(robot), drain_s)
             got = _received(robot)
+            opened = _work_orders(rig.daemon.config)
     finally:
         robot.stop()
     return DispatchRun(
@@ -88,4 +120,8 @@ def dispatch_kills(work: Path, w: Workload, *, kills: int, seed: int = 3, drain_
         missing=sorted(want - got),
         unexpected=sorted(got - want),
         seconds=time.monotonic() - t0,
+        orders_expected=len(orders),
+        orders_missing=sorted(orders - set(opened)),
+        orders_unexpected=sorted(set(opened) - orders),
+        orders_reopened_twice=sorted(i for i, n in opened.items() if n != 1),
     )

@@ -30,6 +30,7 @@ from sensord._registry import load_registry
 from sensord._settings import BatchSettings, BrokerSettings, ReconnectSettings, load_settings
 from sensord._types import AlertEvent, RawMessage
 from sensord.dispatch import Dispatcher, read_dispatch
+from sensord.dispatch._build import build_desk
 from sensord.ingest import MqttSource
 from sensord.replay import Outgoing, ReplayResult, replay
 from sensord.rules import load_rule_files, rule_files
@@ -386,8 +387,8 @@ def replay_published(config: Path, stream: list[Outgoing], *, dispatch: bool = F
     dispatcher = None
     if dispatch:
         assert settings.dispatch is not None
-        spec = read_dispatch(settings.input_path(settings.dispatch)).spec
-        dispatcher = Dispatcher(spec, registry, Metrics(), per_recipient={})
+        loaded = read_dispatch(settings.input_path(settings.dispatch))
+        dispatcher = Dispatcher(loaded.spec, registry, Metrics(), per_recipient={}, desk=build_desk(loaded))
     # The stream is stamped in the past and received now: the daemon dates acks by the
     # stream clock, and so does the reference if its messages are received now too.
     now = time.time()

@@ -87,11 +87,12 @@ class Desk:
 
     def take(self) -> Taken:
         """Rows to commit, changes to tell and escalations to send, since the last take.
-        Closed and auto-resolved work orders leave memory here: their row is written."""
+        Closed and auto-resolved work orders leave memory here (their row is written),
+        when there is a store to read them back from."""
         taken, self._taken = self._taken, Taken()
         taken.rows = [row_of(wo) for wo in self._dirty.values()]
         for wo in self._dirty.values():
-            if wo.state in (State.CLOSED, State.AUTO_RESOLVED):
+            if wo.state in (State.CLOSED, State.AUTO_RESOLVED) and self._loader is not None:
                 self._orders.pop(wo.id, None)
         self._dirty = {}
         return taken
