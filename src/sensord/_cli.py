@@ -1,4 +1,4 @@
-"""The `sensord` command: run, check, rules check|test, replay, simulate, kpi, --version."""
+"""The `sensord` command: run, check, rules check|test, replay, simulate, kpi, audit, --version."""
 
 from __future__ import annotations
 
@@ -114,6 +114,10 @@ def _operator_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     from sensord._kpi_cli import add_parser as add_kpi  # noqa: PLC0415 - argparse only
 
     add_kpi(sub)
+
+    from sensord._audit_cli import add_parser as add_audit  # noqa: PLC0415 - argparse only
+
+    add_audit(sub)
     secret = sub.add_parser("secret", help="make secrets")
     secret.add_subparsers(dest="secret_command", required=True).add_parser(
         "new", help="print a new webhook signing secret (whsec_ + base64 of 32 random bytes)"
@@ -268,6 +272,12 @@ def _kpi(args: argparse.Namespace) -> int:
     return kpi_command(args)
 
 
+def _audit(args: argparse.Namespace) -> int:
+    from sensord._audit_cli import audit_command  # noqa: PLC0415 - only when needed
+
+    return audit_command(args)
+
+
 def _outbox(args: argparse.Namespace) -> int:
     from sensord import _ops  # noqa: PLC0415 - opens SQLite and metrics; only when needed
 
@@ -281,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands |= {"record": lambda: _live(args), "play": lambda: _live(args)}
     commands |= {"outbox": lambda: _outbox(args), "deadletter": lambda: _deadletter(args)}
     commands |= {"secret": _new_secret, "routes": lambda: _routes(args), "silence": lambda: _silence(args)}
-    commands |= {"kpi": lambda: _kpi(args)}
+    commands |= {"kpi": lambda: _kpi(args), "audit": lambda: _audit(args)}
     return commands.get(args.command, lambda: _simulate(args))()
 
 

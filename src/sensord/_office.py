@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sensord._daemon import Daemon, RuleReload
-from sensord._errors import Conflict, NotFound, WorkOrderError
-from sensord.dispatch import read_dispatch
+from sensord._errors import ConfigError, Conflict, NotFound, WorkOrderError
+from sensord.dispatch import DEFAULT_MAX_SILENCE, max_silence
 from sensord.outbox import AuditEntry, Filter, SilenceRow
 from sensord.workorders import Desk, WorkOrder
 
@@ -43,13 +43,6 @@ class Office:
     def last_reload(self) -> RuleReload | None:
         """The daemon's last rule reload since it started (the console shows it)."""
         return self._daemon.last_reload
-
-    def max_silence(self) -> float:
-        """The longest silence the dispatch file allows, as `sensord silence add` reads it."""
-        settings = self._daemon.settings
-        if settings.dispatch is None:
-            return 72 * 3600.0
-        return read_dispatch(settings.input_path(settings.dispatch)).spec.max_silence
 
     def event_time(self) -> float:
         """Now on the stream's clock: an action is dated as an MQTT ack read now would be."""
@@ -107,6 +100,14 @@ class Office:
 
     # -- silences ------------------------------------------------------------------
 
+    def max_silence(self) -> float:
+        """The longest silence the dispatch file allows, read now (as `sensord silence add`
+        does); the default when the file cannot be read at the moment."""
+        try:
+            return max_silence(self._daemon.settings)
+        except ConfigError:
+            return DEFAULT_MAX_SILENCE
+
     def silences(self) -> list[SilenceRow]:
         return self._daemon.outbox.silences.all()
 
@@ -128,7 +129,8 @@ class Office:
                 matchers, starts_at=starts_at, ends_at=ends_at, created_by=caller.name, comment=comment,
                 life_safety=life_safety, reason=reason,
             )  # fmt: skip
-            detail = {"matchers": [*matchers], "starts_at": starts_at, "ends_at": ends_at, "comment": comment}
+            detail = {"matchers": [*matchers], "starts_at": starts_at, "ends_at": ends_at, "comment": comment,
+                      "life_safety": life_safety, "reason": reason}  # fmt: skip
             self._audit(caller, "silence_add", f"silence/{sid}", detail)
         return sid
 

@@ -12,10 +12,8 @@ from pathlib import Path
 from sensord._errors import ConfigError, OutboxError
 from sensord._metrics import Metrics
 from sensord._settings import load_settings
-from sensord.dispatch import read_dispatch
-from sensord.dispatch._spec import parse_matcher
+from sensord.dispatch import max_silence, silence_terms
 from sensord.outbox import Outbox, SilenceRow
-from sensord.rules._spec import parse_duration
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -64,12 +62,7 @@ def silence_command(args: argparse.Namespace, *, now: float | None = None) -> in
                 return 1
             print(f"silence {args.id} expired")
             return 0
-        max_s = (
-            read_dispatch(settings.input_path(settings.dispatch)).spec.max_silence
-            if settings.dispatch
-            else 72 * 3600.0
-        )
-        return _add(args, outbox, now, max_s)
+        return _add(args, outbox, now, max_silence(settings))
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -78,25 +71,24 @@ def silence_command(args: argparse.Namespace, *, now: float | None = None) -> in
 
 
 def _add(args: argparse.Namespace, outbox: Outbox, now: float, max_s: float) -> int:
-    matchers = [parse_matcher(m).text for m in args.match]
-    duration = parse_duration(args.duration)
-    start = now if args.start is None else _parse_start(args.start)
-    if not 0 < duration <= max_s:
-        raise ValueError(f"--for must be more than 0 and at most max_silence ({max_s / 3600:g} h)")
     if not args.by.strip() or not args.comment.strip():
         raise ValueError("--by and --comment must say who and why")
-    if args.life_safety and not args.reason.strip():
-        raise ValueError("--life-safety needs --reason: holding back fire or SOS alerts must be explained")
+    start = now if args.start is None else _parse_start(args.start)
+    terms = silence_terms(
+        args.match, args.duration, start=start, max_s=max_s, comment=args.comment,
+        life_safety=args.life_safety, reason=args.reason,
+    )  # fmt: skip
     sid = outbox.silences.add(
-        matchers,
-        starts_at=start,
-        ends_at=start + duration,
+        terms.matchers,
+        starts_at=terms.starts_at,
+        ends_at=terms.ends_at,
         created_by=args.by.strip(),
-        comment=args.comment.strip(),
-        life_safety=args.life_safety,
-        reason=args.reason.strip(),
+        comment=terms.comment,
+        life_safety=terms.life_safety,
+        reason=terms.reason,
     )
-    print(f"silence {sid} from {_when(start)} until {_when(start + duration)}: {', '.join(matchers)}")
+    shown = ", ".join(terms.matchers)
+    print(f"silence {sid} from {_when(terms.starts_at)} until {_when(terms.ends_at)}: {shown}")
     if args.life_safety:
         print(
             "warning: this silence also holds life-safety alerts; the daemon logs each one it holds",

@@ -53,7 +53,7 @@ def test_life_safety_needs_a_reason(tmp_path: Path, capsys: pytest.CaptureFixtur
     """--life-safety without --reason is refused; with one it is made and warned about."""
     cfg = config(tmp_path)
     assert add(cfg, "--by", "a", "--comment", "b", "--life-safety") == 1
-    assert "--life-safety needs --reason" in capsys.readouterr().err
+    assert "life-safety alerts needs a reason" in capsys.readouterr().err
     assert add(cfg, "--by", "a", "--comment", "b", "--life-safety", "--reason", "fire drill") == 0
     assert "also holds life-safety alerts" in capsys.readouterr().err
 

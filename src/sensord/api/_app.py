@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sensord._errors import SensordError, WorkOrderError
@@ -40,6 +41,31 @@ class ApiContext:
         token = bearer(request.headers.get("authorization")) or request.cookies.get(COOKIE)
         remote = request.client.host if request.client is not None else ""
         return require(self.clients.identify(token, remote), role)
+
+
+# Declared for the OpenAPI document (and the docs page's log-in); ApiContext.caller reads both.
+_BEARER = HTTPBearer(auto_error=False, description="a client's token (api.clients in sensord.yaml)")
+_COOKIE = APIKeyCookie(name=COOKIE, auto_error=False, description="the console's log-in cookie")
+
+
+def context(request: Request) -> ApiContext:
+    """The ApiContext of the app serving this request."""
+    ctx: ApiContext = request.app.state.ctx
+    return ctx
+
+
+def caller_with(role: str) -> Callable[..., Caller]:
+    """A route dependency: the caller, with at least `role`. As a dependency it runs
+    before the body is checked, so a call without a token is 401 whatever its body."""
+
+    def caller(
+        request: Request,
+        _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
+        _cookie: Annotated[str | None, Depends(_COOKIE)],
+    ) -> Caller:
+        return context(request).caller(request, role)
+
+    return caller
 
 
 def _error(status: int, kind: str, reason: str) -> JSONResponse:
@@ -81,4 +107,3 @@ def create_app(ctx: ApiContext, routers: list[Callable[[FastAPI], None]] | None 
     for add in routers or []:
         add(app)
     return app
-

@@ -14,11 +14,65 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from sensord._settings import Settings
 from sensord._types import AlertEvent
-from sensord.dispatch._spec import Matcher, parse_matcher
+from sensord.dispatch._spec import Matcher, parse_matcher, read_dispatch
 from sensord.outbox import SilenceRow, decode_event, encode_event
+from sensord.rules._spec import parse_duration
 
 log = logging.getLogger("sensord.dispatch")
+
+# Without a dispatch file: the dispatch file's own default.
+DEFAULT_MAX_SILENCE = 72 * 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class SilenceTerms:
+    """A silence as checked for `sensord silence add` and the API, ready to store."""
+
+    matchers: tuple[str, ...]
+    starts_at: float
+    ends_at: float
+    comment: str
+    life_safety: bool
+    reason: str
+
+
+def silence_terms(  # noqa: PLR0913 - a silence's parts, all but two as keywords
+    matchers: Sequence[str],
+    duration: object,
+    *,
+    start: float,
+    max_s: float,
+    comment: str,
+    life_safety: bool = False,
+    reason: str = "",
+) -> SilenceTerms:
+    """Check a silence the way every maker of one must: matchers that parse, a duration
+    within max_silence (a forgotten silence must end), a comment, and a reason when it
+    holds life-safety alerts. Raises ValueError saying what to change."""
+    texts = tuple(parse_matcher(m).text for m in matchers)
+    if not texts:
+        raise ValueError('a silence needs at least one matcher (label="value")')
+    seconds = parse_duration(duration)
+    if not 0 < seconds <= max_s:
+        raise ValueError(f"the duration must be more than 0 and at most max_silence ({max_s / 3600:g} h)")
+    if not comment.strip():
+        raise ValueError("a silence needs a comment: why the alerts may be held")
+    if life_safety and not reason.strip():
+        raise ValueError(
+            "a silence that holds life-safety alerts needs a reason: holding back fire or SOS alerts "
+            "must be explained"
+        )
+    return SilenceTerms(texts, start, start + seconds, comment.strip(), life_safety, reason.strip())
+
+
+def max_silence(settings: Settings) -> float:
+    """The longest silence the configured dispatch file allows. Raises ConfigError when
+    the file cannot be read."""
+    if settings.dispatch is None:
+        return DEFAULT_MAX_SILENCE
+    return read_dispatch(settings.input_path(settings.dispatch)).spec.max_silence
 
 
 @dataclass(frozen=True)
