@@ -5,6 +5,7 @@ accepts the work order with one tap, once."""
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -13,10 +14,10 @@ import httpx
 import pytest
 import yaml
 
-from sensord.testing import MosquittoServer, WebhookReceiver
+from sensord.testing import MosquittoServer, WebhookReceiver, self_signed_certificate
 
 from ._helpers import publish, ready, start_daemon, stop_daemon, topic, wait_for
-from .test_api_live import T0, Http, configure
+from .test_api_live import T0, TOKEN, Http, configure
 
 pytestmark = pytest.mark.integration
 
@@ -95,3 +96,37 @@ def test_the_link_in_a_message_accepts_with_one_tap_once(
     assert order["state"] == "accepted"
     assert [h["source"] for h in order["history"] if h["action"] == "accepted"] == ["link"]
     assert second.status_code == 409
+
+
+def test_the_api_speaks_tls_when_configured(
+    tmp_path: Path, mosquitto: MosquittoServer, webhook_secret: str
+) -> None:
+    """With tls_cert and tls_key the API answers over HTTPS (the certificate checked
+    against itself as the CA) and not over plain HTTP."""
+    cert, key = self_signed_certificate(tmp_path / "tls")
+    with WebhookReceiver(webhook_secret) as hook:
+        config, mport, api_port = configure(tmp_path, mosquitto.port, hook)
+        cfg = yaml.safe_load(config.read_text())
+        cfg["api"] |= {"tls_cert": str(cert), "tls_key": str(key)}
+        config.write_text(yaml.safe_dump(cfg, allow_unicode=True))
+        proc = start_daemon(config, tmp_path / "daemon.log")
+        url = f"https://127.0.0.1:{api_port}/api/v1/work-orders"
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        try:
+            wait_for(lambda: ready(mport), 20, "daemon ready")
+            wait_for(lambda: _answers(url, cert), 20, "the API over TLS")
+            got = httpx.get(url, headers=auth, verify=ssl.create_default_context(cafile=str(cert)), timeout=5)
+            with pytest.raises(httpx.HTTPError):
+                httpx.get(url.replace("https://", "http://"), headers=auth, timeout=5)
+        finally:
+            stop_daemon(proc)
+    assert got.status_code == 200
+    assert got.json() == {"items": [], "total": 0}
+
+
+def _answers(url: str, cert: Path) -> bool:
+    try:
+        httpx.get(url, verify=ssl.create_default_context(cafile=str(cert)), timeout=2)
+    except httpx.HTTPError:
+        return False
+    return True
