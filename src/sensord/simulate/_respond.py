@@ -77,6 +77,7 @@ class Responders:
         self._client = httpx.AsyncClient(base_url=api.rstrip("/"), timeout=10.0, transport=transport)
         self._memory = _Memory()
         self.tally = Tally()
+        self._unreachable = False
         # Any responder's token reads the list (act includes read).
         self._reader = tokens[spec.responders[0].name]
 
@@ -104,7 +105,13 @@ class Responders:
                     await self._act(str(order["id"]), *due)
         except httpx.TransportError as exc:
             self.tally.errors += 1
-            log.warning("cannot reach the API; trying again", extra={"fields": {"error": repr(exc)}})
+            if not self._unreachable:  # one line per outage, not one per poll
+                log.warning("cannot reach the API; trying every poll", extra={"fields": {"error": repr(exc)}})
+            self._unreachable = True
+            return
+        if self._unreachable:
+            log.info("the API answers again")
+            self._unreachable = False
 
     def _due(self, order: dict[str, Any], now: float) -> tuple[Plan, Step] | None:
         wo_id = str(order["id"])
