@@ -31,22 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-c", "--config", type=Path, required=True, help="config file (YAML)")
     check = sub.add_parser("check", help="validate config, device registry and every rule file")
     check.add_argument("-c", "--config", type=Path, required=True, help="config file (YAML)")
-    sim = sub.add_parser("simulate", help="publish simulated device traffic to a broker")
-    sim.add_argument("scenario", type=Path, nargs="?", default=Path("simulators/neighbourhood.yaml"))
-    sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=1883)
-    sim.add_argument("--speed", type=float, default=1.0, help="event time runs this many times wall time")
-    sim.add_argument("--fast", action="store_true", help="publish as fast as the broker takes it")
-    sim.add_argument("--seed", type=int, default=1)
-    sim.add_argument("--registry-out", type=Path, help="write the scenario's device registry here and exit")
-    sim.add_argument(
-        "--out",
-        type=Path,
-        help="write the stream to this recording (.jsonl or .jsonl.gz) instead of a broker",
-    )
-    sim.add_argument(
-        "--start", type=float, help="event time of the first reading (epoch s; default: the stream ends now)"
-    )
+    _simulate_args(sub)
     rules = sub.add_parser("rules", help="rule tooling: check and test rule files")
     rules_sub = rules.add_subparsers(dest="rules_command", required=True)
     rcheck = rules_sub.add_parser("check", help="validate rule files (file:line: reason per problem)")
@@ -122,6 +107,36 @@ def _operator_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     secret.add_subparsers(dest="secret_command", required=True).add_parser(
         "new", help="print a new webhook signing secret (whsec_ + base64 of 32 random bytes)"
     )
+
+
+def _simulate_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`sensord simulate`: publish a scenario, or (--responders) answer work orders."""
+    sim = sub.add_parser("simulate", help="publish simulated device traffic to a broker")
+    sim.add_argument("scenario", type=Path, nargs="?", default=Path("simulators/neighbourhood.yaml"))
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=1883)
+    sim.add_argument("--speed", type=float, default=1.0, help="event time runs this many times wall time")
+    sim.add_argument("--fast", action="store_true", help="publish as fast as the broker takes it")
+    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--registry-out", type=Path, help="write the scenario's device registry here and exit")
+    sim.add_argument(
+        "--out",
+        type=Path,
+        help="write the stream to this recording (.jsonl or .jsonl.gz) instead of a broker",
+    )
+    sim.add_argument(
+        "--start", type=float, help="event time of the first reading (epoch s; default: the stream ends now)"
+    )
+    _responder_args(sim)
+
+
+def _responder_args(sim: argparse.ArgumentParser) -> None:
+    """The other half of a field test: simulated people answering the work orders."""
+    resp = sim.add_argument_group("responders (instead of publishing: answer work orders through the API)")
+    resp.add_argument("--responders", type=Path, metavar="FILE", help="e.g. simulators/responders.yaml")
+    resp.add_argument("--api", default="http://127.0.0.1:9109", help="the daemon's API (default %(default)s)")
+    resp.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: Ctrl-C)")
+    resp.add_argument("--poll", type=float, default=1.0, metavar="S", help="poll the API every S seconds")
 
 
 def _broker_args(p: argparse.ArgumentParser) -> None:

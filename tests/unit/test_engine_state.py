@@ -294,6 +294,14 @@ class TestSnapshot:
         assert [e.event_id for e in got] == [e.event_id for e in want]
         assert want, "nothing happened after the restart; the test proves little"
 
+    def test_snapshot_before_any_reading_loads(self, tmp_path: Path) -> None:
+        """A daemon stopped before its first reading restarts: the snapshot has no origin yet."""
+        reg = registry(3)
+        blob = make_engine(tmp_path, reg).snapshot()
+        second = make_engine(tmp_path, reg)
+        second.load_snapshot(blob)
+        assert np.isnan(second.origin)
+
     def test_snapshot_of_other_registry_is_ignored(self, tmp_path: Path) -> None:
         """A snapshot taken with a different device registry is not applied (indexes differ)."""
         blob = make_engine(tmp_path, registry(3)).snapshot()

@@ -169,7 +169,9 @@ class Persistence(EngineBase):
             manifest = orjson.loads(z["manifest"].tobytes())
             if manifest.get("registry") != self._registry_digest():
                 return 0
-            self.origin = float(manifest["origin"])
+            # An engine that never saw a reading has no origin (NaN, which JSON keeps as null).
+            origin = manifest["origin"]
+            self.origin = math.nan if origin is None else float(origin)
             self._comm_last, self._comm_firing, self._comm_since = (
                 z["comm_last"],
                 z["comm_firing"],
