@@ -1,7 +1,8 @@
 """The neighbourhood demo: a private broker, InfluxDB 1.x and webhook receiver; simulated
 devices of all six families with injected incidents; the real daemon in between. Then
 dispatch (scripts/demo_dispatch.py): a night and morning replayed through the sample
-dispatch file to chat, SMS stand-ins.
+dispatch file to chat, SMS stand-ins. Last, the closed loop (scripts/demo_workorders.py):
+work orders answered by simulated people through the API, escalation, the KPI table.
 
 Run by `bash scripts/demo` (which installs what it needs first).
 """
@@ -26,6 +27,7 @@ import orjson
 import yaml
 
 import demo_dispatch  # scripts/demo_dispatch.py, beside this file
+import demo_workorders  # scripts/demo_workorders.py
 from sensord.simulate import load_scenario, publish, registry_for
 from sensord.testing import Received, WebhookReceiver, free_port, start_influxdb_v1, start_mosquitto
 
@@ -172,6 +174,7 @@ async def main(args: argparse.Namespace) -> int:
             hook.stop()
         ok = summary(hook, influx, counters, expected, tmp / "state" / "deadletter.jsonl")
         ok &= await demo_dispatch.run(tmp / "dispatch", broker.port)
+        ok &= await demo_workorders.run(tmp / "workorders", broker.port)
         influx.stop()
         broker.stop()
     print(f"\n{GREEN + 'demo ok' if ok else RED + 'demo found problems'}{OFF}")
