@@ -274,6 +274,7 @@ class Dispatcher:
             redact=frozenset(receiver.redact),
         )
         ack = self._ack_of(order, e.event_time) if order is not None else e.fingerprint
+        words = _with_link(words, ack, receiver.locale)
         notices = self._messages(name, e.event_id, words, people, (e.severity, e.life_safety, ack))
         return [dataclasses.replace(n, at=e.event_time) for n in notices]
 
@@ -298,6 +299,7 @@ class Dispatcher:
             title = prefix + words.title
             text = Text(title, f"{prefix}{why}\n{words.text}", f"**{prefix}{why}**\n{words.markdown}")
             ack = self._ack_of(wo, esc.entry.at)
+            text = _with_link(text, ack, receiver.locale)
             people = self._people(name, [e])
             what = (e.severity, e.life_safety, ack)
             notices = self._messages(name, f"{wo.id}#{esc.index}", text, people, what)
@@ -398,3 +400,12 @@ class Dispatcher:
             )
         self._metrics.notices.labels(name).inc(len(out))
         return out
+
+
+def _with_link(words: Text, ack: str, locale: str) -> Text:
+    """The one-tap accept link as the last line of the words, when there is one (chat
+    robots and SMS show only the text; a webhook also has it in `ack`)."""
+    if not ack.startswith(("https://", "http://")):
+        return words
+    label = "一键接单" if locale == "zh-CN" else "Accept"
+    return Text(words.title, f"{words.text}\n{label}: {ack}", f"{words.markdown}\n[{label}]({ack})")
