@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import shutil
 import time
@@ -24,9 +25,11 @@ from sensord._types import RawMessage
 from sensord.api import ApiContext, Clients, create_app
 from sensord.api._auth import COOKIE
 from sensord.api._console import add_routes
-from sensord.api._console_views import age, kpis, sla
+from sensord.api._console_views import age, sla
 from sensord.outbox import Filter
-from sensord.workorders import State, WorkOrder
+from sensord.workorders import State, WorkOrder, row_of
+from tests.unit.test_kpi import ORDERS as KPI_ORDERS
+from tests.unit.test_kpi import order as kpi_order
 
 ROOT = Path(__file__).resolve().parents[2]
 EVIL = "wb-<script>alert(1)"
@@ -361,22 +364,103 @@ class TestSla:
         assert "<td>20m</td>" in html
 
 
+def recent(wo: WorkOrder, opened: float) -> WorkOrder:
+    """`wo` moved in time to open at `opened`, its accept and done times kept as spans."""
+    d = opened - wo.opened_at
+    return dataclasses.replace(
+        wo, opened_at=opened, starts_at=wo.starts_at + d,
+        accepted_at=None if wo.accepted_at is None else wo.accepted_at + d,
+        done_at=None if wo.done_at is None else wo.done_at + d,
+    )  # fmt: skip
+
+
+def store(box: Box, *orders: WorkOrder) -> None:
+    """Commit hand-made work orders to the box's outbox as the desk's rows."""
+    box.daemon.outbox.commit([], work_orders=[row_of(wo) for wo in orders])
+
+
+def kpi_rows(html: str) -> dict[str, list[str]]:
+    """The KPI table's body rows by their first cell."""
+    table = html.split('<table id="kpi">')[1].split("</table>", maxsplit=1)[0]
+    body = table.split("<tbody>")[1]
+    cells = [re.findall(r"<td>(.*?)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", body)]
+    return {c[0]: c[1:] for c in cells if c}
+
+
+@pytest.fixture
+def six(box: Box) -> Box:
+    """The six work orders of test_kpi.py, opened a day ago, and one opened 8 days ago."""
+    day_ago = box.office.event_time() - 86400
+    old = recent(kpi_order("OLD", State.DISPATCHED, community="elm"), day_ago - 7 * 86400)
+    store(box, *(recent(wo, day_ago) for wo in KPI_ORDERS), old)
+    return box
+
+
 class TestKpi:
-    def test_figures_per_community(self) -> None:
-        """Count, accepted, done or closed, auto-resolved, median time to accept, breaches."""
-        orders = [
-            order(0.0, accepted_at=60.0, state=State.ACCEPTED),
-            order(0.0, accepted_at=180.0, done_at=200.0, state=State.CLOSED, breaches=["done"]),
-            order(0.0, accepted_at=300.0, done_at=400.0, state=State.DONE),
-            order(0.0, state=State.AUTO_RESOLVED),
-            order(0.0, community="oak"),
-        ]
-        maple, oak = kpis(orders)
-        assert (maple.community, maple.count, maple.accepted, maple.done, maple.auto_resolved) == (
-            "maple", 4, 3, 2, 1,
-        )  # fmt: skip
-        assert (maple.median_accept, maple.breached) == ("3m", 1)
-        assert (oak.count, oak.median_accept) == (1, "")
+    def test_figures_per_community(self, six: Box) -> None:
+        """Per community, as worked out in test_kpi.py: work orders, accepted, done or
+        closed, auto-resolved, closure rate, accept p50 (maple 300 s, oak 120 s), done p50
+        (5400 s, 1800 s), breaches accept/done, mean rating (how many rated); the work
+        order opened 8 days ago is left out."""
+        got = kpi_rows(six.client("viewer").get("/console/kpi").text)
+        assert got == {
+            "maple": ["4", "3", "2", "1", "66.7 %", "5m", "1h30m", "1/1", "5.0 (1)"],
+            "oak": ["2", "1", "1", "0", "50.0 %", "2m", "30m", "1/1", "3.0 (1)"],
+        }
+
+    @pytest.mark.parametrize(
+        ("by", "groups"),
+        [
+            ("grid", {"maple/g1", "maple/g2", "oak/g1"}),
+            ("team", {"grid_worker", "sanitation"}),
+            ("rule", {"bin_full", "lift_trapped"}),
+        ],
+    )
+    def test_by_switch_groups_the_table(self, six: Box, by: str, groups: set[str]) -> None:
+        """?by=grid|team|rule: one row per grid (named with its community), per team the
+        job was first sent to, or per rule."""
+        assert set(kpi_rows(six.client("viewer").get(f"/console/kpi?by={by}").text)) == groups
+
+    def test_the_switch_links_each_grouping(self, six: Box) -> None:
+        """The page links the groupings it is not showing; the one shown is not a link."""
+        html = six.client("viewer").get("/console/kpi?by=team&lang=en").text
+        for by in ("community", "grid", "rule"):
+            assert f'href="/console/kpi?by={by}"' in html
+        assert 'href="/console/kpi?by=team"' not in html
+        assert "<th>Team (first sent to)</th>" in html
+
+    def test_an_unknown_grouping_is_refused_on_the_page(self, six: Box) -> None:
+        """?by=device: 400 with the groupings there are, and the table by community."""
+        r = six.client("viewer").get("/console/kpi?by=device")
+        assert r.status_code == 400
+        assert "cannot group by &#39;device&#39;; one of community, grid, team, rule" in r.text
+        assert set(kpi_rows(r.text)) == {"maple", "oak"}
+
+    def test_the_page_has_the_plots(self, six: Box) -> None:
+        """Below the table: the accept-time plot with a dot per accepted work order (4),
+        the done-time plot, closure and breach bars, headed in the page's language."""
+        html = six.client("viewer").get("/console/kpi").text
+        plots = html.split("</table>")[1]
+        assert plots.split('<svg class="dist accept"')[1].split("</svg>")[0].count("<circle") == 4
+        for plot in ('<svg class="dist done"', '<svg class="bars closure"', '<svg class="bars breaches"'):
+            assert plot in plots
+        assert "<h2>接单用时（派单至首次接单）</h2>" in plots
+
+    def test_a_group_name_is_escaped_in_the_plots(self, box: Box) -> None:
+        """A community named `<script>…` is text in the table and in every plot's labels,
+        never markup."""
+        evil = "<script>alert(1)</script>"
+        store(box, recent(kpi_order("X", State.DISPATCHED, community=evil), box.office.event_time() - 60))
+        html = box.client("viewer").get("/console/kpi").text
+        assert "<script>" not in html
+        plots = html.split("</table>")[1]
+        assert plots.count("&lt;script&gt;alert(1)&lt;/script&gt;") == 4  # one label per plot
+
+    def test_no_work_orders_says_so(self, box: Box) -> None:
+        """An empty week: a sentence in the table and no plots."""
+        html = box.client("viewer").get("/console/kpi").text
+        assert "最近7天没有工单。" in html
+        assert "<svg" not in html
 
     def test_the_page_counts_the_last_week(self, box: Box) -> None:
         """/console/kpi shows one row per community with work orders."""

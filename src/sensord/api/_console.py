@@ -5,7 +5,8 @@ the API's tokens (README: Operator console).
     /console               open work orders, life-safety first then oldest; the last rule reload
     /console/wo/{id}       one work order's timeline
     /console/silences      silences: list, create and expire (admin)
-    /console/kpi           the last 7 days per community
+    /console/kpi           the last 7 days' KPIs per community, grid, team or rule (`?by=`):
+                           the table, then the plots of `sensord kpi --html`
 
 Every form carries a token derived from the session's cookie (an HMAC under a key made
 at start), checked on POST: a page from elsewhere cannot act for the person logged in.
@@ -32,17 +33,19 @@ from sensord._errors import ConfigError, SensordError, WorkOrderError
 from sensord._office import Caller, Office
 from sensord.api._app import ApiContext
 from sensord.api._auth import COOKIE, Unauthorized, require
-from sensord.api._console_views import LISTED, WEEK_S, groups, kpis, rows, sla, title, when
-from sensord.api._console_words import LANGS, WORDS, lang_of, state_word
+from sensord.api._console_views import LISTED, WEEK_S, groups, kpi_cells, rows, sla, title, when
+from sensord.api._console_words import LANGS, PLOT_WORDS, WORDS, lang_of, state_word
 from sensord.dispatch._spec import parse_matcher
 from sensord.outbox import Filter
+from sensord.report import kpi_plots
 from sensord.rules._spec import parse_duration
-from sensord.workorders import OPEN, UNTAKEN, WorkOrder
+from sensord.workorders import GROUPINGS, OPEN, UNTAKEN, WorkOrder, kpis
 
 LANG_COOKIE = "sensord_lang"
 ACTIONS = ("accept", "assign", "done", "comment")
 MAX_FORM = 64 * 1024  # a form bigger than this is not a person typing
 LIST_LIMIT = 200
+KPI_BY = tuple(GROUPINGS)  # /console/kpi?by=: community (the default), grid, team, rule
 
 Page = Callable[..., Awaitable[Response]]
 
@@ -83,6 +86,10 @@ class Console:
             return None
         return _Session(caller, self._csrf(token or ""))
 
+    @staticmethod
+    def _lang(request: Request) -> str:
+        return lang_of(request.query_params.get("lang"), request.cookies.get(LANG_COOKIE))
+
     def _render(
         self,
         request: Request,
@@ -93,7 +100,7 @@ class Console:
         **values: Any,
     ) -> HTMLResponse:
         asked = request.query_params.get("lang")
-        lang = lang_of(asked, request.cookies.get(LANG_COOKIE))
+        lang = self._lang(request)
         html = self._env.get_template(template).render(
             t=WORDS[lang], lang=lang, langs=LANGS, st=partial(state_word, lang), when=when, session=session,
             wo_title=lambda wo: title(wo, lang), path=request.url.path, error=error, **values,
@@ -278,7 +285,7 @@ class Console:
         office: Office = request.app.state.ctx.office
         since = office.event_time() - WEEK_S
         found: list[WorkOrder] = []
-        error = ""
+        error, status = "", 200
         try:
             while True:
                 page, total = office.find(Filter(since=since, limit=500, offset=len(found)))
@@ -287,7 +294,16 @@ class Console:
                     break
         except WorkOrderError as exc:
             error = exc.reason
-        return self._render(request, "kpi.html", session, error=error, kpis=kpis(found), since=since)
+        by = request.query_params.get("by") or KPI_BY[0]
+        if by not in KPI_BY:
+            error, status = f"cannot group by {by!r}; one of {', '.join(KPI_BY)}", 400
+            by = KPI_BY[0]
+        groups = kpis(found, by)
+        plots = kpi_plots(groups, PLOT_WORDS[self._lang(request)]) if groups else ""
+        return self._render(
+            request, "kpi.html", session, status, error=error, since=since, by=by, kpi_by=KPI_BY,
+            cells=[kpi_cells(k) for k in groups], plots=plots,
+        )  # fmt: skip
 
 
 def _done(request: Request) -> tuple[str, str] | None:

@@ -1,5 +1,5 @@
 """What the console's pages show, computed from work orders: each row's age and SLA state,
-a work order's timeline in local time, and the last week's figures per community.
+a work order's timeline in local time, and the cells of the last week's KPI table.
 
 Pure functions of (work orders, now): the routes read, these shape, the templates print.
 Times are event time, as the desk keeps them (`Office.event_time()` is now).
@@ -7,13 +7,12 @@ Times are event time, as the desk keeps them (`Office.event_time()` is now).
 
 from __future__ import annotations
 
-import statistics
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from sensord.workorders import OPEN, UNTAKEN, State, WorkOrder, local_time
+from sensord.workorders import OPEN, UNTAKEN, Kpi, WorkOrder, local_time
 
 TZ = ZoneInfo("Asia/Shanghai")  # the communities' time: history and deadlines are read in it
 # States a person still has to look at: the console's main list.
@@ -21,6 +20,7 @@ LISTED = ("dispatched", "rejected", "reopened", "accepted", "done")
 # A deadline is "due soon" in the last quarter of the time it allows.
 DUE_SOON_PART = 0.25
 WEEK_S = 7 * 86400.0
+NONE = "—"  # a figure with nothing to measure, as the other pages show it
 
 
 def age(seconds: float) -> str:
@@ -102,35 +102,12 @@ def groups(orders: Iterable[WorkOrder]) -> list[tuple[str, str, int]]:
     return [(c, g, n) for (c, g), n in sorted(count.items())]
 
 
-@dataclass(frozen=True, slots=True)
-class Kpi:
-    """One community's work orders opened in the window."""
-
-    community: str
-    count: int
-    accepted: int
-    done: int  # done or closed
-    auto_resolved: int
-    median_accept: str  # time from dispatch to accept, "" if none accepted
-    breached: int  # work orders with at least one SLA breach
-
-
-def kpis(orders: Iterable[WorkOrder]) -> list[Kpi]:
-    by: dict[str, list[WorkOrder]] = defaultdict(list)
-    for wo in orders:
-        by[wo.community].append(wo)
-    out = []
-    for community, wos in sorted(by.items()):
-        waits = [wo.accepted_at - wo.opened_at for wo in wos if wo.accepted_at is not None]
-        out.append(
-            Kpi(
-                community,
-                len(wos),
-                len(waits),
-                sum(wo.done_at is not None or wo.state is State.CLOSED for wo in wos),
-                sum(wo.state is State.AUTO_RESOLVED for wo in wos),
-                age(statistics.median(waits)) if waits else "",
-                sum(bool(wo.breaches) for wo in wos),
-            )
-        )
-    return out
+def kpi_cells(k: Kpi) -> list[str]:
+    """A row of /console/kpi: the group, work orders, accepted, done or closed,
+    auto-resolved, closure rate, accept and done p50, breaches (accept/done), mean
+    rating (how many rated); a dash where there is nothing to measure."""
+    closure = f"{k.closure_rate * 100:.1f} %" if k.closure_rate is not None else NONE
+    rating = f"{k.mean_rating:.1f} ({k.rated})" if k.mean_rating is not None else NONE
+    times = [age(t) if t is not None else NONE for t in (k.accept_p50, k.done_p50)]
+    counts = (k.work_orders, k.accepted, k.done, k.auto_resolved)
+    return [k.group, *map(str, counts), closure, *times, f"{k.accept_breaches}/{k.done_breaches}", rating]

@@ -25,7 +25,10 @@ WORDS: dict[str, dict[str, str]] = {
         "active": "生效中", "pending": "未开始", "expired": "已结束", "from": "开始", "until": "结束",
         "none_silences": "没有静默。", "admin_only": "新建和结束静默需要管理员角色。",
         "community": "社区", "count": "工单数", "accepted": "已接单", "done_closed": "已办结或关闭",
-        "auto_resolved": "自动恢复", "median_accept": "接单用时中位数", "breaches": "超时工单",
+        "auto_resolved": "自动恢复", "closure_rate": "办结率", "accept_p50": "接单用时中位数",
+        "done_p50": "办结用时中位数", "breaches": "超时（接单/办结）", "mean_rating": "平均评分（评价数）",
+        "group_by": "分组：", "by_community": "社区", "by_grid": "网格", "by_team": "首派接收方",
+        "by_rule": "告警规则", "none_kpi": "最近7天没有工单。",
         "kpi_hint": "按派单时间统计最近7天的工单。", "more": "另有 {n} 条未显示。",
         "refused": "未执行：", "ok_done": "已完成：",
     },
@@ -51,10 +54,26 @@ WORDS: dict[str, dict[str, str]] = {
         "admin_only": "Creating and expiring silences needs the admin role.",
         "community": "Community", "count": "Work orders", "accepted": "Accepted",
         "done_closed": "Done/closed",
-        "auto_resolved": "Auto-resolved", "median_accept": "Median time to accept",
-        "breaches": "SLA breached", "kpi_hint": "Work orders dispatched in the last 7 days.",
+        "auto_resolved": "Auto-resolved", "closure_rate": "Closure rate", "accept_p50": "Accept time p50",
+        "done_p50": "Done time p50", "breaches": "SLA breaches (accept/done)",
+        "mean_rating": "Mean rating (rated)", "group_by": "Group by: ", "by_community": "Community",
+        "by_grid": "Grid", "by_team": "Team (first sent to)", "by_rule": "Rule",
+        "none_kpi": "No work orders in the last 7 days.",
+        "kpi_hint": "Work orders dispatched in the last 7 days.",
         "more": "{n} more not shown.", "refused": "Not done: ", "ok_done": "Done: ",
     },
+}  # fmt: skip
+
+# The headings and legends of the KPI plots (sensord.report.kpi_plots); English is the
+# report's own words.
+PLOT_WORDS: dict[str, dict[str, str]] = {
+    "zh-CN": {
+        "accept": "接单用时（派单至首次接单）", "dots": "每个点是一张工单；粗线：中位数（p50），细线：p90。",
+        "done": "办结用时（派单至办结）",
+        "closure": "办结率（已办结和已关闭的工单占自动恢复以外全部工单的比例）",
+        "breaches": "超时", "accept_passed": "超过接单时限，", "done_passed": "超过办结时限。",
+    },
+    "en": {},
 }  # fmt: skip
 
 # Work-order states and history actions, as a duty officer says them.

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from sensord.report._svg import LINE_COLOURS, PAD, WIDTH, page
@@ -86,6 +86,41 @@ def _cell(v: object) -> str:
     return f"<td>{html.escape('-' if v is None else str(v))}</td>"
 
 
+# The plots' headings and legends (a legend's words carry their punctuation); the console
+# passes its own words (zh-CN or en).
+PLOT_WORDS: dict[str, str] = {
+    "accept": "Accept time (dispatch to first acceptance)",
+    "dots": "Each dot a work order; thick tick: median (p50), thin tick: p90.",
+    "done": "Done time (dispatch to done)",
+    "closure": "Closure rate (办结率: done and closed of all but the auto-resolved)",
+    "breaches": "SLA breaches",
+    "accept_passed": "accept deadline passed,",
+    "done_passed": "done deadline passed.",
+}
+
+
+def kpi_plots(groups: Sequence[Kpi], words: Mapping[str, str] = PLOT_WORDS) -> str:
+    """The plots of `groups`, each under its heading (HTML with inline SVG): accept and
+    done times, closure rate, breaches. Every group name and word is escaped here."""
+    w = {key: html.escape(text) for key, text in {**PLOT_WORDS, **words}.items()}
+    accept = [(k.group, k.accept_times, k.accept_p50, k.accept_p90) for k in groups]
+    done = [(k.group, k.done_times, k.done_p50, k.done_p90) for k in groups]
+    closure = [(k.group, [k.closure_rate * 100 if k.closure_rate is not None else None]) for k in groups]
+    breaches = [(k.group, [float(k.accept_breaches), float(k.done_breaches)]) for k in groups]
+    top = max([1.0, *(v for _, vs in breaches for v in vs)])
+    return f"""<h2>{w["accept"]}</h2>
+<p>{w["dots"]}</p>
+{_distribution("dist accept", accept)}
+<h2>{w["done"]}</h2>
+{_distribution("dist done", done)}
+<h2>{w["closure"]}</h2>
+{_bars("bars closure", closure, 100.0, lambda v: f"{v:.1f} %")}
+<h2>{w["breaches"]}</h2>
+<p><span style="color:{BREACH_COLOURS[0]}">■</span> {w["accept_passed"]}
+<span style="color:{BREACH_COLOURS[1]}">■</span> {w["done_passed"]}</p>
+{_bars("bars breaches", breaches, top, lambda v: f"{v:.0f}")}"""
+
+
 def write_kpi_report(
     folder: Path, groups: Sequence[Kpi], table: Sequence[Sequence[str]], *, note: str
 ) -> Path:
@@ -93,25 +128,10 @@ def write_kpi_report(
     prints them), `note` under the heading, and the plots of `groups`; returns its path."""
     folder.mkdir(parents=True, exist_ok=True)
     head, *rows = table
-    accept = [(k.group, k.accept_times, k.accept_p50, k.accept_p90) for k in groups]
-    done = [(k.group, k.done_times, k.done_p50, k.done_p90) for k in groups]
-    closure = [(k.group, [k.closure_rate * 100 if k.closure_rate is not None else None]) for k in groups]
-    breaches = [(k.group, [float(k.accept_breaches), float(k.done_breaches)]) for k in groups]
-    top = max([1.0, *(v for _, vs in breaches for v in vs)])
     body = f"""<p>{html.escape(note)}</p>
 <table id="kpis"><tr>{"".join(f"<th>{html.escape(h)}</th>" for h in head)}</tr>
 {"".join("<tr>" + "".join(_cell(c) for c in r) + "</tr>" for r in rows)}</table>
-<h2>Accept time (dispatch to first acceptance)</h2>
-<p>Each dot a work order; thick tick: median (p50), thin tick: p90.</p>
-{_distribution("dist accept", accept)}
-<h2>Done time (dispatch to done)</h2>
-{_distribution("dist done", done)}
-<h2>Closure rate (办结率: done and closed of all but the auto-resolved)</h2>
-{_bars("bars closure", closure, 100.0, lambda v: f"{v:.1f} %")}
-<h2>SLA breaches</h2>
-<p><span style="color:{BREACH_COLOURS[0]}">■</span> accept deadline passed,
-<span style="color:{BREACH_COLOURS[1]}">■</span> done deadline passed.</p>
-{_bars("bars breaches", breaches, top, lambda v: f"{v:.0f}")}"""
+{kpi_plots(groups)}"""
     index = folder / "index.html"
     index.write_text(page("sensord work-order KPIs", body), encoding="utf-8")
     return index
