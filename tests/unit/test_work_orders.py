@@ -229,3 +229,18 @@ class TestDurability:
         assert [WorkOrder.decode(b).rule for b in bodies] == ["wristband_sos", "bin_full"]
         assert box.work_orders.query(Filter(family="bin"))[1] == 1
         assert box.work_orders.query(Filter(state=("accepted",)))[1] == 0
+
+
+class TestLinks:
+    def test_a_message_carries_the_one_tap_link_in_its_words_and_ack(self) -> None:
+        """With a link maker, each single message ends with the accept link (chat robots and
+        SMS show only the text) and carries it in `ack`."""
+        loaded = LoadedDispatch(Path("dispatch.yaml"), SPEC, None)
+        d = Dispatcher(
+            SPEC, REGISTRY, Metrics(), builtin=("webhook",), per_recipient={}, desk=build_desk(loaded),
+            links=lambda wo, at: f"https://desk.example/l/{wo}-{at:.0f}",
+        )  # fmt: skip
+        [desk] = [n for n in d.notices([sos()], T0) if n.message.receiver == "desk"]
+        link = f"https://desk.example/l/{WO}-{T0:.0f}"
+        assert desk.message.ack == link
+        assert desk.message.text.endswith(f"一键接单: {link}")
