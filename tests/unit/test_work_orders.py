@@ -108,6 +108,23 @@ class TestEscalation:
                        and n.message.receiver in ("doctor", "duty"))  # fmt: skip
         assert steps == [(T0 + 180, "doctor"), (T0 + 480, "duty")]
 
+    def test_repeat_starts_again_from_the_first_step_then_stops(self) -> None:
+        """With `repeat: 1` and a timeout on the last step, the steps run twice (the second
+        round re-tells the route's receivers), then nothing more."""
+        policy = SPEC.escalations["life_safety"]
+        steps = (*policy.steps[:2], policy.steps[2].model_copy(update={"ack_timeout": 60.0}))
+        spec = SPEC.model_copy(
+            update={"escalations": {"life_safety": policy.model_copy(update={"steps": steps, "repeat": 1})}}
+        )
+        d = Dispatcher(
+            spec, REGISTRY, Metrics(), builtin=("webhook",), per_recipient={},
+            desk=build_desk(LoadedDispatch(Path("dispatch.yaml"), spec, None)),
+        )  # fmt: skip
+        d.notices([sos()], T0)
+        later = d.notices([], T0 + 7200)
+        told = sorted((n.at - T0, n.message.receiver) for n in later if n.message.receiver != "family")
+        assert told == [(180, "doctor"), (480, "duty"), (540, "desk"), (720, "doctor"), (1020, "duty")]
+
     def test_acceptance_stops_escalation_until_accept_expiry(self) -> None:
         d, _ = opened()
         assert d.desk is not None

@@ -123,6 +123,7 @@ class Desk:
             new = [r for r in receivers if r not in wo.receivers]
             if new:
                 wo.receivers.extend(new)
+                wo.first.extend(new)
                 self._touch(wo)
             return wo, ()
         at = e.event_time
@@ -142,6 +143,7 @@ class Desk:
             wo.escalate_at = at + first.ack_timeout if first.ack_timeout is not None else None
             extra = tuple(r for r in first.notify if r not in wo.receivers)
             wo.receivers.extend(extra)
+        wo.first = list(wo.receivers)
         self._keep(wo)
         self._note(wo, at, "opened", by="sensord", note=", ".join(wo.receivers), source="dispatch")
         return wo, extra
@@ -246,7 +248,7 @@ class Desk:
         if wo.policy is not None:
             self._step(wo, a.at, "reopened")
         else:
-            self._escalation(wo, tuple(wo.receivers))
+            self._escalation(wo, tuple(wo.first or wo.receivers))
 
     def _comment(self, wo: WorkOrder, a: _Act) -> None:
         if not a.note:
@@ -315,7 +317,7 @@ class Desk:
         step = pol.steps[nxt]
         timeout = pol.accept_expiry if wo.state is State.ACCEPTED else step.ack_timeout
         wo.escalate_at = at + timeout if timeout is not None else None
-        receivers = tuple(dict.fromkeys((*step.notify, *(wo.receivers if nxt == 0 else ()))))
+        receivers = tuple(dict.fromkeys((*step.notify, *((wo.first or wo.receivers) if nxt == 0 else ()))))
         for r in receivers:
             if r not in wo.receivers:
                 wo.receivers.append(r)

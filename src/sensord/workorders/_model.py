@@ -98,6 +98,9 @@ class WorkOrder:
     close_at: float | None = None
     history: list[Entry] = field(default_factory=list)
     event: dict[str, Any] = field(default_factory=dict)
+    # The receivers the route chose (and the first step added): told again when a new
+    # round starts or it is reopened. `receivers` is everyone told so far.
+    first: list[str] = field(default_factory=list)
 
     def next_due(self) -> float | None:
         """The earliest timer: the next escalation step, an SLA deadline, the auto-close."""
