@@ -134,6 +134,7 @@ class TestBody:
                 {"name": "李军", "phone": "13900139000", "email": None, "chat": {}},
             ],
             "ack": "https://ack.example.cn/a/7f3a9c",
+            "data": {},  # a work order's change, when the message is one
         }
 
 
