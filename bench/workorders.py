@@ -171,8 +171,12 @@ class Console(threading.Thread):
 
     def run(self) -> None:
         with httpx.Client(base_url=self._api, headers=_auth(), timeout=5) as client:
+            logged_in = False
             while not self.stopped.is_set():
                 try:
+                    # The console's pages want the log-in cookie, as a browser has it; the
+                    # daemon may not be listening yet when the console starts.
+                    logged_in = logged_in or _login(client)
                     ok = all(client.get(p).status_code == 200 for p in self._paths)
                 except httpx.HTTPError:
                     ok = False
@@ -196,6 +200,8 @@ def drain(daemon: Daemon, n: int, log: Path, console: Console | None) -> float:
             if first is None and count > 0 and (console is None or console.first_ok is not None):
                 first = (now, count)
             if first is not None and count >= n:
+                if count == first[1]:
+                    raise SystemExit("drained before the console's first poll: raise --messages")
                 return (count - first[1]) / (now - first[0])
             time.sleep(0.05)
         raise SystemExit(f"the daemon did not take in {n} readings in 600 s (see {log})")
@@ -226,6 +232,11 @@ def latencies(api: str, queries: dict[str, str], requests: int) -> dict[str, tup
     return out
 
 
+def _login(client: httpx.Client) -> bool:
+    """Log in to the console with the token (a 404 when the daemon serves no console)."""
+    return client.post("/console/login", data={"token": TOKEN}).status_code in (303, 404)
+
+
 def _auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKEN}"}
 
@@ -237,13 +248,15 @@ def _api_paths(daemon: Daemon, log: Path) -> list[str]:
         end = time.monotonic() + 60
         while time.monotonic() < end:
             try:
-                listed = httpx.get(daemon.api + LIST + "?limit=1", headers=_auth(), timeout=2).status_code
-                console = httpx.get(daemon.api + "/console", headers=_auth(), timeout=2).status_code
+                with httpx.Client(base_url=daemon.api, headers=_auth(), timeout=2) as client:
+                    listed = client.get(LIST + "?limit=1").status_code
+                    _login(client)
+                    console = client.get("/console").status_code
             except httpx.HTTPError:
                 time.sleep(0.1)
                 continue
             paths = [LIST + "?state=dispatched&state=rejected&state=reopened&state=accepted&limit=50"]
-            return (paths + ["/console"] * (console != 404)) if listed == 200 else []
+            return (paths + ["/console"] * (console == 200)) if listed == 200 else []
         raise SystemExit(f"the API did not answer in 60 s (see {log})")
     finally:
         stop(proc)

@@ -95,6 +95,11 @@ class Office:
         bodies, total = self._daemon.outbox.work_orders.query(f)
         return [WorkOrder.decode(b) for b in bodies], total
 
+    def places(self, states: Sequence[str]) -> list[tuple[str, str, int]]:
+        """(community, grid, how many) of the work orders in these states."""
+        _ = self.desk  # 404 without dispatch
+        return self._daemon.outbox.work_orders.places(states)
+
     def audit(self, since: float | None = None, limit: int = 1000) -> list[AuditEntry]:
         return self._daemon.outbox.work_orders.audit(since, limit)
 

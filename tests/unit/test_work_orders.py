@@ -246,6 +246,7 @@ class TestDurability:
         assert [WorkOrder.decode(b).rule for b in bodies] == ["wristband_sos", "bin_full"]
         assert box.work_orders.query(Filter(family="bin"))[1] == 1
         assert box.work_orders.query(Filter(state=("accepted",)))[1] == 0
+        assert box.work_orders.places(("dispatched",)) == [("maple", "g1", 2)]  # the console's links
 
 
 class TestLinks:

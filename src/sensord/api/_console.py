@@ -33,7 +33,7 @@ from sensord._errors import ConfigError, SensordError, WorkOrderError
 from sensord._office import Caller, Office
 from sensord.api._app import ApiContext
 from sensord.api._auth import COOKIE, Unauthorized, require
-from sensord.api._console_views import LISTED, WEEK_S, groups, kpi_cells, rows, sla, title, when
+from sensord.api._console_views import LISTED, WEEK_S, kpi_cells, rows, sla, title, when
 from sensord.api._console_words import LANGS, PLOT_WORDS, WORDS, lang_of, state_word
 from sensord.dispatch._spec import parse_matcher
 from sensord.outbox import Filter
@@ -172,12 +172,12 @@ class Console:
         try:
             wanted = Filter(state=LISTED, community=community, grid=grid, limit=LIST_LIMIT)
             listed, total = office.find(wanted)
-            everywhere = office.find(Filter(state=LISTED, limit=10 * LIST_LIMIT))[0]
+            places = office.places(LISTED)
         except WorkOrderError as exc:
-            listed, total, everywhere, error = [], 0, [], error or exc.reason
+            listed, total, places, error = [], 0, [], error or exc.reason
         return self._render(
             request, "orders.html", session, status, error=error, rows=rows(listed, now), total=total,
-            groups=groups(everywhere), community=community, grid=grid, reload=office.last_reload,
+            groups=places, community=community, grid=grid, reload=office.last_reload,
             done=_done(request),
         )  # fmt: skip
 

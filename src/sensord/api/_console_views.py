@@ -7,7 +7,6 @@ Times are event time, as the desk keeps them (`Office.event_time()` is now).
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
@@ -92,14 +91,6 @@ def rows(orders: Iterable[WorkOrder], now: float) -> list[Row]:
     return [
         Row(wo, age(now - wo.opened_at), sla(wo, now), wo.state in UNTAKEN, wo.state in OPEN) for wo in orders
     ]
-
-
-def groups(orders: Iterable[WorkOrder]) -> list[tuple[str, str, int]]:
-    """(community, grid, how many) of the listed work orders, for the filter links."""
-    count: dict[tuple[str, str], int] = defaultdict(int)
-    for wo in orders:
-        count[wo.community, wo.grid] += 1
-    return [(c, g, n) for (c, g), n in sorted(count.items())]
 
 
 def kpi_cells(k: Kpi) -> list[str]:

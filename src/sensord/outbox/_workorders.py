@@ -35,6 +35,8 @@ CREATE TABLE IF NOT EXISTS work_orders (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS work_orders_list ON work_orders (life_safety DESC, opened_at);
 CREATE INDEX IF NOT EXISTS work_orders_state ON work_orders (state, community, grid);
+-- A list by state in the list's order (the console's open work orders) without a sort.
+CREATE INDEX IF NOT EXISTS work_orders_state_list ON work_orders (state, life_safety DESC, opened_at);
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     at REAL NOT NULL,
@@ -163,6 +165,16 @@ class WorkOrderStore:
             [*args, f.limit, f.offset],
         )
         return [bytes(r[0]) for r in rows], total
+
+    def places(self, states: Sequence[str]) -> list[tuple[str, str, int]]:
+        """(community, grid, how many) of the work orders in these states, by place."""
+        marks = ",".join("?" * len(states))
+        rows = self._read(
+            f"SELECT community, grid, COUNT(*) FROM work_orders WHERE state IN ({marks}) "  # noqa: S608
+            "GROUP BY community, grid ORDER BY community, grid",
+            list(states),
+        )
+        return [(str(c), str(g), int(n)) for c, g, n in rows]
 
     def all_bodies(self, since: float | None = None) -> list[bytes]:
         """Every work order opened at or after `since` (KPIs)."""
