@@ -177,6 +177,14 @@ class TestTransport:
         event = fire(ruleset(tmp_path, PER_LOCALE))
         assert decode_event(encode_event(event)) == event
 
+    def test_outbox_body_is_the_bytes_of_the_event_as_a_dict(self, tmp_path: Path) -> None:
+        """The stored body is byte for byte `orjson.dumps(asdict(event))`, the format
+        outboxes written before encode_event dumped the dataclass directly hold."""
+        event = dataclasses.replace(
+            fire(ruleset(tmp_path, PER_LOCALE)), repeat=True, extra={"template_error": "x"}
+        )
+        assert encode_event(event) == orjson.dumps(dataclasses.asdict(event))
+
     def test_event_queued_before_locales_reads_its_summary_in_every_locale(self, tmp_path: Path) -> None:
         """An outbox body written by a sensord without texts decodes, and each locale
         reads the event's summary."""
