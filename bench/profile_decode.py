@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from _backlog import messages, registry_doc, scenario
 
+from _backlog import messages, registry_doc, scenario
 from sensord._metrics import Metrics
 from sensord._pipeline import Pipeline, commit
 from sensord._registry import parse_registry
@@ -99,7 +99,7 @@ def backlog(n: int) -> tuple[list[tuple[str, bytes]], dict[str, Any]]:
     return messages(sc, n, start_ts=time.time() - 86400), registry_doc(sc)
 
 
-def measure(  # noqa: PLR0913 - what one measurement needs
+def measure(
     base: tuple[list[tuple[str, bytes]], dict[str, Any]],
     share: float,
     batch: int,
