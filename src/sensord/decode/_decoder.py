@@ -55,11 +55,20 @@ class DecodeResult:
 _Row = tuple[RawMessage, int, float, msgspec.Struct]
 
 
-def _rows_of(rows: dict[Family, list[_Row]], family: Family) -> list[_Row]:
-    r = rows.get(family)
-    if r is None:  # not setdefault: that would build a throw-away list per message
-        r = rows[family] = []
-    return r
+@dataclass
+class _Accepted:
+    """A batch's accepted-so-far messages per family, before column checks."""
+
+    # Families in the order they first appear: the engine takes them in this order.
+    rows: dict[Family, list[_Row]] = field(default_factory=dict)
+    # Families with a row read the generic way: its values' types are not checked yet.
+    untyped: set[Family] = field(default_factory=set)
+
+    def add(self, family: Family, row: _Row) -> None:
+        r = self.rows.get(family)
+        if r is None:  # not setdefault: that would build a throw-away list per message
+            r = self.rows[family] = []
+        r.append(row)
 
 
 def shown(value: object, limit: int = 40) -> str:
@@ -121,8 +130,8 @@ class Decoder:
 
     def __call__(self, messages: Sequence[RawMessage]) -> DecodeResult:
         result = DecodeResult()
-        # Families in the order they first appear: the engine takes them in this order.
-        rows: dict[Family, list[_Row]] = {}
+        accepted = _Accepted()
+        rows = accepted.rows
         routes, typed = self._routes, self._typed
         limit, skew = self._settings.max_payload_bytes, self._settings.max_clock_skew_s
         for msg in messages:
@@ -140,24 +149,27 @@ class Decoder:
                     ts = payload.ts
                     plain = type(ts) is float and 0.0 < ts < math.inf
                     if plain and not (skew and ts > msg.received_at + skew):
-                        _rows_of(rows, family).append((msg, device.index, ts, payload))
+                        r = rows.get(family)
+                        if r is None:
+                            r = rows[family] = []
+                        r.append((msg, device.index, ts, payload))
                         continue
-            self._one(msg, rows, result)
+            self._one(msg, accepted, result)
         for family, r in rows.items():
-            batch = self._columns(family, r, result.rejects)
+            batch = self._columns(family, r, result.rejects, typed=family not in accepted.untyped)
             if len(batch):
                 result.batches[family] = batch
                 result.accepted += len(batch)
         return result
 
-    def _one(self, msg: RawMessage, rows: dict[Family, list[_Row]], result: DecodeResult) -> None:
-        reject = self._reject_reason(msg, rows, result)
+    def _one(self, msg: RawMessage, accepted: _Accepted, result: DecodeResult) -> None:
+        reject = self._reject_reason(msg, accepted, result)
         if reject is not None:
             reason, detail = reject
             result.rejects.append(Reject(msg.topic, msg.payload, msg.received_at, reason, detail))
 
     def _reject_reason(
-        self, msg: RawMessage, rows: dict[Family, list[_Row]], result: DecodeResult
+        self, msg: RawMessage, accepted: _Accepted, result: DecodeResult
     ) -> tuple[str, str] | None:
         limit = self._settings.max_payload_bytes
         if len(msg.payload) > limit:
@@ -178,13 +190,14 @@ class Decoder:
                 payload, ts = self._generic(typed, msg)
             except DecodeError as exc:
                 return exc.reason, exc.detail
+            accepted.untyped.add(family)
         skew = self._settings.max_clock_skew_s
         if skew and ts > msg.received_at + skew:
             return "future_timestamp", (
                 f"ts is {ts - msg.received_at:.0f} s ahead of receive time (limit {skew:.0f} s); "
                 "check the device clock"
             )
-        _rows_of(rows, family).append((msg, device.index, ts, payload))
+        accepted.add(family, (msg, device.index, ts, payload))
         return None
 
     def _generic(self, typed: TypedPayload, msg: RawMessage) -> tuple[msgspec.Struct, float]:
@@ -265,7 +278,9 @@ class Decoder:
         """The route cache's estimated size (topic text plus per-entry overhead)."""
         return self._route_bytes
 
-    def _columns(self, family: Family, r: list[_Row], rejects: list[Reject]) -> FamilyBatch:
+    def _columns(self, family: Family, r: list[_Row], rejects: list[Reject], *, typed: bool) -> FamilyBatch:
+        """The family's columns, checked. `typed`: every row came the typed way, so its
+        values are already of their column's type (range and presence are still checked)."""
         n = len(r)
         msgs, device, ts, payloads = zip(*r, strict=True)
         bad: dict[int, tuple[str, str]] = {}
@@ -275,7 +290,7 @@ class Decoder:
         # last and is left out (the rows carry it checked).
         by_field = TypedPayload.by_field(payloads)
         for spec, values in zip(self._specs[family], by_field, strict=False):
-            col = _column(spec, values, bad)
+            col = _column(spec, values, bad, typed=typed)
             columns[spec.name] = col
             present |= ~np.isnan(col)
         for j in np.flatnonzero(~present):
@@ -296,14 +311,14 @@ class Decoder:
 
 
 def _column(
-    spec: FieldSpec, values: Sequence[Any], bad: dict[int, tuple[str, str]]
+    spec: FieldSpec, values: Sequence[Any], bad: dict[int, tuple[str, str]], *, typed: bool = False
 ) -> npt.NDArray[np.float64]:
     """One field over the batch as float64; bad rows are recorded in `bad`, first reason wins."""
     if spec.kind == "enum":
         col = _enum_column(spec, values, bad)
     else:
         allowed = _BOOL_TYPES if spec.kind == "bool" else _NUMBER_TYPES
-        if set(map(type, values)) <= allowed:
+        if typed or set(map(type, values)) <= allowed:
             col = np.array(values, dtype=np.float64)
         else:
             col = _slow_column(spec, values, allowed, bad)
