@@ -11,7 +11,7 @@ the message itself (no `for:` duration), so one rewritten message is one transit
 | bin_smouldering | bin | temp_c >= 60 | temp_c < 50 |
 | smoke_alarm | fire | smoke_alarm | not smoke_alarm |
 | wristband_sos | wristband | sos (an event: stays open 30 min) | - |
-| blood_pressure_crisis | wristband | systolic >= 180 or diastolic >= 120 | systolic < 170 and diastolic < 110 |
+| blood_pressure_crisis | wristband | systolic >= 180 or diastolic >= 120 | both 10 below |
 
 A device, once touched, has its rule's fields written on every later message too (the
 alarm values while it is firing, calm ones otherwise), so only the chosen messages
@@ -99,7 +99,9 @@ def _calm(family: str, dev: _Device) -> dict[str, Any]:
     return dict(alarm if dev.firing else calm)
 
 
-def shape(msgs: list[tuple[str, bytes]], share_pct: float, *, seed: int = 1) -> tuple[list[tuple[str, bytes]], int]:
+def shape(
+    msgs: list[tuple[str, bytes]], share_pct: float, *, seed: int = 1
+) -> tuple[list[tuple[str, bytes]], int]:
     """`msgs` with about `share_pct` % of them rewritten to change an alert state; returns
     the new backlog and how many messages were shaped to flip (the requested share)."""
     eligible = [i for i, (topic, _) in enumerate(msgs) if topic.split("/")[2] in _STATES]

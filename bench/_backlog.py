@@ -27,7 +27,9 @@ BENCH_CONF = "queue_qos0_messages true\nmax_queued_bytes 0\nmessage_size_limit 0
 REPORT_INTERVAL_S = 10
 
 
-def scenario(devices_per_family: int = 2000, *, messages: int | None = None, incidents: bool = True) -> Scenario:
+def scenario(
+    devices_per_family: int = 2000, *, messages: int | None = None, incidents: bool = True
+) -> Scenario:
     """A large neighbourhood; the first messages of it make up the backlog. A few
     incidents make the rules fire as they would on a real day (`incidents=False`: none,
     for a backlog whose alerts are shaped afterwards). With `messages`, the scenario lasts
@@ -117,3 +119,36 @@ def drain_mosquitto_sub(port: int, client_id: str, qos: int, n: int) -> float:
         timeout=600,
     )
     return time.perf_counter() - t
+
+
+def drain_mosquitto_sub_first_to_last(port: int, client_id: str, qos: int, n: int, out: Path) -> float:
+    """Time the C client draining n queued messages, from the first message received to
+    the last: it prints each message's receive time (`-F %U`, µs) into `out`, and the
+    span of the first and last line is the drain (its connect and start are not)."""
+    exe = shutil.which("mosquitto_sub")
+    assert exe is not None, "mosquitto-clients is not installed"
+    with out.open("wb") as sink:
+        subprocess.run(
+            [
+                exe,
+                "-p",
+                str(port),
+                "-i",
+                client_id,
+                "-c",
+                "-q",
+                str(qos),
+                "-t",
+                TOPIC,
+                "-C",
+                str(n),
+                "-F",
+                "%U",
+            ],
+            check=True,
+            stdout=sink,
+            timeout=600,
+        )
+    lines = out.read_bytes().split()
+    assert len(lines) == n, f"mosquitto_sub printed {len(lines)} of {n} receive times"
+    return float(lines[-1]) - float(lines[0])
