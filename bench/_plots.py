@@ -21,20 +21,29 @@ _LEGEND_H = 20
 
 
 def _nice_top(v: float) -> float:
-    """The smallest of 1, 2, 2.5, 5 x 10^k at or above v."""
+    """The smallest round figure (1, 1.5, 2 ... 8 x 10^k) at or above v."""
     if v <= 0:
         return 1.0
     k = 10.0 ** math.floor(math.log10(v))
-    return next(m * k for m in (1, 2, 2.5, 5, 10) if m * k >= v)
+    return next(m * k for m in (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10) if m * k >= v)
 
 
 def _figure(v: float) -> str:
     return f"{v:,.0f}" if v >= 10 else f"{v:g}"
 
 
-def line_chart(title: str, x_label: str, y_label: str, series: Series, *, log_x: bool = True) -> str:
+def line_chart(  # noqa: PLR0913 - a chart's words, data and look
+    title: str,
+    x_label: str,
+    y_label: str,
+    series: Series,
+    *,
+    log_x: bool = True,
+    colours: Mapping[str, str] | None = None,
+) -> str:
     """One SVG chart: a line with dots per series, x on a log scale by default (alert
-    shares and device counts span decades), y from 0; each point's x is a tick."""
+    shares and device counts span decades), y from 0; each point's x is a tick.
+    `colours` keeps a series' colour the same from chart to chart."""
     xs = sorted({x for sx, _ in series.values() for x in sx if not log_x or x > 0})
     ys = [y for _, sy in series.values() for y in sy if math.isfinite(y)]
     if not xs or not ys:
@@ -71,7 +80,7 @@ def line_chart(title: str, x_label: str, y_label: str, series: Series, *, log_x:
         f'transform="rotate(-90 12 {_LEGEND_H + PAD + plot_h / 2})">{html.escape(y_label)}</text>'
     )
     for k, (name, (sx, sy)) in enumerate(series.items()):
-        colour = LINE_COLOURS[k % len(LINE_COLOURS)]
+        colour = (colours or {}).get(name, LINE_COLOURS[k % len(LINE_COLOURS)])
         points = [
             (px(x), py(y)) for x, y in zip(sx, sy, strict=True) if math.isfinite(y) and (x > 0 or not log_x)
         ]
