@@ -21,15 +21,15 @@ _LEGEND_H = 20
 
 
 def _nice_top(v: float) -> float:
-    """The smallest round figure (1, 1.5, 2 ... 8 x 10^k) at or above v."""
+    """The smallest of 1, 2, 3, 4, 5, 6, 8 x 10^k at or above v (its quarters are round)."""
     if v <= 0:
         return 1.0
     k = 10.0 ** math.floor(math.log10(v))
-    return next(m * k for m in (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10) if m * k >= v)
+    return next(m * k for m in (1, 2, 3, 4, 5, 6, 8, 10) if m * k >= v)
 
 
 def _figure(v: float) -> str:
-    return f"{v:,.0f}" if v >= 10 else f"{v:g}"
+    return f"{v:,.0f}" if v >= 10 else f"{v:.3g}"
 
 
 def line_chart(  # noqa: PLR0913 - a chart's words, data and look
@@ -79,6 +79,7 @@ def line_chart(  # noqa: PLR0913 - a chart's words, data and look
         f'<text x="12" y="{_LEGEND_H + PAD + plot_h / 2}" font-size="11" text-anchor="middle" '
         f'transform="rotate(-90 12 {_LEGEND_H + PAD + plot_h / 2})">{html.escape(y_label)}</text>'
     )
+    lx = LEFT + 40
     for k, (name, (sx, sy)) in enumerate(series.items()):
         colour = (colours or {}).get(name, LINE_COLOURS[k % len(LINE_COLOURS)])
         points = [
@@ -89,11 +90,11 @@ def line_chart(  # noqa: PLR0913 - a chart's words, data and look
             f'<polyline class="series" points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>'
         )
         parts += [f'<circle cx="{a:.1f}" cy="{b:.1f}" r="3" fill="{colour}"/>' for a, b in points]
-        lx = LEFT + 200 + 170 * k
         parts.append(
             f'<rect x="{lx}" y="24" width="10" height="10" fill="{colour}"/>'
             f'<text x="{lx + 14}" y="33" font-size="11">{html.escape(name)}</text>'
         )
+        lx += 30 + 6 * len(name)  # about the width of the name at 11 px
     parts.append("</svg>")
     return "".join(parts)
 

@@ -275,7 +275,18 @@ def write_html(folder: Path, share_rows: list[Row], device_rows: list[Row], note
             ),
         ]
     if share_rows:
-        sections.append(table(SHARE_HEAD, [share_cells(r) for r in share_rows]))
+        # Ratios measured side by side move less with the box's load than msg/s does.
+        ratios: dict[str, tuple[list[float], list[float]]] = {}
+        for r in share_rows:
+            for name, peer in (("Node-RED", r.node_red), ("mosquitto_sub", r.mosquitto_sub)):
+                xs, ys = ratios.setdefault(f"sensord/{name} QoS {r.qos}", ([], []))
+                xs.append(r.share)
+                ys.append(r.sensord / peer if peer else float("nan"))
+        sections += [
+            "<h2>sensord's ratios against alert share</h2>",
+            line_chart("sensord / peer vs alert share", "alert share (% of messages)", "ratio", ratios),
+            table(SHARE_HEAD, [share_cells(r) for r in share_rows]),
+        ]
     if device_rows:
         xs = [float(r.devices) for r in device_rows]
         series = {
