@@ -24,9 +24,17 @@ TOPIC = "sensord/+/+/+/+"
 BENCH_CONF = "queue_qos0_messages true\nmax_queued_bytes 0\nmessage_size_limit 0\n"
 
 
-def scenario(devices_per_family: int = 2000) -> Scenario:
+REPORT_INTERVAL_S = 10
+
+
+def scenario(
+    devices_per_family: int = 2000, *, messages: int | None = None, incidents: bool = True
+) -> Scenario:
     """A large neighbourhood; the first messages of it make up the backlog. A few
-    incidents make the rules fire as they would on a real day."""
+    incidents make the rules fire as they would on a real day (`incidents=False`: none,
+    for a backlog whose alerts are shaped afterwards). With `messages`, the scenario lasts
+    just long enough to hold that many: generating a whole day of 12,000 devices to keep
+    its first 200,000 messages takes minutes."""
     kinds = [
         ("bin_overflow", "bin"),
         ("sos", "wb"),
@@ -38,18 +46,22 @@ def scenario(devices_per_family: int = 2000) -> Scenario:
         ("water_tds_high", "water"),
     ]
     width = len(str(devices_per_family))  # device ids are zero-padded to the fleet size
-    incidents = [
+    planned = [
         {"at_s": 5 + 7 * i, "kind": k, "device": f"{prefix}-{10 + i:0{width}d}", "duration_s": 60}
         for i, (k, prefix) in enumerate(kinds * 4)
     ]
+    duration = 86400.0
+    if messages is not None:
+        per_s = len(Family) * devices_per_family / REPORT_INTERVAL_S
+        duration = min(duration, messages / per_s * 1.05 + 2 * REPORT_INTERVAL_S)
     return Scenario.model_validate(
         {
             "name": "bench",
-            "duration_s": 86400,
-            "report_interval_s": 10,
+            "duration_s": duration,
+            "report_interval_s": REPORT_INTERVAL_S,
             "communities": [{"name": f"c{i}", "grids": ["g1", "g2"]} for i in range(4)],
             "devices": dict.fromkeys((f.value for f in Family), devices_per_family),
-            "incidents": incidents,
+            "incidents": planned if incidents else [],
         }
     )
 
@@ -107,3 +119,36 @@ def drain_mosquitto_sub(port: int, client_id: str, qos: int, n: int) -> float:
         timeout=600,
     )
     return time.perf_counter() - t
+
+
+def drain_mosquitto_sub_first_to_last(port: int, client_id: str, qos: int, n: int, out: Path) -> float:
+    """Time the C client draining n queued messages, from the first message received to
+    the last: it prints each message's receive time (`-F %U`, µs) into `out`, and the
+    span of the first and last line is the drain (its connect and start are not)."""
+    exe = shutil.which("mosquitto_sub")
+    assert exe is not None, "mosquitto-clients is not installed"
+    with out.open("wb") as sink:
+        subprocess.run(
+            [
+                exe,
+                "-p",
+                str(port),
+                "-i",
+                client_id,
+                "-c",
+                "-q",
+                str(qos),
+                "-t",
+                TOPIC,
+                "-C",
+                str(n),
+                "-F",
+                "%U",
+            ],
+            check=True,
+            stdout=sink,
+            timeout=600,
+        )
+    lines = out.read_bytes().split()
+    assert len(lines) == n, f"mosquitto_sub printed {len(lines)} of {n} receive times"
+    return float(lines[-1]) - float(lines[0])

@@ -15,8 +15,8 @@ import orjson
 
 from sensord._errors import ConfigError, OutboxError
 from sensord._settings import load_settings
+from sensord._since import parse_since
 from sensord.outbox import AuditEntry, WorkOrderStore
-from sensord.rules._spec import parse_duration
 
 # Enough for years of a community's actions; the log itself is never trimmed.
 _LIMIT = 10_000_000
@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def audit_command(args: argparse.Namespace, *, now: float | None = None) -> int:
     now = time.time() if now is None else now
     try:
-        since = None if args.since is None else _since(args.since, now)
+        since = None if args.since is None else parse_since(args.since, now)
         settings = load_settings(args.config)
         entries = read_audit(settings.data_path(settings.outbox.path), since)
     except (ConfigError, OutboxError, ValueError) as exc:
@@ -55,20 +55,6 @@ def read_audit(path: Path, since: float | None) -> list[AuditEntry]:
         return WorkOrderStore(db, contextlib.nullcontext).audit(since, _LIMIT)
     finally:
         db.close()
-
-
-def _since(text: str, now: float) -> float:
-    try:
-        return now - parse_duration(text)
-    except ValueError:
-        pass
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"--since {text!r} is neither a duration (7d, 12h) nor ISO 8601") from None
-    if when.tzinfo is None:
-        raise ValueError(f"--since {text!r} needs a zone (+08:00 or Z): local time is ambiguous")
-    return when.timestamp()
 
 
 def _record(e: AuditEntry) -> dict[str, object]:

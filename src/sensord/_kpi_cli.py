@@ -20,8 +20,8 @@ import orjson
 
 from sensord._errors import ConfigError, OutboxError
 from sensord._settings import load_settings
+from sensord._since import parse_since
 from sensord.outbox import WorkOrderStore
-from sensord.rules._spec import parse_duration
 from sensord.workorders import ALL, GROUPINGS, Kpi, WorkOrder, kpis
 
 HEAD = (
@@ -68,19 +68,6 @@ def kpi_command(args: argparse.Namespace, *, now: float | None = None) -> int:
         index = write_kpi_report(args.html, groups, table(groups, total, args.by), note=note)
         print(f"wrote {index}", file=sys.stderr if args.json else sys.stdout)
     return 0
-
-
-def parse_since(text: str, now: float) -> float:
-    """Event time from `--since`: now minus a span (7d), or an ISO date or time."""
-    try:
-        return now - parse_duration(text)
-    except ValueError:
-        pass
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"--since {text!r}: neither a span (7d, 24h) nor an ISO date (2026-12-01)") from None
-    return when.timestamp()  # a naive time is this machine's local time
 
 
 def read_work_orders(path: Path, since: float) -> list[WorkOrder]:

@@ -63,7 +63,7 @@ def test_bad_since_and_missing_database_are_errors(
     """A --since that is neither a duration nor ISO, and a state_dir without an outbox,
     are exit 1 with the reason; no database is created by looking."""
     assert main(["audit", "-c", config(tmp_path), "--since", "last week"]) == 1
-    assert "neither a duration" in capsys.readouterr().err
+    assert "neither a span" in capsys.readouterr().err
     assert main(["audit", "-c", config(tmp_path)]) == 1
     assert "no outbox database" in capsys.readouterr().err
     assert not (tmp_path / "state").exists()

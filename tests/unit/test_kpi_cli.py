@@ -11,9 +11,9 @@ import orjson
 import pytest
 
 from sensord._cli import main
-from sensord._kpi_cli import parse_since
 from sensord._metrics import Metrics
 from sensord._settings import load_settings
+from sensord._since import parse_since
 from sensord.outbox import Outbox
 from sensord.workorders import State, row_of
 from tests.unit.test_kpi import ORDERS, T0, order
