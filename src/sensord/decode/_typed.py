@@ -40,7 +40,11 @@ class TypedPayload:
         fields: list[tuple[str, Any, None]] = [(s.name, _TYPES[s.kind], None) for s in specs]
         fields.append((TS, float | str | None, None))
         self.names = tuple(name for name, _, _ in fields)
-        self.struct = msgspec.defstruct(f"{family.title()}Payload", fields, forbid_unknown_fields=True)
+        # gc=False: scalar fields make no cycles, so the collector need not track the
+        # structs (a batch of 5,000 readings would otherwise trigger collections).
+        self.struct = msgspec.defstruct(
+            f"{family.title()}Payload", fields, forbid_unknown_fields=True, gc=False
+        )
         # payload bytes → struct (Any: its fields are made at run time); raises
         # msgspec.DecodeError (ValidationError is one too).
         self.decode: Callable[[bytes], Any] = msgspec.json.Decoder(self.struct).decode
