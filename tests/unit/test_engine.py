@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from sensord._registry import Registry, parse_registry
 from sensord._settings import AlertSettings
 from sensord._types import AlertEvent, AlertStatus, Family
 from sensord.alerts import Engine
+from sensord.alerts._events import event_id
 from sensord.decode import FamilyBatch, field_specs
 from sensord.rules import check_rules, load_rules, parse_duration
 
@@ -246,3 +248,15 @@ class TestRuleErrors:
     def test_durations(self, text: str | int, seconds: float) -> None:
         """Durations read as seconds."""
         assert parse_duration(text) == seconds
+
+
+class TestEventIds:
+    def test_event_id_is_the_rfc_4122_uuid5_of_the_transition(self) -> None:
+        """An event's id is uuid5(namespace, "fp|status|starts|time|repeat"): ids already in
+        outboxes and at receivers stay the ids of the same transitions."""
+        ns = uuid.UUID("6f1c1f5e-53a5-4c56-9d61-2f1f3b7d9e10")
+        for status, repeat in [(AlertStatus.FIRING, False), (AlertStatus.RESOLVED, True)]:
+            times = "1796056232.165000|1796056290.500000"
+            key = f"109d894e15b4b072|{status.value}|{times}|{'r' if repeat else ''}"
+            got = event_id("109d894e15b4b072", status, 1796056232.165, 1796056290.5, repeat=repeat)
+            assert got == str(uuid.uuid5(ns, key))
