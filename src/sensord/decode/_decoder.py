@@ -2,10 +2,11 @@
 
 Per message, only what must be per message happens in Python: size check, the topic's
 route (cached), the JSON decode and the timestamp. The common payload is decoded by
-msgspec straight into a tuple of typed values (decode/_typed.py); anything else goes the
-generic way (orjson, then checks) that words every reject reason. Type, range and
-required-field checks run per column over the whole batch with numpy. A bad message never affects the others:
-it becomes a `Reject` with a reason label (for the metric) and a detail a person can act on.
+msgspec straight into a typed struct (decode/_typed.py); anything else goes the generic
+way (orjson, then checks) that words every reject reason. Type, range and required-field
+checks run per column over the whole batch with numpy. A bad message never affects the
+others: it becomes a `Reject` with a reason label (for the metric) and a detail a person
+can act on.
 """
 
 from __future__ import annotations
