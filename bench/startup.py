@@ -240,8 +240,8 @@ def main() -> None:
     ap.add_argument("--compare-ref", metavar="REF", help="also measure the sources of git REF (e.g. main)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per version and fleet (best is compared)")
     ap.add_argument(
-        "--interval", type=float, default=7200,
-        help="report interval of the replayed day, s (0: no day); 7200 = 12 readings a device",
+        "--interval", type=float, default=240,
+        help="report interval of the replayed day, s (0: no day); 12 readings a device",
     )  # fmt: skip
     args = ap.parse_args()
     results: list[Result] = []
