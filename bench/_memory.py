@@ -31,16 +31,6 @@ def _mb(n: int) -> str:
     return f"{n / 2**20:7.1f} MB"
 
 
-def _where(snapshot: tracemalloc.Snapshot, top: int = 6) -> list[str]:
-    """The biggest allocators by file (sensord's own, and the rest by package)."""
-    by_file: dict[str, int] = {}
-    for stat in snapshot.statistics("filename"):
-        name = stat.traceback[0].filename
-        key = name.split("/src/")[-1] if "/src/sensord/" in name else name.split("site-packages/")[-1]
-        by_file[key] = by_file.get(key, 0) + stat.size
-    return [f"      {_mb(size)}  {name}" for name, size in sorted(by_file.items(), key=lambda kv: -kv[1])[:top]]
-
-
 class Stages:
     """Grows a report: the memory each stage added, and who allocated it."""
 
@@ -66,7 +56,8 @@ class Stages:
 
 
 def _short(name: str) -> str:
-    return name.split("/src/")[-1] if "/src/sensord/" in name else name.split("site-packages/")[-1]
+    marker = "/src/" if "/src/sensord/" in name else "site-packages/"
+    return name.rsplit(marker, maxsplit=1)[-1]
 
 
 def breakdown(registry_file: Path, day: Scenario, work: Path) -> list[str]:
@@ -96,7 +87,7 @@ def breakdown(registry_file: Path, day: Scenario, work: Path) -> list[str]:
         start = time.time() - day.duration_s
         for ts, topic, payload, _qos in generate(day, seed=1, start_ts=start):
             batch.append(RawMessage(topic, payload, ts))
-            if len(batch) == 5000:  # noqa: PLR2004 - the daemon's default batch size
+            if len(batch) == 5000:
                 commit(outbox, pipeline.evaluate(batch))
                 n += len(batch)
                 batch = []

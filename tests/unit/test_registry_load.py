@@ -118,15 +118,15 @@ class TestEntries:
     def test_bad_entry_names_file_line_and_key(self, tmp_path: Path) -> None:
         """An unknown family names the file, the device's line and the dotted key."""
         path = tmp_path / "devices.yaml"
-        path.write_text("devices:\n  ok-1: {family: bin, community: c, grid: g}\n  x-1:\n    family: toaster\n")
+        path.write_text("devices:\n  ok-1: {family: bin, community: c, grid: g}\n  x-1:\n    family: oven\n")
         with pytest.raises(ConfigError, match=rf"^{path}:3:devices\.x-1\.family: Input should be"):
             load_registry(path)
 
     def test_bad_entry_on_libyaml_path_names_line(self, tmp_path: Path) -> None:
         """The fallback path gives the same file:line for a bad entry."""
         path = tmp_path / "devices.yaml"
-        path.write_text("devices:\n  a: &x {family: bin, community: c, grid: g}\n  x-1: {family: bin, grid: g}\n")
-        with pytest.raises(ConfigError, match=rf"^{path}:3:devices\.x-1\.community: Field required"):
+        path.write_text("devices:\n  a: &x {family: bin, community: c, grid: g}\n  x-1: {grid: g}\n")
+        with pytest.raises(ConfigError, match=rf"^{path}:3:devices\.x-1\.family: Field required"):
             load_registry(path)
 
     def test_bad_id_names_line(self, tmp_path: Path) -> None:
