@@ -56,6 +56,7 @@ class Result:
     version: str
     devices: int
     ready_s: float
+    cpu_ready_s: float
     rss_ready_mb: float
     load: str
     rss_day_mb: float | None = None
@@ -72,6 +73,12 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the process used: the start-up cost without the load."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def extract(ref: str, into: Path) -> Path:
@@ -207,7 +214,8 @@ def measure(args: argparse.Namespace, version: Version, devices: int, work: Path
             ready = daemon.start_until_ready()
             assert daemon.proc is not None
             check_ready(daemon, broker)
-            result = Result(version.name, devices, ready, rss_mb(daemon.proc.pid), load)
+            pid = daemon.proc.pid
+            result = Result(version.name, devices, ready, cpu_s(pid), rss_mb(pid), load)
             if devices == max(args.devices) and args.interval > 0:
                 result.day_messages, result.day_s = replay_day(daemon, broker.port, devices, args.interval)
                 result.rss_day_mb = rss_mb(daemon.proc.pid)
@@ -219,11 +227,14 @@ def measure(args: argparse.Namespace, version: Version, devices: int, work: Path
 
 
 def report(results: list[Result]) -> None:
-    head = f"{'version':<10} {'devices':>8} {'ready s':>8} {'RSS ready':>10} {'RSS day':>8}"
+    head = f"{'version':<10} {'devices':>8} {'ready s':>8} {'CPU s':>6} {'RSS ready':>10} {'RSS day':>8}"
     print(f"\n{head}  load (1/5/15 min)")
     for r in results:
         day = f"{r.rss_day_mb:7.0f}M" if r.rss_day_mb is not None else "       -"
-        print(f"{r.version:<10} {r.devices:>8} {r.ready_s:8.2f} {r.rss_ready_mb:9.0f}M {day}  {r.load}")
+        print(
+            f"{r.version:<10} {r.devices:>8} {r.ready_s:8.2f} {r.cpu_ready_s:6.2f} "
+            f"{r.rss_ready_mb:9.0f}M {day}  {r.load}"
+        )
         if r.day_messages:
             print(f"{'':<10} {'':>8} day: {r.day_messages} messages in {r.day_s:.0f} s")
     names = list(dict.fromkeys(r.version for r in results))
@@ -256,7 +267,7 @@ def main() -> None:
                     r = measure(args, v, devices, work)
                     day = f", after the day {r.rss_day_mb:.0f} MB" if r.rss_day_mb else ""
                     print(
-                        f"{v.name}: {devices} devices ready in {r.ready_s:.2f} s, "
+                        f"{v.name}: {devices} devices ready in {r.ready_s:.2f} s ({r.cpu_ready_s:.2f} s CPU), "
                         f"RSS {r.rss_ready_mb:.0f} MB{day}  (load {r.load})",
                         flush=True,
                     )
