@@ -267,7 +267,7 @@ def main() -> None:
                     r = measure(args, v, devices, work)
                     day = f", after the day {r.rss_day_mb:.0f} MB" if r.rss_day_mb else ""
                     print(
-                        f"{v.name}: {devices} devices ready in {r.ready_s:.2f} s ({r.cpu_ready_s:.2f} s CPU), "
+                        f"{v.name}: {devices} devices ready in {r.ready_s:.2f} s ({r.cpu_ready_s:.2f} CPU), "
                         f"RSS {r.rss_ready_mb:.0f} MB{day}  (load {r.load})",
                         flush=True,
                     )
