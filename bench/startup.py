@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,7 +138,17 @@ class Daemon:
         while True:
             data = self.sock.recv(4096).decode()
             if "READY=1" in data.split("\n"):
-                return time.perf_counter() - t0
+                ready = time.perf_counter() - t0
+                # Keep reading as systemd does: a full datagram queue (10 by default) would
+                # block the daemon's next WATCHDOG=1 send, and with it its event loop.
+                threading.Thread(target=self._drain, daemon=True).start()
+                return ready
+
+    def _drain(self) -> None:
+        self.sock.settimeout(None)
+        with contextlib.suppress(OSError):
+            while self.sock.recv(4096):
+                pass
 
     def messages_in(self) -> float:
         try:
