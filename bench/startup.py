@@ -166,6 +166,8 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the drain thread's recv
         self.sock.close()
         self.sock_path.unlink(missing_ok=True)
 
