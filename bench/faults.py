@@ -29,9 +29,23 @@ from sensord.outbox import encode_event
 from sensord.testing import Run, Workload, broker_kills, daemon_kills, dispatch_kills, sinks_down
 
 COLUMNS = (
-    "scenario", "kills", "published", "acked", "resent", "events", "LS events", "delivered", "missing LS",
-    "missing", "two ids", "resurrected", "out of order", "LS wait max s", "LS wait med s",
-    "LS behind ordinary", "seconds",
+    "scenario",
+    "kills",
+    "published",
+    "acked",
+    "resent",
+    "events",
+    "LS events",
+    "delivered",
+    "missing LS",
+    "missing",
+    "two ids",
+    "resurrected",
+    "out of order",
+    "LS wait max s",
+    "LS wait med s",
+    "LS behind ordinary",
+    "seconds",
 )
 
 
@@ -49,12 +63,24 @@ def _post_mortem(run: Run, folder: Path) -> Path:
     """Everything the judge saw, for reading after the run: the reference events, every
     request the receiver answered (in order) and the wall-clock time of each kill."""
     path = folder / (run.name.replace(" ", "-").replace("(", "").replace(")", "") + ".json")
-    path.write_bytes(orjson.dumps({
-        "kill_times": run.kill_times,
-        "reference": [orjson.loads(encode_event(e)) for e in run.reference],
-        "received": [{"id": r.headers.get("webhook-id"), "answered": r.answered, "valid": r.valid,
-                      "at": r.at, "body": r.body} for r in run.received],
-    }))
+    path.write_bytes(
+        orjson.dumps(
+            {
+                "kill_times": run.kill_times,
+                "reference": [orjson.loads(encode_event(e)) for e in run.reference],
+                "received": [
+                    {
+                        "id": r.headers.get("webhook-id"),
+                        "answered": r.answered,
+                        "valid": r.valid,
+                        "at": r.at,
+                        "body": r.body,
+                    }
+                    for r in run.received
+                ],
+            }
+        )
+    )
     return path
 
 
@@ -66,17 +92,23 @@ def _dispatch(work: Path, load: Workload, kills: int, seed: int) -> list[tuple[s
         d = dispatch_kills(work, load, kills=kills, seed=seed)
     except (TimeoutError, RuntimeError, AssertionError) as exc:
         return [(name, f"did not finish: {exc}")]
-    print(f"{name}: {d.kills} kills, {d.expected} life-safety messages expected, {d.received} received, "
-          f"{len(d.missing)} missing, {len(d.unexpected)} not in the reference, {d.seconds:.0f} s",
-          flush=True)
+    print(
+        f"{name}: {d.kills} kills, {d.expected} life-safety messages expected, {d.received} received, "
+        f"{len(d.missing)} missing, {len(d.unexpected)} not in the reference, {d.seconds:.0f} s",
+        flush=True,
+    )
     return [(name, p) for p in d.problems()]
 
 
 def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--long", action="store_true", help="the long sizes: 20 kills, 180 s outages")
-    ap.add_argument("--only", choices=["daemon", "sinks", "broker", "dispatch"], action="append",
-                    help="run only these scenarios (repeatable)")
+    ap.add_argument(
+        "--only",
+        choices=["daemon", "sinks", "broker", "dispatch"],
+        action="append",
+        help="run only these scenarios (repeatable)",
+    )
     ap.add_argument("--kills", type=int, help="daemon SIGKILLs (CI 3, long 20)")
     ap.add_argument("--broker-kills", type=int, help="broker SIGKILLs (CI 2, long 10)")
     ap.add_argument("--outage", type=float, help="seconds the sinks are down (CI 20, long 180)")
@@ -115,17 +147,22 @@ def main() -> None:
 
     try:
         if "daemon" in only:
-            attempt("daemon SIGKILL",
-                    lambda: daemon_kills(work / "daemon", load, kills=kills, seed=args.seed))
+            attempt(
+                "daemon SIGKILL", lambda: daemon_kills(work / "daemon", load, kills=kills, seed=args.seed)
+            )
         if "sinks" in only:
             # The load lasts as long as the outage (the scenario sizes it from `outage`).
             short = replace(load, ticks=1)
             for mode in ("503", "hang"):
-                attempt(f"sinks down ({mode})", functools.partial(
-                    sinks_down, work / f"sinks-{mode}", short, mode=mode, outage_s=outage))
+                attempt(
+                    f"sinks down ({mode})",
+                    functools.partial(sinks_down, work / f"sinks-{mode}", short, mode=mode, outage_s=outage),
+                )
         if "broker" in only:
-            attempt("broker SIGKILL",
-                    lambda: broker_kills(work / "broker", load, kills=broker, seed=args.seed + 1))
+            attempt(
+                "broker SIGKILL",
+                lambda: broker_kills(work / "broker", load, kills=broker, seed=args.seed + 1),
+            )
         if "dispatch" in only:
             failed.extend(_dispatch(work / "dispatch", load, kills, args.seed + 2))
     finally:
