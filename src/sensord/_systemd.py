@@ -27,9 +27,12 @@ class Notifier:
         if not self._addr:
             return False
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            # Never block the event loop: a listener that stops reading (its queue holds
+            # a handful of datagrams) costs a lost WATCHDOG=1, not a frozen daemon.
+            sock.setblocking(False)
             try:
                 sock.sendto(state.encode(), self._addr)
-            except OSError:
+            except OSError:  # BlockingIOError included
                 return False
         return True
 

@@ -26,6 +26,17 @@ class TestNotifier:
             assert n.ready("up")
             assert sock.recv(100) == b"READY=1\nSTATUS=up"
 
+    def test_a_listener_that_stops_reading_never_blocks_a_send(self, tmp_path: Path) -> None:
+        """With the listener's queue full, WATCHDOG=1 returns False at once instead of
+        blocking the caller (the event loop) until someone reads."""
+        path = str(tmp_path / "notify")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.bind(path)
+            n = Notifier({"NOTIFY_SOCKET": path})
+            sent = [n.watchdog() for _ in range(1000)]  # nobody reads: the queue fills
+            assert sent[0]
+            assert not sent[-1]
+
     def test_outside_systemd_is_a_no_op(self) -> None:
         """Without $NOTIFY_SOCKET nothing is sent and no watchdog interval is set."""
         n = Notifier({})
