@@ -29,7 +29,7 @@ class Notifier:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
             # Never block the event loop: a listener that stops reading (its queue holds
             # a handful of datagrams) costs a lost WATCHDOG=1, not a frozen daemon.
-            sock.setblocking(False)
+            sock.setblocking(False)  # noqa: FBT003 - the socket API's own signature
             try:
                 sock.sendto(state.encode(), self._addr)
             except OSError:  # BlockingIOError included
