@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -42,6 +43,9 @@ from sensord.sinks._deadletter import DeadLetter
 log = logging.getLogger("sensord.delivery")
 T = TypeVar("T")
 _SUMMARY_EVERY_S = 60.0
+# Acknowledge at least this often within a round (and always at its end), so a crash in
+# a long round sends only this many again.
+_ACK_EVERY = 50
 
 
 def backoff(failures: int, settings: DeliverySettings, rng: random.Random) -> float:
@@ -205,6 +209,7 @@ class _Worker(Generic[T]):
         self.metrics, self.rng = metrics, rng
         self.name = target.name
         self.health = _Health(target.name, outbox)
+        self._taken: list[int] = []  # delivered (or refused) in this round, not yet acknowledged
 
     async def step(self) -> bool:
         """One round: deliver what waits, in order, until done, a failure or a new
@@ -214,13 +219,27 @@ class _Worker(Generic[T]):
         if not due:
             return False
         groups = [due] if self.target.batched else [[d] for d in due]
-        for group in groups:
-            if not await self._deliver(group):
-                break  # the sink backs off as a whole; the rest keep their place
-            if self.outbox.life_safety_epoch != epoch:
-                break  # a new life-safety event was committed: it goes next
+        try:
+            for group in groups:
+                if not await self._deliver(group):
+                    break  # the sink backs off as a whole; the rest keep their place
+                if self.outbox.life_safety_epoch != epoch:
+                    break  # a new life-safety event was committed: it goes next
+                if len(self._taken) >= _ACK_EVERY:
+                    await self._ack_taken()
+        finally:
+            # Before the next `due`, which must not hand out what the sink already has.
+            await self._ack_taken()
         self.metrics.outbox_depth.labels(self.name).set(self.outbox.depth(self.name))
         return True
+
+    async def _ack_taken(self) -> None:
+        """Remove what the sink took (or refused for good) from its queue, in one
+        transaction on the outbox's writer thread: the event loop does not wait for the
+        fsync, and a crash before it only sends those again (receivers de-duplicate)."""
+        seqs, self._taken = self._taken, []
+        if seqs:
+            await self.outbox.run_in_writer(functools.partial(self.target.ack, seqs))
 
     async def _deliver(self, group: Sequence[tuple[int, T]]) -> bool:
         """Send one group; False when the sink failed in a way worth retrying."""
@@ -243,10 +262,10 @@ class _Worker(Generic[T]):
                 return True
             self.metrics.delivery_failures.labels(self.name, "permanent").inc()
             item_id = self.target.refuse(items[0], exc.reason)
-            self.target.ack(seqs)
+            self._taken += seqs
             self.health.refused(item_id, exc.reason, time.time())
             return True
-        self.target.ack(seqs)
+        self._taken += seqs
         self.metrics.delivered.labels(self.name).inc(len(seqs))
         self.health.succeeded(time.time())
         return True
