@@ -1,12 +1,12 @@
 """Latency benchmark: publish → signed webhook received, at a steady rate.
 
 A private Mosquitto, `sensord run` as a real process with the default rules and a signed
-webhook sink, and a receiver (sensord.testing.WebhookReceiver) that verifies every
-signature. A publisher process sends QoS 1 wristband readings at a steady 2,000, 5,000
-and 10,000 msg/s; 1 % of them press SOS on a wristband that has not alerted yet, so each
-of those raises one life-safety alert. Every reading carries its publish time as `ts`,
-which the webhook body returns in `readings.ts`: the receiver's clock minus that is the
-latency from publish to webhook received (one machine, one clock).
+webhook sink, and a keep-alive receiver that verifies every signature
+(sensord.sinks.verify). A publisher process sends QoS 1 wristband readings at a steady
+2,000, 5,000 and 10,000 msg/s; 1 % of them press SOS on a wristband that has not alerted
+yet, so each of those raises one life-safety alert. Every reading carries its publish
+time as `ts`, which the webhook body returns in `readings.ts`: the receiver's clock minus
+that is the latency from publish to webhook received (one machine, one clock).
 
 The last stage runs a second daemon at 5,000 msg/s with a slow InfluxDB sink beside the
 webhook (a stand-in that answers each write after 200 ms): life-safety alerts must not
@@ -46,7 +46,8 @@ import httpx
 import orjson
 import yaml
 
-from sensord.testing import MosquittoServer, Received, WebhookReceiver, free_port, start_mosquitto
+from sensord.sinks import verify
+from sensord.testing import MosquittoServer, free_port, start_mosquitto
 
 ROOT = Path(__file__).resolve().parent.parent
 NORMAL_DEVICES = 5000  # wristbands sending ordinary vitals
@@ -167,31 +168,53 @@ def _publisher(port: int, rate: int, seconds: float, first_alert: int, counts: A
 
 
 # -- the sinks -----------------------------------------------------------------------------
-class _Latencies:
-    """Webhook arrivals: receive time minus the reading's publish time, per alert device."""
+class _Receiver:
+    """The dispatch platform's stand-in: verifies every Standard Webhooks signature
+    (sensord.sinks.verify) and records, per SOS device, receive time minus publish time.
+    HTTP/1.1 with keep-alive, as a real platform answers (sensord.testing.WebhookReceiver
+    closes every connection, which would add a TCP connect to every alert)."""
 
-    def __init__(self) -> None:
+    def __init__(self, secret: str) -> None:
+        self.secret = secret
         self.by_device: dict[int, float] = {}
+        self.invalid = 0
         self._lock = threading.Lock()
+        self._server = _serve(free_port(), self._answer, "latency-receiver")
 
-    def __call__(self, rec: Received) -> None:
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/alerts"
+
+    def _answer(self, headers: dict[str, str], raw: bytes) -> int:
         now = time.time()
-        body = rec.body
-        if body.get("status") != "firing" or body.get("rule") != "wristband_sos":
-            return
-        device = int(str(body["device"]).removeprefix("wb-"))
-        with self._lock:
-            self.by_device[device] = (now - float(body["readings"]["ts"])) * 1000
+        if not verify(self.secret, headers, raw):
+            with self._lock:
+                self.invalid += 1
+            return 401
+        body = orjson.loads(raw)
+        if body.get("status") == "firing" and body.get("rule") == "wristband_sos":
+            device = int(str(body["device"]).removeprefix("wb-"))
+            with self._lock:
+                self.by_device[device] = (now - float(body["readings"]["ts"])) * 1000
+        return 200
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
 
 
-def _slow_influx(port: int) -> http.server.ThreadingHTTPServer:
-    """An InfluxDB stand-in that takes every write, after SLOW_SINK_S."""
+def _serve(port: int, answer: Any, name: str, delay_s: float = 0.0) -> http.server.ThreadingHTTPServer:
+    """A keep-alive HTTP server answering each POST with `answer(headers, body)` (a
+    status), after `delay_s`."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
         def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("content-length", "0")))
-            time.sleep(SLOW_SINK_S)
-            self.send_response(204)
+            raw = self.rfile.read(int(self.headers.get("content-length", "0")))
+            if delay_s:
+                time.sleep(delay_s)
+            self.send_response(answer({k.lower(): v for k, v in self.headers.items()}, raw))
             self.send_header("Content-Length", "0")
             self.end_headers()
 
@@ -199,12 +222,17 @@ def _slow_influx(port: int) -> http.server.ThreadingHTTPServer:
             return
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    threading.Thread(target=server.serve_forever, name="slow-influx", daemon=True).start()
+    threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
     return server
 
 
+def _slow_influx() -> http.server.ThreadingHTTPServer:
+    """An InfluxDB stand-in that takes every write, after SLOW_SINK_S."""
+    return _serve(free_port(), lambda _h, _b: 204, "slow-influx", SLOW_SINK_S)
+
+
 # -- the daemon ----------------------------------------------------------------------------
-def _config(work: Path, broker: int, webhook: WebhookReceiver, influx_url: str | None) -> tuple[Path, int]:
+def _config(work: Path, broker: int, webhook: _Receiver, influx_url: str | None) -> tuple[Path, int]:
     devices = {
         f"wb-{i:05d}": {"family": "wristband", "community": f"c{i % 4}", "grid": f"g{i % 2}"}
         for i in range(NORMAL_DEVICES + ALERT_DEVICES)
@@ -277,11 +305,11 @@ class _Rig:
     label: str
     daemon: _Daemon
     broker: int
-    latencies: _Latencies
+    receiver: _Receiver
 
 
 def _run_stage(rig: _Rig, stage: Stage, seconds: float, first_alert: int) -> StageResult:
-    label, daemon, broker, latencies = rig.label, rig.daemon, rig.broker, rig.latencies
+    label, daemon, broker, latencies = rig.label, rig.daemon, rig.broker, rig.receiver
     counts = mp.Array("q", 3)
     base = daemon.processed()
     proc = mp.Process(target=_publisher, args=(broker, stage.rate, seconds, first_alert, counts))
@@ -312,30 +340,31 @@ def run_daemon(label: str, src: Path, stages: list[Stage], seconds: float, work:
             continue
         folder = work / f"{label}-{n}"
         folder.mkdir()
-        influx = _slow_influx(free_port()) if group[0].slow_sink else None
+        influx = _slow_influx() if group[0].slow_sink else None
         influx_url = f"http://127.0.0.1:{influx.server_address[1]}" if influx is not None else None
-        secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-        latencies = _Latencies()
+        receiver = _Receiver("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
         mosquitto: MosquittoServer = start_mosquitto(folder)
         try:
-            with WebhookReceiver(secret, on_receive=latencies) as receiver:
-                config, http_port = _config(folder, mosquitto.port, receiver, influx_url)
-                daemon = _Daemon(config, http_port, src)
-                try:
-                    rig = _Rig(label, daemon, mosquitto.port, latencies)
-                    _run_stage(rig, Stage("warm-up", 500), 3, 0)
-                    first = 500 * 3 // ALERT_EVERY + 1
-                    for stage in group:
-                        out.append(_run_stage(rig, stage, seconds, first))
-                        print(_row(out[-1]), flush=True)
-                        first += stage.rate * int(seconds) // ALERT_EVERY + 1
-                finally:
-                    daemon.stop()
+            config, http_port = _config(folder, mosquitto.port, receiver, influx_url)
+            daemon = _Daemon(config, http_port, src)
+            try:
+                rig = _Rig(label, daemon, mosquitto.port, receiver)
+                _run_stage(rig, Stage("warm-up", 500), 3, 0)
+                first = 500 * 3 // ALERT_EVERY + 1
+                for stage in group:
+                    out.append(_run_stage(rig, stage, seconds, first))
+                    print(_row(out[-1]), flush=True)
+                    first += stage.rate * int(seconds) // ALERT_EVERY + 1
+            finally:
+                daemon.stop()
         finally:
             mosquitto.stop()
+            receiver.stop()
             if influx is not None:
                 influx.shutdown()
                 influx.server_close()
+            if receiver.invalid:
+                print(f"  {receiver.invalid} webhook requests had no valid signature", flush=True)
     return out
 
 
@@ -373,6 +402,7 @@ def main() -> None:
     parser.add_argument("--rates", default="2000,5000,10000", help="steady rates, msg/s")
     parser.add_argument("--slow-rate", type=int, default=5000, help="rate of the slow-sink stage (0: skip)")
     parser.add_argument("--baseline", help="git revision whose daemon runs first, for before/after")
+    parser.add_argument("--keep", type=Path, help="work in this (new) folder and keep it (daemon logs)")
     args = parser.parse_args()
     stages = [Stage(f"{int(r) // 1000}k", int(r)) for r in args.rates.split(",")]
     if args.slow_rate:
@@ -382,7 +412,8 @@ def main() -> None:
     print(HEADER, flush=True)
     results: list[StageResult] = []
     with tempfile.TemporaryDirectory(prefix="sensord-latency-") as tmp:
-        work = Path(tmp)
+        work = args.keep or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         if args.baseline:
             results += run_daemon("before", baseline_src(args.baseline, work), stages, args.seconds, work)
         results += run_daemon("after", ROOT / "src", stages, args.seconds, work)
