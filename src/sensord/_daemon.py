@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import math
 import time
@@ -274,6 +275,10 @@ class Daemon:
     async def run(self) -> None:
         """Run every task until cancelled (SIGTERM) or one fails."""
         restored = self.restore()
+        # What start-up built (registry, rules, engine arrays, imports) lives as long as the
+        # process: out of the collector's sight, a full collection no longer walks it and
+        # stops the event loop for ~100 ms (11,000 devices), a latency spike every few s.
+        gc.freeze()
         log.info("sensord starting", extra={"fields": {"restored_active_alerts": restored}})
         try:
             await self._run_tasks()
