@@ -1,6 +1,7 @@
 """The batch commit off the event loop: it runs on the outbox's writer thread, the loop
 keeps running while it fsyncs, and a batch is acknowledged only once its commit returned;
-the engine snapshot encoded there is the state of its own batch."""
+the engine snapshot encoded there is the state of its own batch; what a commit sheds is
+reported on the loop's thread."""
 
 from __future__ import annotations
 
@@ -14,10 +15,14 @@ from typing import Any
 import numpy as np
 
 from sensord._app import build_daemon
+from sensord._metrics import Metrics
+from sensord._settings import OutboxSettings
 from sensord._types import AlertEvent
+from sensord.outbox import Outbox
 from sensord.sinks import MemorySink
 from sensord.testing import MemorySource
 from tests.unit.test_daemon_unit import msg, run_until, settings_for
+from tests.unit.test_sinks import event
 
 
 class TestWriterThread:
@@ -91,3 +96,24 @@ class TestSnapshotState:
 def _arrays(blob: bytes) -> dict[str, Any]:
     with np.load(io.BytesIO(blob)) as z:
         return {k: z[k] for k in sorted(z.files)}
+
+
+class TestShedOnTheWriterThread:
+    def test_shed_deliveries_are_reported_on_the_loop_thread(self, tmp_path: Path) -> None:
+        """A commit on the writer thread that sheds deliveries reports them (dead-letter,
+        metrics) on the event loop's thread, once the commit returned."""
+        reported: list[tuple[str, str]] = []
+        box = Outbox(
+            tmp_path / "o.sqlite3",
+            ("a",),
+            OutboxSettings(max_events=2),
+            Metrics(),
+            on_shed=lambda e, sink, _why: reported.append((e.event_id, threading.current_thread().name)),
+        )
+
+        async def scenario() -> None:
+            await box.run_in_writer(lambda: box.commit([event(1), event(2), event(3)]))
+
+        asyncio.run(scenario())
+        box.close()
+        assert reported == [("id-1", threading.current_thread().name)]

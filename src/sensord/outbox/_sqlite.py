@@ -177,6 +177,8 @@ class Outbox:
         # Held for every use of `_db`, a whole transaction at a time (see Threads above).
         self._lock = threading.RLock()
         self._writer: ThreadPoolExecutor | None = None
+        self._writer_thread: int | None = None
+        self._deferred_shed: list[tuple[str, AlertEvent]] = []
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -216,8 +218,20 @@ class Outbox:
         """Run `fn` (a write: a commit, an ack) on the outbox's writer thread and wait for
         it without blocking the event loop. One thread, so writes keep their order."""
         if self._writer is None:
-            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-writer")
-        return await asyncio.get_running_loop().run_in_executor(self._writer, fn)
+            self._writer = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="outbox-writer", initializer=self._mark_writer
+            )
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._writer, fn)
+        finally:
+            # Shed deliveries are reported here, on the loop's thread: `on_shed` writes the
+            # dead-letter file and may hand the record to the event loop.
+            with self._lock:
+                shed, self._deferred_shed = self._deferred_shed, []
+            self._report_shed(shed)
+
+    def _mark_writer(self) -> None:
+        self._writer_thread = threading.get_ident()
 
     def finish_writes(self) -> None:
         """Wait for the writes handed to the writer thread; later ones start a new thread."""
@@ -387,6 +401,10 @@ class Outbox:
         return shed
 
     def _report_shed(self, shed: list[tuple[str, AlertEvent]]) -> None:
+        if shed and threading.get_ident() == self._writer_thread:
+            with self._lock:
+                self._deferred_shed += shed  # reported by `run_in_writer`, on the loop
+            return
         for sink, event in shed:
             self._metrics.outbox_shed.labels(sink).inc()
             if self._on_shed is not None:
