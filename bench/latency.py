@@ -18,7 +18,8 @@ wait for it.
 src/ exported to a temporary folder), so before and after are measured side by side.
 Backlog: messages published minus messages the daemon has processed (/healthz), sampled
 every half second; it "grows" when the last third of the stage averages more than the
-first third plus a quarter second of traffic. `series(results)` gives (rate, p99) for plots.
+first third plus a quarter second of traffic. For a plot: `series(measure(default_stages(), 25))`
+gives (msg/s, p99 ms).
 """
 
 from __future__ import annotations
@@ -395,6 +396,28 @@ def _row(r: StageResult) -> str:
     )
 
 
+def default_stages(rates: tuple[int, ...] = (2000, 5000, 10000), slow_rate: int = 5000) -> list[Stage]:
+    stages = [Stage(f"{r // 1000}k", r) for r in rates]
+    if slow_rate:
+        stages.append(Stage(f"{slow_rate // 1000}k + slow sink", slow_rate, slow_sink=True))
+    return stages
+
+
+def measure(
+    stages: list[Stage], seconds: float, *, baseline: str | None = None, keep: Path | None = None
+) -> list[StageResult]:
+    """Every stage with this tree's daemon ("after"), and first with the daemon of git
+    revision `baseline` ("before") if given. For a plot: `series(measure(...))`."""
+    results: list[StageResult] = []
+    with tempfile.TemporaryDirectory(prefix="sensord-latency-") as tmp:
+        work = keep or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        if baseline:
+            results += run_daemon("before", baseline_src(baseline, work), stages, seconds, work)
+        results += run_daemon("after", ROOT / "src", stages, seconds, work)
+    return results
+
+
 def main() -> None:
     doc = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=doc)
@@ -404,19 +427,11 @@ def main() -> None:
     parser.add_argument("--baseline", help="git revision whose daemon runs first, for before/after")
     parser.add_argument("--keep", type=Path, help="work in this (new) folder and keep it (daemon logs)")
     args = parser.parse_args()
-    stages = [Stage(f"{int(r) // 1000}k", int(r)) for r in args.rates.split(",")]
-    if args.slow_rate:
-        stages.append(Stage(f"{args.slow_rate // 1000}k + slow sink", args.slow_rate, slow_sink=True))
+    stages = default_stages(tuple(int(r) for r in args.rates.split(",")), args.slow_rate)
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("backlog: max/end of published - processed; alerts: received/expected (all life-safety SOS)")
     print(HEADER, flush=True)
-    results: list[StageResult] = []
-    with tempfile.TemporaryDirectory(prefix="sensord-latency-") as tmp:
-        work = args.keep or Path(tmp)
-        work.mkdir(parents=True, exist_ok=True)
-        if args.baseline:
-            results += run_daemon("before", baseline_src(args.baseline, work), stages, args.seconds, work)
-        results += run_daemon("after", ROOT / "src", stages, args.seconds, work)
+    results = measure(stages, args.seconds, baseline=args.baseline, keep=args.keep)
     print("\n" + HEADER)
     for r in results:
         print(_row(r))
