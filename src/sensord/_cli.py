@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import gc
 import logging
 import secrets
 import signal
@@ -200,10 +199,7 @@ async def _run_daemon(settings: Settings) -> None:
     from sensord._daemon import run_until_cancelled  # noqa: PLC0415
 
     daemon, http = await build_daemon(settings)
-    # The registry, rules and modules loaded so far live as long as the process: move them
-    # out of the collector's generations, so a full collection no longer walks 100,000
-    # devices' objects (CPython's advice for long-lived heaps built at start-up).
-    gc.freeze()
+    # (Daemon.run moves what start-up built out of the collector's sight: gc.freeze.)
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import gc
 import logging
 import math
 import time
@@ -121,7 +123,8 @@ class Daemon:
 
     def _maybe_snapshot(self, ev: Evaluated) -> None:
         if time.monotonic() - self._last_snapshot >= self.settings.alerts.snapshot_every_s:
-            ev.snapshot = self.pipeline.engine.snapshot()
+            # A copy now, in step with this batch's checkpoint; encoded with its commit.
+            ev.snapshot = self.pipeline.engine.snapshot_state()
             self._last_snapshot = time.monotonic()
 
     def _rules_stamp(self) -> tuple[tuple[str, int, int], ...]:
@@ -272,6 +275,10 @@ class Daemon:
     async def run(self) -> None:
         """Run every task until cancelled (SIGTERM) or one fails."""
         restored = self.restore()
+        # What start-up built (registry, rules, engine arrays, imports) lives as long as the
+        # process: out of the collector's sight, a full collection no longer walks it and
+        # stops the event loop for ~100 ms (11,000 devices), a latency spike every few s.
+        gc.freeze()
         log.info("sensord starting", extra={"fields": {"restored_active_alerts": restored}})
         try:
             await self._run_tasks()
@@ -372,10 +379,13 @@ class Daemon:
             return Evaluated(tokens=[m.token for m in messages if m.token is not None])
 
     async def _commit(self, ev: Evaluated) -> None:
+        """Commit the batch on the outbox's writer thread and return once it is durable.
+        The event loop keeps reading the broker meanwhile; nothing is acknowledged before
+        this returns (the caller holds the batch lock across it and acks after)."""
         delay = 0.5
         while True:
             try:
-                commit(self.outbox, ev)
+                await self.outbox.run_in_writer(functools.partial(commit, self.outbox, ev))
             except OutboxError as exc:
                 # The disk failed (a full outbox never refuses: it sheds per sink). The
                 # batch stays unacknowledged at the broker until the write goes through.
@@ -408,7 +418,9 @@ async def run_until_cancelled(daemon: Daemon) -> None:
     finally:
         daemon.notifier.stopping()
         # Every task has stopped; the engine state goes to disk so timers, cooldowns and
-        # windows carry on after the restart.
+        # windows carry on after the restart. A batch commit still on the writer thread
+        # (its task was cancelled while waiting) lands first: the snapshot never runs ahead.
+        daemon.outbox.finish_writes()
         try:
             commit(daemon.outbox, Evaluated(snapshot=daemon.pipeline.engine.snapshot()))
         except Exception:  # stopping anyway; the per-batch checkpoint stands

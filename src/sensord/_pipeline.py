@@ -22,7 +22,7 @@ from sensord._errors import DecodeError
 from sensord._logging import RateLimited
 from sensord._metrics import Metrics
 from sensord._types import AlertEvent, AlertStatus, Family, RawMessage, Reject
-from sensord.alerts import TEMPLATE_ERROR, ActiveAlert, Engine, EngineResult
+from sensord.alerts import TEMPLATE_ERROR, ActiveAlert, Engine, EngineResult, SnapshotState
 from sensord.decode import Decoder, DecodeResult, FamilyBatch, TopicTemplate, shown
 from sensord.dispatch import AckSeen, Dispatcher
 from sensord.outbox import Notice, Outbox, WorkOrderRow
@@ -42,7 +42,9 @@ class Evaluated:
     tokens: list[int] = field(default_factory=list)
     accepted: int = 0
     rejected: int = 0
-    snapshot: bytes | None = None
+    # The engine's whole state after the batch: encoded by `commit`, which the daemon runs
+    # on the outbox's writer thread, so the encoding does not hold up the event loop.
+    snapshot: bytes | SnapshotState | None = None
     clock: float | None = None  # the event-time clock after the batch, kept with it
     notices: list[Notice] = field(default_factory=list)  # dispatch messages for the events
     groups: dict[str, bytes | None] = field(default_factory=dict)  # dispatch state changed
@@ -412,11 +414,12 @@ def commit(outbox: Outbox, ev: Evaluated) -> None:
     """One durable outbox transaction for the batch's events and checkpoint changes."""
     upsert = [(fp, body) for fp, body in ev.checkpoint.items() if body is not None]
     delete = [fp for fp, body in ev.checkpoint.items() if body is None]
+    snapshot = ev.snapshot.encode() if isinstance(ev.snapshot, SnapshotState) else ev.snapshot
     outbox.commit(
         ev.events,
         upsert_active=upsert,
         delete_active=delete,
-        snapshot=ev.snapshot,
+        snapshot=snapshot,
         clock=ev.clock,
         notices=ev.notices,
         groups=ev.groups,

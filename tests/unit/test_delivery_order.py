@@ -196,3 +196,51 @@ class TestFailureLogging:
         assert messages[1] == "sink recovered"
         failures = metrics.delivery_failures.labels("hook", "retryable")._value.get()
         assert failures == sink.attempts - 20
+
+
+class SlowSink(SwitchSink):
+    """Takes every event after `delay_s`; records how many calls were in flight at once
+    and whether two events of one alert ever were."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__()
+        self.mode = "up"
+        self.delay_s = delay_s
+        self.in_flight: set[str] = set()
+        self.most_in_flight = 0
+        self.same_alert_overlap = False
+
+    async def send(self, events: Sequence[AlertEvent]) -> None:
+        fingerprints = {e.fingerprint for e in events}
+        self.same_alert_overlap |= bool(fingerprints & self.in_flight)
+        self.in_flight |= fingerprints
+        self.most_in_flight = max(self.most_in_flight, len(self.in_flight))
+        await asyncio.sleep(self.delay_s)
+        self.in_flight -= fingerprints
+        await super().send(events)
+
+
+class TestFanOut:
+    def test_a_backlog_goes_several_at_once_and_one_alert_in_order(
+        self, parts: tuple[Outbox, DeadLetter, Metrics]
+    ) -> None:
+        """A backlog is sent with several requests in flight (at most 8), never two events
+        of one alert at once, each alert's `firing` before its `resolved`."""
+        ob, dl, metrics = parts
+        sink = SlowSink(delay_s=0.01)
+        events = alert_events(40, sos_every=5)
+        ob.commit(events)
+
+        async def go() -> None:
+            task, _ = await run_worker(ob, sink, DeliverySettings(), dl, metrics)
+            await until(lambda: len(sink.got) == len(events))
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(go())
+        assert 1 < sink.most_in_flight <= 8
+        assert not sink.same_alert_overlap
+        order = [(e.fingerprint, e.status.value) for e in sink.got]
+        assert all(order.index((fp, "firing")) < order.index((fp, "resolved")) for fp, _ in order)
+        assert ob.depth("hook") == 0

@@ -52,6 +52,8 @@ class EngineBase:
         # a rule reload judges new rules on these.
         self._last_vals: dict[Family, dict[str, FloatArr]] = {}
         self._windows: dict[Family, WindowHistory] = {}
+        # The registry's digest, kept in every snapshot; computed once per registry.
+        self._digest_of: tuple[Registry, str] | None = None
         # Community of each device (index into _communities), per family.
         names = sorted({d.entry.community for d in registry.by_id.values()})
         self._communities = names

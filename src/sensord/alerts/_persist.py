@@ -126,6 +126,11 @@ class Persistence(EngineBase):
 
     def snapshot(self) -> bytes:
         """The whole state (timers, cooldowns, windows, latest values, communities) as bytes."""
+        return self.snapshot_state().encode()
+
+    def snapshot_state(self) -> SnapshotState:
+        """The whole state as it is now, copied: cheap enough for the event loop. Its
+        `encode()` (the costly part) may then run on another thread while the engine moves on."""
         arrays: dict[str, npt.NDArray[Any]] = {
             "comm_last": self._comm_last,
             "comm_firing": self._comm_firing,
@@ -157,10 +162,10 @@ class Persistence(EngineBase):
                     arrays[f"rule/{key}/{a}"] = getattr(st, a)
                 for k, latch in enumerate(self._latches[family][fr.rules.index(rule)]):
                     arrays[f"rule/{key}/level{k}"] = latch.active
-        buf = io.BytesIO()
-        arrays["manifest"] = np.frombuffer(orjson.dumps(manifest), dtype=np.uint8)
-        np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds loosely
-        return buf.getvalue()
+        # Copies: the engine changes its arrays in place with the next batch.
+        copied = {name: arr.copy() for name, arr in arrays.items()}
+        copied["manifest"] = np.frombuffer(orjson.dumps(manifest), dtype=np.uint8)
+        return SnapshotState(copied)
 
     def load_snapshot(self, blob: bytes) -> int:
         """Restore a snapshot taken with the same registry; rules whose definition changed
@@ -209,5 +214,25 @@ class Persistence(EngineBase):
         return restored
 
     def _registry_digest(self) -> str:
+        # Once per registry: hashing every device id took most of a snapshot's time.
+        cached = self._digest_of
+        if cached is not None and cached[0] is self._registry:
+            return cached[1]
         ids = "\x1f".join(f"{d.family.value}:{d.device_id}:{d.index}" for d in self._registry.by_id.values())
-        return hashlib.sha256(ids.encode()).hexdigest()
+        digest = hashlib.sha256(ids.encode()).hexdigest()
+        self._digest_of = (self._registry, digest)
+        return digest
+
+
+class SnapshotState:
+    """A copy of the engine's whole state, to be encoded (np.savez) off the event loop."""
+
+    __slots__ = ("_arrays",)
+
+    def __init__(self, arrays: dict[str, npt.NDArray[Any]]) -> None:
+        self._arrays = arrays
+
+    def encode(self) -> bytes:
+        buf = io.BytesIO()
+        np.savez(buf, **self._arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds loosely
+        return buf.getvalue()

@@ -4,11 +4,13 @@ silence stays listed with who made it, when and why."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -50,9 +52,16 @@ class SilenceRow:
 class SilenceStore:
     """The silences table on the outbox's connection."""
 
-    def __init__(self, db: sqlite3.Connection, tx: Callable[[], AbstractContextManager[None]]) -> None:
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        tx: Callable[[], AbstractContextManager[None]],
+        lock: AbstractContextManager[Any] | None = None,
+    ) -> None:
         self._db = db
         self._tx = tx
+        # The outbox's, held for every use of its connection; none for a read-only one.
+        self._lock = lock if lock is not None else contextlib.nullcontext()
         self._seen_version = -1
 
     def add(  # noqa: PLR0913 - a silence's parts
@@ -85,10 +94,11 @@ class SilenceStore:
 
     def all(self) -> list[SilenceRow]:
         try:
-            rows = self._db.execute(
-                "SELECT id, matchers, starts_at, ends_at, created_by, comment, created_at, life_safety, "
-                "reason FROM silences ORDER BY id"
-            ).fetchall()
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT id, matchers, starts_at, ends_at, created_by, comment, created_at, life_safety, "
+                    "reason FROM silences ORDER BY id"
+                ).fetchall()
         except sqlite3.Error as exc:
             raise OutboxError(f"outbox read failed: {exc}") from None
         return [
@@ -100,6 +110,7 @@ class SilenceStore:
     def changed(self) -> bool:
         """Did any connection commit since the last call? (SQLite's data_version: cheap
         enough to ask once per batch, so a silence made by the CLI applies at once.)"""
-        version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
+        with self._lock:
+            version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
         changed, self._seen_version = version != self._seen_version, version
         return changed

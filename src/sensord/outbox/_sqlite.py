@@ -9,17 +9,27 @@ Each sink's queue is bounded on its own (`max_events`): past the bound the oldes
 ordinary deliveries of that sink are shed (handed to `on_shed`, for dead-letter), never a
 life-safety one, and never by refusing a commit: a dead InfluxDB must not stop the rules
 or the webhook. A sink removed from the config keeps its queue until an operator purges it.
+
+Threads. Every write goes through one connection guarded by a lock, so a transaction is
+never interleaved with another thread's statements. The daemon runs its writes (a batch's
+commit, a sink's acknowledgements) on one writer thread (`run_in_writer`), so the event loop
+keeps reading the broker while SQLite fsyncs; the hot reads of the delivery workers (`due`,
+`due_notices`) use a second, read-only connection, which in WAL mode sees only committed
+transactions and never waits for the writer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -84,6 +94,8 @@ CREATE TABLE IF NOT EXISTS engine_snapshot (
 );
 """
 
+
+T = TypeVar("T")
 
 # Called with (event, sink, reason) for each delivery shed at a sink's bound.
 OnShed = Callable[[AlertEvent, str, str], object]
@@ -163,6 +175,11 @@ class Outbox:
         # Bumped by every commit that stores a life-safety event: a delivery worker in the
         # middle of a page checks it between attempts, so a new SOS goes next.
         self.life_safety_epoch = 0
+        # Held for every use of `_db`, a whole transaction at a time (see Threads above).
+        self._lock = threading.RLock()
+        self._writer: ThreadPoolExecutor | None = None
+        self._writer_thread: int | None = None
+        self._deferred_shed: list[tuple[str, AlertEvent]] = []
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -170,13 +187,16 @@ class Outbox:
             # FULL: the WAL is fsynced at every commit, so a committed batch survives power loss.
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA + SILENCES_SCHEMA + WORK_ORDERS_SCHEMA)
+            # Used only by the thread that runs the event loop (reads never lock in WAL).
+            self._reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._reader.execute("PRAGMA query_only=ON")
         except sqlite3.Error as exc:
             raise OutboxError(f"cannot open outbox {path}: {exc}") from None
         self._depth = {
             s: self._scalar("SELECT COUNT(*) FROM deliveries WHERE sink = ?", s) for s in self._sinks
         }
-        self.silences = SilenceStore(self._db, self._tx)
-        self.work_orders = WorkOrderStore(self._db, self._tx)
+        self.silences = SilenceStore(self._db, self._tx, self._lock)
+        self.work_orders = WorkOrderStore(self._db, self._tx, self._lock)
         count = "SELECT COUNT(*) FROM notices WHERE sink = ?"
         self._depth |= {c: self._scalar(count, c) for c in self._channels}
         # Deliveries of sinks (and messages of channels) no longer configured are kept
@@ -191,12 +211,38 @@ class Outbox:
         }
 
     def _scalar(self, sql: str, *args: object) -> int:
-        row = self._db.execute(sql, args).fetchone()
+        with self._lock:
+            row = self._db.execute(sql, args).fetchone()
         return int(row[0]) if row and row[0] is not None else 0
+
+    async def run_in_writer(self, fn: Callable[[], T]) -> T:
+        """Run `fn` (a write: a commit, an ack) on the outbox's writer thread and wait for
+        it without blocking the event loop. One thread, so writes keep their order."""
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="outbox-writer", initializer=self._mark_writer
+            )
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._writer, fn)
+        finally:
+            # Shed deliveries are reported here, on the loop's thread: `on_shed` writes the
+            # dead-letter file and may hand the record to the event loop.
+            with self._lock:
+                shed, self._deferred_shed = self._deferred_shed, []
+            self._report_shed(shed)
+
+    def _mark_writer(self) -> None:
+        self._writer_thread = threading.get_ident()
+
+    def finish_writes(self) -> None:
+        """Wait for the writes handed to the writer thread; later ones start a new thread."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.shutdown(wait=True)
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
-        try:
+        with self._lock, self._sqlite_errors():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield
@@ -204,6 +250,12 @@ class Outbox:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    @staticmethod
+    @contextmanager
+    def _sqlite_errors() -> Iterator[None]:
+        try:
+            yield
         except sqlite3.Error as exc:
             raise OutboxError(f"outbox write failed: {exc}") from None
 
@@ -236,19 +288,8 @@ class Outbox:
         with self._tx():
             if before is not None:
                 before()
-            for e in events:
-                cur = self._db.execute(
-                    "INSERT OR IGNORE INTO events (event_id, life_safety, body, created) VALUES (?, ?, ?, ?)",
-                    (e.event_id, int(e.life_safety), encode_event(e), now),
-                )
-                if cur.rowcount:
-                    new += 1
-                    life_safety |= e.life_safety
-                    seq = cur.lastrowid
-                    self._db.executemany(
-                        "INSERT INTO deliveries (sink, seq, life_safety) VALUES (?, ?, ?)",
-                        [(s, seq, int(e.life_safety)) for s in self._sinks],
-                    )
+            if events:
+                new, life_safety = self._store_events(events, now)
             if new:
                 shed = self._shed_over_bound(new)
             life_safety |= self._store_notices(notices, now)
@@ -259,14 +300,34 @@ class Outbox:
                     self._db.execute("INSERT OR REPLACE INTO dispatch_state VALUES (?, ?)", (key, body))
             self._write_state(upsert_active, delete_active, snapshot, clock, now)
             self.work_orders.write(work_orders, audit)
-        for sink in self._sinks:
-            self._depth[sink] += new
-        for sink, _ in shed:
-            self._depth[sink] -= 1
-        if life_safety:
-            self.life_safety_epoch += 1
+            for sink in self._sinks:
+                self._depth[sink] += new
+            for sink, _ in shed:
+                self._depth[sink] -= 1
+            if life_safety:
+                self.life_safety_epoch += 1
         self._report_shed(shed)
         return new
+
+    def _store_events(self, events: Sequence[AlertEvent], now: float) -> tuple[int, bool]:
+        """Inside the commit: the new events (one statement for all) and a delivery of each
+        to every sink. Returns (how many were new, whether one of them is life-safety)."""
+        # seq is AUTOINCREMENT: every row this insert adds has a seq above the last one.
+        last = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+        self._db.executemany(
+            "INSERT OR IGNORE INTO events (event_id, life_safety, body, created) VALUES (?, ?, ?, ?)",
+            [(e.event_id, int(e.life_safety), encode_event(e), now) for e in events],
+        )
+        new, life_safety = self._db.execute(
+            "SELECT COUNT(*), COALESCE(MAX(life_safety), 0) FROM events WHERE seq > ?", (last,)
+        ).fetchone()
+        for sink in self._sinks:
+            self._db.execute(
+                "INSERT INTO deliveries (sink, seq, life_safety) SELECT ?, seq, life_safety FROM events "
+                "WHERE seq > ?",
+                (sink, last),
+            )
+        return int(new), bool(life_safety)
 
     def _store_notices(self, notices: Sequence[Notice], now: float) -> bool:
         """Inside the commit: each new notice for its channel. True if one is life-safety."""
@@ -285,7 +346,7 @@ class Outbox:
     def due_notices(self, sink: str, limit: int) -> list[tuple[int, Message]]:
         """The next messages for this channel: life-safety first, then in commit order."""
         try:
-            rows = self._db.execute(
+            rows = self._reader.execute(
                 "SELECT seq, body FROM notices WHERE sink = ? ORDER BY life_safety DESC, seq LIMIT ?",
                 (sink, limit),
             ).fetchall()
@@ -300,7 +361,7 @@ class Outbox:
         with self._tx():
             cur = self._db.executemany("DELETE FROM notices WHERE seq = ?", [(s,) for s in seqs])
             gone = max(cur.rowcount, 0)
-        self._depth[sink] = self._depth.get(sink, 0) - gone
+            self._depth[sink] = self._depth.get(sink, 0) - gone
 
     def _write_state(
         self,
@@ -341,6 +402,10 @@ class Outbox:
         return shed
 
     def _report_shed(self, shed: list[tuple[str, AlertEvent]]) -> None:
+        if shed and threading.get_ident() == self._writer_thread:
+            with self._lock:
+                self._deferred_shed += shed  # reported by `run_in_writer`, on the loop
+            return
         for sink, event in shed:
             self._metrics.outbox_shed.labels(sink).inc()
             if self._on_shed is not None:
@@ -355,28 +420,32 @@ class Outbox:
 
     def snapshot(self) -> bytes | None:
         """The last saved engine state, if any."""
-        row = self._db.execute("SELECT body FROM engine_snapshot WHERE id = 1").fetchone()
+        with self._lock:
+            row = self._db.execute("SELECT body FROM engine_snapshot WHERE id = 1").fetchone()
         return bytes(row[0]) if row else None
 
     def dispatch_state(self) -> list[tuple[str, bytes]]:
         """The dispatch stage's state rows (key, body), as committed."""
-        return [(str(k), bytes(b)) for k, b in self._db.execute("SELECT key, body FROM dispatch_state")]
+        with self._lock:
+            return [(str(k), bytes(b)) for k, b in self._db.execute("SELECT key, body FROM dispatch_state")]
 
     def stream_clock(self) -> float | None:
         """The event-time clock after the last committed batch, if any."""
-        row = self._db.execute("SELECT at FROM stream_clock WHERE id = 1").fetchone()
+        with self._lock:
+            row = self._db.execute("SELECT at FROM stream_clock WHERE id = 1").fetchone()
         return float(row[0]) if row else None
 
     def active_rows(self) -> list[bytes]:
         """The checkpointed pending/firing alerts."""
-        return [bytes(r[0]) for r in self._db.execute("SELECT body FROM active_alerts")]
+        with self._lock:
+            return [bytes(r[0]) for r in self._db.execute("SELECT body FROM active_alerts")]
 
     def due(self, sink: str, limit: int) -> list[tuple[int, AlertEvent]]:
         """The next events for this sink: every life-safety event first, then in commit
         order (so the events of one alert keep their order: life-safety is a rule's
         property, the same for all of them)."""
         try:
-            rows = self._db.execute(
+            rows = self._reader.execute(
                 "SELECT d.seq, e.body FROM deliveries d JOIN events e ON e.seq = d.seq "
                 "WHERE d.sink = ? ORDER BY d.life_safety DESC, d.seq LIMIT ?",
                 (sink, limit),
@@ -397,8 +466,8 @@ class Outbox:
             # already gone, and counting it again would drift the depth below the truth.
             gone = max(cur.rowcount, 0)
             self._forget_unneeded(seqs)
-        if sink in self._depth:
-            self._depth[sink] -= gone
+            if sink in self._depth:
+                self._depth[sink] -= gone
 
     def depth(self, sink: str) -> int:
         """Events this sink has not yet taken."""
@@ -415,11 +484,12 @@ class Outbox:
 
     def queues(self) -> list[SinkQueue]:
         """Every sink with deliveries waiting (configured or not), and every configured one."""
-        rows = self._db.execute(
-            "SELECT d.sink, COUNT(*), SUM(d.life_safety), MIN(e.created) FROM deliveries d "
-            "JOIN events e ON e.seq = d.seq GROUP BY d.sink "
-            "UNION ALL SELECT sink, COUNT(*), SUM(life_safety), MIN(created) FROM notices GROUP BY sink"
-        ).fetchall()
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT d.sink, COUNT(*), SUM(d.life_safety), MIN(e.created) FROM deliveries d "
+                "JOIN events e ON e.seq = d.seq GROUP BY d.sink "
+                "UNION ALL SELECT sink, COUNT(*), SUM(life_safety), MIN(created) FROM notices GROUP BY sink"
+            ).fetchall()
         known = (*self._sinks, *self._channels)
         found = {
             str(r[0]): SinkQueue(str(r[0]), int(r[1]), int(r[2]), float(r[3]), configured=r[0] in known)
@@ -437,10 +507,13 @@ class Outbox:
             self._db.execute("DELETE FROM deliveries WHERE sink = ?", (sink,))
             self._forget_unneeded(seqs)
             notices = self._db.execute("DELETE FROM notices WHERE sink = ?", (sink,)).rowcount
-        if sink in self._depth:
-            self._depth[sink] = 0
+            if sink in self._depth:
+                self._depth[sink] = 0
         self.orphaned.pop(sink, None)
         return len(seqs) + max(notices, 0)
 
     def close(self) -> None:
-        self._db.close()
+        self.finish_writes()  # a write under way finishes first
+        with self._lock:
+            self._reader.close()
+            self._db.close()

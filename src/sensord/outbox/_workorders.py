@@ -10,6 +10,7 @@ defect in sensord can rewrite who did what.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -108,9 +109,16 @@ class Filter:
 class WorkOrderStore:
     """The work_orders, audit and used_links tables on the outbox's connection."""
 
-    def __init__(self, db: sqlite3.Connection, tx: Callable[[], AbstractContextManager[None]]) -> None:
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        tx: Callable[[], AbstractContextManager[None]],
+        lock: AbstractContextManager[Any] | None = None,
+    ) -> None:
         self._db = db
         self._tx = tx
+        # The outbox's, held for every use of its connection; none for a read-only one.
+        self._lock = lock if lock is not None else contextlib.nullcontext()
 
     def write(self, rows: Sequence[WorkOrderRow], audit: Sequence[AuditEntry]) -> None:
         """Inside a commit: the changed work orders and the audit entries."""
@@ -195,6 +203,7 @@ class WorkOrderStore:
 
     def _read(self, sql: str, args: Sequence[object]) -> list[Any]:
         try:
-            return self._db.execute(sql, tuple(args)).fetchall()
+            with self._lock:
+                return self._db.execute(sql, tuple(args)).fetchall()
         except sqlite3.Error as exc:
             raise OutboxError(f"outbox read failed: {exc}") from None

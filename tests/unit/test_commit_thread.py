@@ -1,0 +1,119 @@
+"""The batch commit off the event loop: it runs on the outbox's writer thread, the loop
+keeps running while it fsyncs, and a batch is acknowledged only once its commit returned;
+the engine snapshot encoded there is the state of its own batch; what a commit sheds is
+reported on the loop's thread."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sensord._app import build_daemon
+from sensord._metrics import Metrics
+from sensord._settings import OutboxSettings
+from sensord._types import AlertEvent
+from sensord.outbox import Outbox
+from sensord.sinks import MemorySink
+from sensord.testing import MemorySource
+from tests.unit.test_daemon_unit import msg, run_until, settings_for
+from tests.unit.test_sinks import event
+
+
+class TestWriterThread:
+    def test_loop_runs_and_nothing_is_acked_while_the_commit_is_held(self, tmp_path: Path) -> None:
+        """While a batch's commit is held on the writer thread, the event loop goes on (a
+        coroutine releases it) and the batch stays unacknowledged; the ack follows the return."""
+        now = time.time()
+        source = MemorySource([[msg(1, "wb-01", "wristband", {"ts": now, "sos": True})]])
+        sink = MemorySink("webhook")
+        release = threading.Event()
+        seen: dict[str, Any] = {}
+
+        async def scenario() -> None:
+            daemon, _ = await build_daemon(settings_for(tmp_path), sinks=[sink])
+            daemon.source = source
+            real_commit = daemon.outbox.commit
+
+            def held(events: list[AlertEvent], **kw: Any) -> int:
+                if events:
+                    seen["thread"] = threading.current_thread().name
+                    # Released by a coroutine: only possible if the loop is not blocked here.
+                    seen["released_by_loop"] = release.wait(5)
+                    seen["acked_before_return"] = list(source.acked)
+                return real_commit(events, **kw)
+
+            async def releaser() -> None:
+                while "thread" not in seen:  # noqa: ASYNC110 - waiting on a plain flag
+                    await asyncio.sleep(0.005)
+                seen["acked_while_held"] = list(source.acked)
+                release.set()
+
+            daemon.outbox.commit = held  # type: ignore[method-assign,assignment]
+            task = asyncio.create_task(releaser())
+            await run_until(daemon, lambda: bool(sink.events) and bool(source.acked))
+            await task
+
+        asyncio.run(scenario())
+        assert seen["thread"].startswith("outbox-writer")
+        assert seen["released_by_loop"] is True
+        assert seen["acked_while_held"] == []
+        assert seen["acked_before_return"] == []
+        assert source.acked == [1]
+
+
+class TestSnapshotState:
+    def test_encoded_later_it_is_the_state_when_taken(self, tmp_path: Path) -> None:
+        """A snapshot state encoded after the engine moved on holds the state at the moment
+        it was taken, not the later one."""
+        now = time.time()
+
+        async def scenario() -> tuple[bytes, bytes, bytes]:
+            daemon, _ = await build_daemon(settings_for(tmp_path), sinks=[MemorySink("webhook")])
+            pipeline = daemon.pipeline
+            pipeline.evaluate([msg(1, "wb-01", "wristband", {"ts": now, "heart_rate": 70})])
+            before = pipeline.engine.snapshot()
+            state = pipeline.engine.snapshot_state()
+            pipeline.evaluate([msg(2, "wb-01", "wristband", {"ts": now + 1, "heart_rate": 150, "sos": True})])
+            after = pipeline.engine.snapshot()
+            daemon.outbox.close()
+            daemon.deadletter.close()
+            return before, state.encode(), after
+
+        before, encoded, after = asyncio.run(scenario())
+        assert _arrays(encoded).keys() == _arrays(before).keys()
+        assert all(np.array_equal(a, b, equal_nan=True) for a, b in zip(
+            _arrays(encoded).values(), _arrays(before).values(), strict=True))  # fmt: skip
+        assert not all(np.array_equal(a, b, equal_nan=True) for a, b in zip(
+            _arrays(encoded).values(), _arrays(after).values(), strict=True))  # fmt: skip
+
+
+def _arrays(blob: bytes) -> dict[str, Any]:
+    with np.load(io.BytesIO(blob)) as z:
+        return {k: z[k] for k in sorted(z.files)}
+
+
+class TestShedOnTheWriterThread:
+    def test_shed_deliveries_are_reported_on_the_loop_thread(self, tmp_path: Path) -> None:
+        """A commit on the writer thread that sheds deliveries reports them (dead-letter,
+        metrics) on the event loop's thread, once the commit returned."""
+        reported: list[tuple[str, str]] = []
+        box = Outbox(
+            tmp_path / "o.sqlite3",
+            ("a",),
+            OutboxSettings(max_events=2),
+            Metrics(),
+            on_shed=lambda e, sink, _why: reported.append((e.event_id, threading.current_thread().name)),
+        )
+
+        async def scenario() -> None:
+            await box.run_in_writer(lambda: box.commit([event(1), event(2), event(3)]))
+
+        asyncio.run(scenario())
+        box.close()
+        assert reported == [("id-1", threading.current_thread().name)]
