@@ -66,7 +66,8 @@ def test_daemon_sigkill_with_dispatch_loses_and_doubles_no_life_safety_message(t
     twice under load still brings the robot every life-safety message of the reference
     (ids derived from the events, so a resurrected or doubled alert would show as an id
     the reference does not have), and none other; and the outbox holds exactly the
-    reference's work orders, each opened once (none lost to a kill, none doubled)."""
+    reference's life-safety work orders, each opened once (none lost to a kill, none
+    doubled)."""
     run = dispatch_kills(tmp_path, CI_LOAD, kills=2, seed=3)
     assert run.kills == 2
     assert run.expected > 50, "the workload raised too few life-safety alerts to judge"

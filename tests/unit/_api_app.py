@@ -41,7 +41,8 @@ DISPATCH: dict[str, Any] = {
     "receivers": [{"name": "desk"}, {"name": "sanitation"}, {"name": "grid_worker", "recipients": "grid"}],
     "route": {
         "receiver": "desk",
-        "routes": [{"matchers": ['family="bin"'], "receiver": "sanitation"}],
+        # group_wait 0s: a bin's message (and so its work order) goes with its batch.
+        "routes": [{"matchers": ['family="bin"'], "receiver": "sanitation", "group_wait": "0s"}],
     },
     "max_silence": "4h",
 }

@@ -20,7 +20,8 @@ SPEC = spec_from(
             {"name": "sanitation", "channels": [{"type": "wecom"}]},
             {"name": "street_office", "channels": [{"type": "wecom"}]},
         ],
-        "route": {"receiver": "sanitation"},
+        # group_wait 0s: the bin's message (and so its work order) goes at once.
+        "route": {"receiver": "sanitation", "group_wait": "0s"},
     }
 )
 TEAM = {"community": "maple", "grid": "g1", "team": "sanitation", "rule": "bin_full"}

@@ -44,7 +44,7 @@ SPEC = spec_from(
         "route": {
             "receiver": "webhook",
             "routes": [
-                {"matchers": ['family="bin"'], "receiver": "sanitation"},
+                {"matchers": ['family="bin"'], "receiver": "sanitation", "group_wait": "30s"},
                 {"matchers": ['family="wristband"'], "receiver": "desk", "escalation": "life_safety"},
             ],
         },
@@ -84,6 +84,17 @@ class TestOpening:
         d.notices([dataclasses.replace(sos(event_id="ev-2"), repeat=True, event_time=T0 + 60)], T0 + 60)
         assert d.desk is not None
         assert d.desk.open_count() == 1
+
+    def test_an_ordinary_alert_opens_its_work_order_when_its_group_is_sent(self) -> None:
+        """A full bin waits in its group (group_wait 30 s): no work order until the
+        message goes, then one opened at that time, so its clocks start when someone is
+        told (after quiet hours, too)."""
+        d = make()
+        assert d.desk is not None
+        d.notices([bin_full()], T0)
+        assert d.desk.open_count() == 0
+        d.notices([], T0 + 30)
+        assert d.desk.get(work_order_id("fp-bin", T0)).opened_at == T0 + 30
 
     def test_an_alert_only_the_builtin_webhook_gets_opens_none(self) -> None:
         d = make()
@@ -239,6 +250,7 @@ class TestDurability:
     def test_list_filters_and_orders_life_safety_first(self, tmp_path: Path) -> None:
         d = make()
         notices = d.notices([bin_full(), dataclasses.replace(sos(), event_time=T0 + 5)], T0 + 5)
+        notices += d.notices([], T0 + 30)  # the bins' group goes after its wait: its work order opens
         box = Outbox(tmp_path / "o.db", [], OutboxSettings(), Metrics())
         box.commit([], notices=notices, work_orders=d.work_order_rows())
         bodies, total = box.work_orders.query(Filter())

@@ -41,6 +41,8 @@ class Group:
     mute: tuple[str, ...] = ()
     active: tuple[str, ...] = ()
     on_mute: str = "defer"
+    # The route's escalation policy: the work orders its alerts open when it is sent.
+    escalation: str | None = None
 
     def due_at(self) -> float:
         """When the group is next to be sent (event time; inf: not until it changes)."""
@@ -101,6 +103,7 @@ class Groups:
                 mute=node.mute,
                 active=node.active,
                 on_mute=node.on_mute,
+                escalation=node.escalation,
             )
             self.open[key] = g
         g.alerts[event.fingerprint] = event

@@ -224,7 +224,9 @@ class Dispatcher:
         out: list[Notice] = []
         routes = [r for r in self.router.route(labels, e.dispatch) if r.receiver in self._receivers]
         # Built-in receivers (sinks.webhook) have every event already: no message, no job.
-        order, extra = self._open(e, routes)
+        # An ordinary alert's work order opens when its group's message goes (after the
+        # group wait, or after quiet hours): the clock starts when someone is told.
+        order, extra = self._open(e, routes) if e.life_safety else (None, ())
         for routed in routes:
             receiver = self._receivers[routed.receiver]
             if e.status is AlertStatus.RESOLVED and not receiver.send_resolved:
@@ -350,7 +352,13 @@ class Dispatcher:
         )
         people = self._people(g.receiver, events)
         notices = self._messages(g.receiver, f"{g.key}@{clock!r}", words, people, (worst, False, answer))
-        return [dataclasses.replace(n, at=clock) for n in notices]
+        out = [dataclasses.replace(n, at=clock) for n in notices]
+        if self.desk is not None:
+            for e in events:
+                if e.status is AlertStatus.FIRING:
+                    _, extra = self.desk.open(e, [g.receiver], g.escalation, dataclasses.asdict(e), clock)
+                    out.extend(n for name in extra if name in self._receivers for n in self._single(e, name))
+        return out
 
     def _people(self, name: str, events: Sequence[AlertEvent]) -> tuple[Recipient, ...]:
         """Everyone the receiver reaches for these alerts, each once."""

@@ -73,21 +73,25 @@ def _spec(url: str) -> dict[str, Any]:
 
 def reference_messages(config: Path, stream: list[Outgoing]) -> tuple[set[str], set[str]]:
     """The ids of the life-safety messages an offline replay of `stream` makes, and of
-    the work orders it opens (every firing alert reaches the desk)."""
+    the life-safety work orders it opens (each firing one reaches the desk at once; an
+    ordinary alert's opens when its group is sent, which depends on where batches end)."""
     result = replay_published(config, stream, dispatch=True)
     orders = {
-        work_order_id(e.fingerprint, e.starts_at) for e in result.events if e.status is AlertStatus.FIRING
+        work_order_id(e.fingerprint, e.starts_at)
+        for e in result.events
+        if e.status is AlertStatus.FIRING and e.life_safety
     }
     return {n.message.id for n in result.notices if n.message.life_safety}, orders
 
 
 def _work_orders(config: Path) -> dict[str, int]:
-    """The daemon's work orders (id → how many `opened` entries), read as another process."""
+    """The daemon's life-safety work orders (id → how many `opened` entries), read as
+    another process."""
     settings = load_settings(config)
     path = settings.data_path(settings.outbox.path)
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        rows = db.execute("SELECT id, body FROM work_orders").fetchall()
+        rows = db.execute("SELECT id, body FROM work_orders WHERE life_safety = 1").fetchall()
     finally:
         db.close()
     return {str(i): sum(h.action == "opened" for h in WorkOrder.decode(bytes(b)).history) for i, b in rows}

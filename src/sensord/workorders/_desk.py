@@ -113,10 +113,16 @@ class Desk:
     # -- from dispatch -----------------------------------------------------------------
 
     def open(
-        self, e: AlertEvent, receivers: Sequence[str], policy: str | None, event: Mapping[str, object]
+        self,
+        e: AlertEvent,
+        receivers: Sequence[str],
+        policy: str | None,
+        event: Mapping[str, object],
+        at: float | None = None,
     ) -> tuple[WorkOrder, tuple[str, ...]]:
-        """The work order of a firing alert routed to `receivers`, opened or joined.
-        Returns it and the receivers its policy's first step adds to the route's."""
+        """The work order of a firing alert sent to `receivers` at `at` (default: its
+        event time), opened or joined. Returns it and the receivers its policy's first
+        step adds to the route's."""
         wo_id = work_order_id(e.fingerprint, e.starts_at)
         wo = self._orders.get(wo_id)
         if wo is not None:
@@ -126,7 +132,7 @@ class Desk:
                 wo.first.extend(new)
                 self._touch(wo)
             return wo, ()
-        at = e.event_time
+        at = e.event_time if at is None else at
         wo = WorkOrder(
             id=wo_id, fingerprint=e.fingerprint, starts_at=e.starts_at, rule=e.rule, family=e.family,
             device_id=e.device_id, community=e.community, grid=e.grid, severity=e.severity.value,
