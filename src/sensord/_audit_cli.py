@@ -4,8 +4,6 @@ works while the daemon runs and can never write the log it shows)."""
 from __future__ import annotations
 
 import argparse
-import contextlib
-import sqlite3
 import sys
 import time
 from datetime import datetime
@@ -16,7 +14,7 @@ import orjson
 from sensord._errors import ConfigError, OutboxError
 from sensord._settings import load_settings
 from sensord._since import parse_since
-from sensord.outbox import AuditEntry, WorkOrderStore
+from sensord.outbox import AuditEntry, read_only_store
 
 # Enough for years of a community's actions; the log itself is never trimmed.
 _LIMIT = 10_000_000
@@ -45,16 +43,8 @@ def audit_command(args: argparse.Namespace, *, now: float | None = None) -> int:
 
 def read_audit(path: Path, since: float | None) -> list[AuditEntry]:
     """The audit entries at or after `since`, oldest first, from a read-only connection."""
-    if not path.exists():
-        raise OutboxError(f"no outbox database at {path} (has the daemon run with this config?)")
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise OutboxError(f"cannot open {path} read-only: {exc}") from None
-    try:
-        return WorkOrderStore(db, contextlib.nullcontext).audit(since, _LIMIT)
-    finally:
-        db.close()
+    with read_only_store(path) as store:
+        return store.audit(since, _LIMIT)
 
 
 def _record(e: AuditEntry) -> dict[str, object]:

@@ -7,8 +7,6 @@ report can never change a work order or hold up a batch.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import sqlite3
 import sys
 import time
 import unicodedata
@@ -21,7 +19,7 @@ import orjson
 from sensord._errors import ConfigError, OutboxError
 from sensord._settings import load_settings
 from sensord._since import parse_since
-from sensord.outbox import WorkOrderStore
+from sensord.outbox import read_only_store
 from sensord.workorders import ALL, GROUPINGS, Kpi, WorkOrder, kpis
 
 HEAD = (
@@ -72,17 +70,8 @@ def kpi_command(args: argparse.Namespace, *, now: float | None = None) -> int:
 
 def read_work_orders(path: Path, since: float) -> list[WorkOrder]:
     """The work orders opened at or after `since`, from the outbox opened read-only."""
-    if not path.is_file():
-        raise OutboxError(f"no outbox database at {path} (has the daemon run with this config?)")
-    try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise OutboxError(f"cannot open {path} read-only: {exc}") from None
-    try:
-        # Never written through: a read-only connection has no transaction to take.
-        bodies = WorkOrderStore(db, contextlib.nullcontext).all_bodies(since)
-    finally:
-        db.close()
+    with read_only_store(path) as store:
+        bodies = store.all_bodies(since)
     return [WorkOrder.decode(b) for b in bodies]
 
 

@@ -2,7 +2,7 @@
 
 from sensord.outbox._silences import SilenceRow, SilenceStore
 from sensord.outbox._sqlite import Notice, Outbox, decode_event, decode_message, encode_event, encode_message
-from sensord.outbox._workorders import AuditEntry, Filter, WorkOrderRow, WorkOrderStore
+from sensord.outbox._workorders import AuditEntry, Filter, WorkOrderRow, WorkOrderStore, read_only_store
 
 __all__ = [
     "AuditEntry",
@@ -17,4 +17,5 @@ __all__ = [
     "decode_message",
     "encode_event",
     "encode_message",
+    "read_only_store",
 ]

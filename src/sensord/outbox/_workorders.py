@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -207,3 +208,20 @@ class WorkOrderStore:
                 return self._db.execute(sql, tuple(args)).fetchall()
         except sqlite3.Error as exc:
             raise OutboxError(f"outbox read failed: {exc}") from None
+
+
+@contextlib.contextmanager
+def read_only_store(path: Path) -> Iterator[WorkOrderStore]:
+    """The work-order tables of an outbox on a read-only connection, for the operator
+    commands (`sensord kpi`, `sensord audit`): they work while the daemon writes."""
+    if not path.is_file():
+        raise OutboxError(f"no outbox database at {path} (has the daemon run with this config?)")
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise OutboxError(f"cannot open {path} read-only: {exc}") from None
+    try:
+        # Never written through: a read-only connection has no transaction to take.
+        yield WorkOrderStore(db, contextlib.nullcontext)
+    finally:
+        db.close()
