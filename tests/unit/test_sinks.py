@@ -280,6 +280,42 @@ class TestWebhookSink:
         with pytest.raises(RetryableSinkError, match="timeout"):
             asyncio.run(go())
 
+    def test_timeout_bounds_each_wait_not_the_whole_answer(self) -> None:
+        """timeout_s bounds each wait for the answer's bytes: an answer that trickles in
+        pieces, each sooner than timeout_s, is taken although the whole takes longer."""
+
+        async def trickle(request: web.Request) -> web.StreamResponse:
+            response = web.StreamResponse(status=200)
+            await response.prepare(request)
+            for _ in range(4):
+                await asyncio.sleep(0.1)
+                await response.write(b"ok ")
+            await response.write_eof()
+            return response
+
+        async def go() -> int:
+            async with serving(trickle) as server:
+                await send_and_close(webhook_sink(server.url(), timeout_s=0.3), [event(1)])
+                return len(server.posts)
+
+        assert asyncio.run(go()) == 1
+
+    def test_proxy_from_the_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """With HTTP_PROXY set when the sink is made, the POST goes to the proxy, naming
+        the sink's URL."""
+
+        async def go() -> Post:
+            async with serving() as proxy:
+                monkeypatch.setenv("HTTP_PROXY", proxy.url("/"))
+                monkeypatch.delenv("NO_PROXY", raising=False)
+                monkeypatch.delenv("no_proxy", raising=False)
+                await send_and_close(webhook_sink("http://dispatch.invalid/alerts"), [event(1)])
+                return proxy.posts[0]
+
+        post = asyncio.run(go())
+        assert (post.headers["host"], post.path_qs) == ("dispatch.invalid", "/alerts")
+        assert verify(SPEC_SECRET, post.headers, post.body)
+
     def test_connection_refused_is_retryable_naming_the_redacted_url(self) -> None:
         """Nothing listening is a retryable failure whose reason names the URL redacted."""
         url = f"http://127.0.0.1:{free_port()}/alerts?token=s3cretT0ken"
