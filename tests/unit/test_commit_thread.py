@@ -134,7 +134,7 @@ class TestSnapshotThread:
             daemon.outbox.snapshots.save_later = slow  # type: ignore[method-assign]
             task = asyncio.create_task(daemon.run())
             deadline = time.monotonic() + 5
-            while not (source.acked == [1, 2] and len(sink.events) == 2) and time.monotonic() < deadline:
+            while not (source.acked == [1, 2] and len(sink.events) == 2) and time.monotonic() < deadline:  # noqa: ASYNC110 - polling a plain predicate
                 await asyncio.sleep(0.01)
             seen["acked_while_held"] = list(source.acked)
             seen["file_while_held"] = daemon.outbox.snapshots.path.exists()
@@ -169,7 +169,12 @@ class TestSnapshotFile:
         of the engine never queue behind a slow disk; the first one lands."""
         snap = SnapshotFile(tmp_path / "o.engine.npz")
         gate = threading.Event()
-        assert snap.save_later(lambda: gate.wait(10) and b"first") is True
+
+        def first() -> bytes:
+            gate.wait(10)
+            return b"first"
+
+        assert snap.save_later(first) is True
         assert snap.save_later(lambda: b"second") is False
         gate.set()
         snap.finish()
