@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import statistics
@@ -94,8 +95,9 @@ class Row:
 
 
 def drain_sensord(session: Session, n: int, work: Path, registry: dict[str, Any]) -> SensordDrain:
-    """sensord's pipeline, as the daemon runs it, until n messages are acknowledged;
-    timed from the first message's receipt to the last batch's acknowledgement."""
+    """sensord's pipeline, as the daemon runs it (the commit on the writer thread), until n
+    messages are acknowledged; timed from the first message's receipt to the last batch's
+    acknowledgement."""
     port, client_id, qos = session.port, session.client_id, session.qos
     reg = parse_registry(registry, source="bench")
     metrics = Metrics()
@@ -103,7 +105,7 @@ def drain_sensord(session: Session, n: int, work: Path, registry: dict[str, Any]
         decoder=Decoder(reg, DecodeSettings(max_clock_skew_s=0), TOPIC_TEMPLATE),
         engine=Engine(load_rules(ROOT / "rules", reg), reg, AlertSettings()),
         ack_topic_template=BrokerSettings().ack_topic_template,
-        deadletter=DeadLetter(work / f"dl-{client_id}.jsonl"),
+        deadletter=(deadletter := DeadLetter(work / f"dl-{client_id}.jsonl")),
         metrics=metrics,
     )
     outbox = Outbox(work / f"outbox-{client_id}.sqlite3", ["webhook"], OutboxSettings(), metrics)
@@ -120,7 +122,10 @@ def drain_sensord(session: Session, n: int, work: Path, registry: dict[str, Any]
             if first is None:
                 first = batch[0].received_at  # wall clock, taken as the bytes arrived
             ev = pipeline.evaluate(batch)
-            commit(outbox, ev)
+            # As the daemon commits: on the outbox's writer thread, the loop reading the
+            # broker meanwhile, and the batch acknowledged once the commit returned.
+            await outbox.run_in_writer(functools.partial(commit, outbox, ev))
+            deadletter.sync()
             source.ack(ev.tokens)
             events += len(ev.events)
             accepted += ev.accepted
