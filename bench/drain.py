@@ -7,6 +7,7 @@ commit → acknowledgement).
     .venv/bin/python bench/drain.py                       # ~4 min: shares 0.02, 1, 10 %
     .venv/bin/python bench/drain.py --alert-share 10 --no-node-red
     .venv/bin/python bench/drain.py --html out/ --devices 1000,10000,100000
+    .venv/bin/python bench/drain.py --html out/ --devices 1000,10000,100000 --latency
 
 The backlog is shaped so that about P % of its messages change an alert state (see
 bench/_alertshare.py); the share achieved is counted from sensord's alert events and
@@ -15,6 +16,11 @@ first message it received to the last it processed (for sensord: acknowledged), 
 start-up is not in the figure. Node-RED is installed with npm into bench/.node-red/ on
 the first run. Prints msg/s per alert share and QoS, the ratios sensord/Node-RED and
 sensord/mosquitto_sub, and the load average (other processes on the box skew it).
+
+`--latency` then runs bench/latency.py's sweeps over the same alert shares and device
+counts (`--sweep-share` for the latter; 5,000 msg/s, `--latency-seconds` per point, the
+daemon of `--latency-baseline REV` first if given), prints their table, and puts p99 and
+p50 latency against alert share and device count on the same HTML page.
 """
 
 from __future__ import annotations
@@ -27,11 +33,13 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import _nodered
+import latency
 from _alertshare import SHARES, shape
 from _backlog import (
     broker,
@@ -260,7 +268,10 @@ def print_table(head: tuple[str, ...], rows: list[list[str]]) -> None:
         print("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)), flush=True)
 
 
-def write_html(folder: Path, share_rows: list[Row], device_rows: list[Row], note: str) -> Path:
+def write_html(
+    folder: Path, share_rows: list[Row], device_rows: list[Row], note: str, extra: Sequence[str] = ()
+) -> Path:
+    """The page: msg/s curves and tables, then `extra` sections (the latency curves)."""
     sections = [f"<p>{note}</p>"]
     for qos in sorted({r.qos for r in share_rows}):
         rows = [r for r in share_rows if r.qos == qos]
@@ -304,7 +315,7 @@ def write_html(folder: Path, share_rows: list[Row], device_rows: list[Row], note
             line_chart("drain msg/s vs devices", "devices in the registry", "msg/s", series, colours=COLOURS),
             table(DEVICE_HEAD, [device_cells(r) for r in device_rows]),
         ]
-    return write_index(folder, "sensord drain benchmark", sections)
+    return write_index(folder, "sensord drain benchmark", [*sections, *extra])
 
 
 def _csv(kind: type[float | int]) -> Any:
@@ -332,7 +343,27 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--repeat", type=int, default=1, help="drain each backlog R times, print medians (1)")
     ap.add_argument("--no-node-red", action="store_true", help="leave Node-RED out")
     ap.add_argument("--html", type=Path, help="write DIR/index.html with the scaling curves")
-    return ap.parse_args()
+    ap.add_argument("--latency", action="store_true", help="then bench/latency.py's sweeps, on the same page")
+    ap.add_argument("--latency-seconds", type=float, default=25.0, help="length of a latency point (25)")
+    ap.add_argument("--latency-baseline", help="git revision whose daemon's latency is measured first")
+    args = ap.parse_args()
+    if args.latency:
+        try:  # a bad sweep stops before the drains rather than after them
+            latency.sweep_stages(args.alert_share, args.devices, device_share=args.sweep_share)
+        except ValueError as exc:
+            ap.error(str(exc))
+    return args
+
+
+def latency_sweeps(args: argparse.Namespace) -> list[str]:
+    """bench/latency.py's sweeps at the drain's alert shares and device counts; their HTML."""
+    stages = latency.sweep_stages(args.alert_share, args.devices, device_share=args.sweep_share)
+    print(f"\nlatency, publish -> signed webhook ({args.latency_seconds:g} s per point)")
+    print(latency.HEADER, flush=True)
+    results = latency.measure(stages, args.latency_seconds, baseline=args.latency_baseline)
+    latency.print_results(results)
+    note = f"<h2>Latency: publish → signed webhook</h2><p>{latency.note(args.latency_seconds)}</p>"
+    return [note, *latency.html_sections(results)]
 
 
 def main() -> None:
@@ -370,12 +401,15 @@ def main() -> None:
     if device_rows:
         print()
         print_table(DEVICE_HEAD, [device_cells(r) for r in device_rows])
+    lat: list[str] = []
+    if args.latency:
+        lat = latency_sweeps(args)
     if args.html is not None:
         note = (
             f"{n:,} messages per backlog, {os.cpu_count()} cores; msg/s from first message received to last "
             "processed; load average after each drain in the tables."
         )
-        print(f"wrote {write_html(args.html, share_rows, device_rows, note)}")
+        print(f"wrote {write_html(args.html, share_rows, device_rows, note, lat)}")
 
 
 if __name__ == "__main__":
