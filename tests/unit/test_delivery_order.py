@@ -297,7 +297,7 @@ class TestNewLifeSafetyDuringARound:
             reads += 1
             return real_due(name, limit)
 
-        ob.due = counted  # type: ignore[method-assign]
+        ob.due = counted  # type: ignore[method-assign,assignment]
 
         async def go() -> None:
             task, wake = await run_worker(ob, sink, DeliverySettings(), dl, metrics)
