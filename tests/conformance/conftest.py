@@ -1,16 +1,22 @@
 """Brokers for the client conformance suite: Mosquitto with the settings the project
-ships (config/mosquitto.conf) and nats-server's MQTT listener, each private, on free
-ports in the test's temp dir. Messages are published with `mosquitto_pub`, a client we
-did not write."""
+ships (config/mosquitto.conf), nats-server's MQTT listener, and RabbitMQ's MQTT plugin
+with config/rabbitmq.conf, each private, on free ports in temp dirs. Messages are
+published with `mosquitto_pub`, a client we did not write.
+
+Mosquitto and nats-server start in well under a second, so each test gets its own. A
+RabbitMQ node takes about 9 s to boot, so one node serves the whole suite: each test
+gets its own prefix (`Broker.ns`) for client ids, topics and user names on it, and what
+another test left there (sessions, queued messages) is never seen."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
@@ -20,9 +26,18 @@ from sensord._metrics import Metrics
 from sensord._settings import BatchSettings, BrokerSettings, ReconnectSettings
 from sensord._types import RawMessage
 from sensord.ingest import MqttSource
-from sensord.testing import MosquittoServer, NatsServer, start_mosquitto, start_nats
+from sensord.testing import (
+    MosquittoServer,
+    NatsServer,
+    RabbitMqServer,
+    RabbitTls,
+    free_port,
+    start_mosquitto,
+    start_nats,
+)
 
-SHIPPED_CONF = Path(__file__).resolve().parents[2] / "config" / "mosquitto.conf"
+CONFIG = Path(__file__).resolve().parents[2] / "config"
+SHIPPED_CONF = CONFIG / "mosquitto.conf"
 # Deployment-specific lines of the shipped file that a private test broker replaces.
 _LOCAL = (
     "listener",
@@ -41,21 +56,46 @@ def shipped_settings() -> str:
     return "\n".join(ln for ln in lines if ln and not ln.startswith("#") and not ln.startswith(_LOCAL))
 
 
+def rabbitmq_settings() -> str:
+    """config/rabbitmq.conf less its listeners and anonymous access (the node's own)."""
+    lines = [ln.strip() for ln in (CONFIG / "rabbitmq.conf").read_text().splitlines()]
+    local = ("mqtt.listeners", "mqtt.allow_anonymous", "ssl_options")
+    return "\n".join(ln for ln in lines if ln and not ln.startswith("#") and not ln.startswith(local))
+
+
 @dataclass
 class Broker:
-    """A started broker under test, with what the tests need of it."""
+    """A started broker under test, with what the tests need of it. On a broker shared
+    by several tests, `ns` prefixes this test's client ids, topics and user names."""
 
     name: str
-    server: MosquittoServer | NatsServer
+    server: MosquittoServer | NatsServer | RabbitMqServer
+    ns: str = ""
 
     @property
     def port(self) -> int:
         return self.server.port
 
+    def topic(self, name: str) -> str:
+        return self.ns + name
+
+    def client_id(self, name: str) -> str:
+        return self.ns + name
+
+    def source(
+        self, *, client_id: str = "sensord-conf", subscriptions: tuple[str, ...] = ("conf/#",), **kw: object
+    ) -> MqttSource:
+        """`make_source` on this broker, in this test's namespace."""
+        subs = tuple(self.topic(f) for f in subscriptions)
+        return make_source(self.port, client_id=self.client_id(client_id), subscriptions=subs, **kw)
+
     def restart(self, *, lose_sessions: bool = False) -> None:
         """Stop and start on the same port; `lose_sessions` wipes what it kept on disk."""
         self.server.stop()
-        if lose_sessions:
+        if isinstance(self.server, RabbitMqServer):
+            if lose_sessions:
+                self.server.wipe()
+        elif lose_sessions:
             for p in (*self.server.workdir.glob("*.db"), self.server.workdir / "js"):
                 if p.is_dir():
                     shutil.rmtree(p)
@@ -66,7 +106,18 @@ class Broker:
     def publish(self, topic: str, payloads: list[bytes], *, qos: int = 1, client_id: str = "pub") -> None:
         """Publish each payload (one line each) with mosquitto_pub, in order."""
         subprocess.run(
-            ["mosquitto_pub", "-p", str(self.port), "-i", client_id, "-t", topic, "-q", str(qos), "-l"],
+            [
+                "mosquitto_pub",
+                "-p",
+                str(self.port),
+                "-i",
+                self.client_id(client_id),
+                "-t",
+                self.topic(topic),
+                "-q",
+                str(qos),
+                "-l",
+            ],
             input=b"\n".join(payloads) + b"\n",
             check=True,
             timeout=60,
@@ -77,15 +128,70 @@ def mosquitto_broker(workdir: Path, extra: str = "") -> Broker:
     return Broker("mosquitto", start_mosquitto(workdir, extra_conf=shipped_settings() + "\n" + extra))
 
 
-@pytest.fixture(params=["mosquitto", "nats"])
+@dataclass
+class SharedRabbit:
+    """The suite's one RabbitMQ node, the certificates of its TLS listener, and a
+    counter that gives each test its own namespace on it."""
+
+    node: RabbitMqServer
+    certs: dict[str, Path]
+    _count: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    def broker(self) -> Broker:
+        return Broker("rabbitmq", self.node, ns=f"t{next(self._count)}-")
+
+
+@pytest.fixture(scope="session")
+def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedRabbit]:
+    """One RabbitMQ node for the suite, with a plain and a TLS MQTT listener."""
+    folder = tmp_path_factory.mktemp("rabbitmq")
+    certs = make_certs(folder / "certs")
+    tls = RabbitTls(certs["ca"], certs["server"], certs["key"])
+    node = RabbitMqServer(folder / "node", free_port(), tls=tls, extra_conf=rabbitmq_settings())
+    try:
+        yield SharedRabbit(node.start(), certs)
+    finally:
+        node.close()
+
+
+BROKERS = ["mosquitto", "nats", "rabbitmq"]
+
+
+@pytest.fixture(params=BROKERS)
 def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
-    """Each conformance test against both brokers."""
+    """Each conformance test against each broker."""
+    if request.param == "rabbitmq":
+        shared: SharedRabbit = request.getfixturevalue("rabbitmq")
+        b = shared.broker()
+        yield b
+        # A test that stopped the shared node leaves it running for the next one.
+        if b.server.proc is None or b.server.proc.poll() is not None:
+            b.server.start()
+        return
     if request.param == "mosquitto":
         b = mosquitto_broker(tmp_path / "mosquitto")
     else:
         b = Broker("nats", start_nats(tmp_path / "nats"))
     yield b
     b.server.stop()
+
+
+def make_certs(folder: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 signed by it, and an unrelated CA."""
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder)
+
+    for ca in ("ca", "other-ca"):
+        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={ca}",
+            "-keyout", f"{ca}.key", "-out", f"{ca}.crt")  # fmt: skip
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+        "-keyout", "server.key", "-out", "server.csr")  # fmt: skip
+    (folder / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+        "-days", "2", "-extfile", "ext.cnf", "-out", "server.crt")  # fmt: skip
+    return {n: folder / f"{n}.crt" for n in ("ca", "other-ca", "server")} | {"key": folder / "server.key"}
 
 
 def make_source(port: int, *, client_id: str = "sensord-conf", **kw: object) -> MqttSource:

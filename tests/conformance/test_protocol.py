@@ -18,7 +18,17 @@ from sensord._settings import BatchSettings, BrokerSettings, TlsSettings
 from sensord._types import RawMessage
 from sensord.ingest import MqttSource
 from sensord.testing import start_nats
-from tests.conformance.conftest import Broker, make_source, mosquitto_broker, payloads, running, take
+from tests.conformance.conftest import (
+    BROKERS,
+    Broker,
+    SharedRabbit,
+    make_certs,
+    make_source,
+    mosquitto_broker,
+    payloads,
+    running,
+    take,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -108,7 +118,7 @@ class TestOversized:
         reject), is counted, and the connection carries on with the next message."""
 
         async def body() -> tuple[list[tuple[str, int]], float, int]:
-            src = make_source(broker.port, max_packet_bytes=16_384)
+            src = broker.source(max_packet_bytes=16_384)
             async with running(src):
                 await asyncio.to_thread(broker.publish, "conf/big", [b"x" * 40_000])
                 await asyncio.to_thread(broker.publish, "conf/small", [b"{}"])
@@ -117,71 +127,19 @@ class TestOversized:
                 return [(m.topic, len(m.payload)) for m in got], oversized, src._generation
 
         got, oversized, generation = asyncio.run(body())
-        assert got == [("conf/big", 16_384), ("conf/small", 2)]
+        assert got == [(broker.topic("conf/big"), 16_384), (broker.topic("conf/small"), 2)]
         assert oversized == 1
         assert generation == 1
 
 
-def _certs(folder: Path) -> dict[str, Path]:
-    """A CA, a server certificate for 127.0.0.1 signed by it, and an unrelated CA."""
-    folder.mkdir(parents=True, exist_ok=True)
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder)
-
-    for ca in ("ca", "other-ca"):
-        run(
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            f"/CN={ca}",
-            "-keyout",
-            f"{ca}.key",
-            "-out",
-            f"{ca}.crt",
-        )
-    run(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    )
-    (folder / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    run(
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-        "-out",
-        "server.crt",
-    )
-    return {n: folder / f"{n}.crt" for n in ("ca", "other-ca", "server")} | {"key": folder / "server.key"}
-
-
-@pytest.fixture(params=["mosquitto", "nats"])
+@pytest.fixture(params=BROKERS)
 def tls_broker(request: pytest.FixtureRequest, tmp_path: Path) -> object:
     """A broker with a TLS listener (port) beside its plain one (plain_port)."""
-    c = _certs(tmp_path / "certs")
+    if request.param == "rabbitmq":
+        shared: SharedRabbit = request.getfixturevalue("rabbitmq")
+        yield shared.certs, shared.node.tls_port, shared.node.port
+        return
+    c = make_certs(tmp_path / "certs")
     if request.param == "mosquitto":
         from sensord.testing import free_port  # noqa: PLC0415
 

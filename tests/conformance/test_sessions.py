@@ -15,7 +15,7 @@ import pytest
 
 from sensord._settings import WillSettings
 from sensord.ingest import MqttSource
-from tests.conformance.conftest import Broker, make_source, payloads, running, take
+from tests.conformance.conftest import Broker, payloads, running, take
 
 pytestmark = pytest.mark.integration
 
@@ -33,11 +33,11 @@ class TestPersistentSession:
         the broker says it kept the session."""
 
         async def body() -> tuple[bool, set[bytes]]:
-            first = make_source(broker.port)
+            first = broker.source()
             async with running(first):
                 pass
             await asyncio.to_thread(broker.publish, "conf/a", payloads(300))
-            again = make_source(broker.port)
+            again = broker.source()
             async with running(again):
                 got = await take(again, 300)
                 return again.session_present, {m.payload for m in got}
@@ -51,14 +51,14 @@ class TestPersistentSession:
         again on the next connection."""
 
         async def body() -> set[bytes]:
-            src = make_source(broker.port)
+            src = broker.source()
             async with running(src):
                 await asyncio.to_thread(broker.publish, "conf/a", payloads(100))
                 await take(src, 100, ack=False)
                 assert src._proto is not None
                 assert src._proto.transport is not None
                 src._proto.transport.abort()
-            again = make_source(broker.port)
+            again = broker.source()
             async with running(again):
                 return {m.payload for m in await take(again, 100)}
 
@@ -69,7 +69,7 @@ class TestPersistentSession:
         before and after it arrives, and the broker says the session was present."""
 
         async def body() -> tuple[bool, set[bytes]]:
-            src = make_source(broker.port)
+            src = broker.source()
             async with running(src):
                 await asyncio.to_thread(broker.publish, "conf/a", payloads(100))
                 got = {m.payload for m in await take(src, 100)}
@@ -91,7 +91,7 @@ class TestPersistentSession:
         will never come, and the loss is logged at WARNING."""
 
         async def body() -> set[bytes]:
-            src = make_source(broker.port)
+            src = broker.source()
             async with running(src):
                 await asyncio.to_thread(broker.publish, "conf/a", payloads(100))
                 await wait_for(lambda: src.progress >= 100)
@@ -112,7 +112,7 @@ class TestBackpressure:
         not make the client drop a healthy connection; everything arrives after."""
 
         async def body() -> tuple[int, set[bytes]]:
-            src = make_source(broker.port, keepalive_s=5, high_water=100)
+            src = broker.source(keepalive_s=5, high_water=100)
             async with running(src):
                 await asyncio.to_thread(broker.publish, "conf/a", payloads(2000))
                 await asyncio.sleep(12)  # the consumer is stuck (a full outbox, say)
@@ -129,7 +129,7 @@ class TestBackpressure:
         loop of subscribe timeouts."""
 
         async def body() -> tuple[int, set[bytes]]:
-            src = make_source(broker.port, high_water=100)
+            src = broker.source(high_water=100)
             async with running(src):
                 await asyncio.to_thread(broker.publish, "conf/a", payloads(500))
                 await wait_for(lambda: src.progress >= 100)
@@ -151,10 +151,10 @@ class TestPublishing:
         connection (DUP) and every publish returns; the subscriber gets all of them."""
 
         async def body() -> set[bytes]:
-            sub = make_source(broker.port, client_id="conf-sub")
-            pub = make_source(broker.port, client_id="conf-pub", subscriptions=())
+            sub = broker.source(client_id="conf-sub")
+            pub = broker.source(client_id="conf-pub", subscriptions=())
             async with running(sub), running(pub):
-                sends = [asyncio.create_task(pub.publish("conf/p", m)) for m in payloads(200)]
+                sends = [asyncio.create_task(pub.publish(broker.topic("conf/p"), m)) for m in payloads(200)]
                 await asyncio.sleep(0.05)
                 await asyncio.to_thread(broker.restart)
                 await asyncio.wait_for(asyncio.gather(*sends), 30)
@@ -169,7 +169,7 @@ class TestBrokerDisconnect:
         over), the client reconnects and receives what is published after."""
 
         async def body() -> tuple[int, set[bytes]]:
-            src: MqttSource = make_source(broker.port)
+            src: MqttSource = broker.source()
             async with running(src):
                 await asyncio.to_thread(
                     subprocess.run,
@@ -178,12 +178,12 @@ class TestBrokerDisconnect:
                         "-p",
                         str(broker.port),
                         "-i",
-                        "sensord-conf",
+                        broker.client_id("sensord-conf"),
                         "-c",
                         "-q",
                         "1",
                         "-t",
-                        "conf/x",
+                        broker.topic("conf/x"),
                         "-W",
                         "1",
                     ],
@@ -207,10 +207,10 @@ class TestSubscriptions:
         session = tmp_path / "mqtt-session.json"
 
         async def body() -> set[str]:
-            old = make_source(broker.port, subscriptions=("conf/#", "old/#"), session_file=session)
+            old = broker.source(subscriptions=("conf/#", "old/#"), session_file=session)
             async with running(old):
                 pass
-            new = make_source(broker.port, session_file=session)
+            new = broker.source(session_file=session)
             async with running(new):
                 await asyncio.to_thread(broker.publish, "old/x", [b"stale"])
                 await asyncio.to_thread(broker.publish, "conf/a", [b"fresh"])
@@ -219,7 +219,7 @@ class TestSubscriptions:
                 got += list(new._queue)
                 return {m.topic for m in got}
 
-        assert asyncio.run(body()) == {"conf/a"}
+        assert asyncio.run(body()) == {broker.topic("conf/a")}
 
 
 class TestWill:
@@ -227,15 +227,16 @@ class TestWill:
         """With a will configured, a subscriber on its topic sees `online` on connect,
         `offline` from the broker when the connection dies without DISCONNECT, and
         `offline` again on a clean stop."""
-        will = WillSettings(topic="box/status", payload="offline", online="online", retain=False)
+        status = broker.topic("box/status")
+        will = WillSettings(topic=status, payload="offline", online="online", retain=False)
         watcher = subprocess.Popen(
-            ["mosquitto_sub", "-p", str(broker.port), "-t", "box/status", "-q", "1", "-W", "30"],
+            ["mosquitto_sub", "-p", str(broker.port), "-t", status, "-q", "1", "-W", "30"],
             stdout=subprocess.PIPE,
         )
 
         async def body() -> None:
             await asyncio.sleep(0.5)
-            src = make_source(broker.port, will=will, keepalive_s=5)
+            src = broker.source(will=will, keepalive_s=5)
             async with running(src):
                 await asyncio.sleep(0.5)
                 assert src._proto is not None
