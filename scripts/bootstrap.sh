@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian 12 machine for sensord: the Debian packages it talks to in the
-# demo and the tests (Mosquitto, InfluxDB 1.x, VictoriaMetrics, nats-server, RabbitMQ) and a virtualenv with
-# sensord installed. Safe to run again: it skips what is already there.
+# demo and the tests (Mosquitto, InfluxDB 1.x, VictoriaMetrics, nats-server, RabbitMQ)
+# and a virtualenv with sensord installed. Safe to run again: it skips what is already
+# there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
