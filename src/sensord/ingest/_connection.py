@@ -127,7 +127,7 @@ class Connection(asyncio.Protocol):
     def _control(self, pk: p.Packet) -> None:
         if pk.kind == p.CONNACK and not self.connack.done():
             self.connack.set_result((pk.body[0] & 1, pk.body[1]))
-        elif pk.kind in (p.SUBACK, p.UNSUBACK):
+        elif pk.kind in (p.SUBACK, p.UNSUBACK, p.PINGRESP):  # a PINGRESP's "id" is 0
             fut = self.acks.pop((pk.kind, pk.packet_id), None)
             if fut is not None and not fut.done():
                 fut.set_result(pk.body[2:])
@@ -139,7 +139,7 @@ class Connection(asyncio.Protocol):
             self.write(p.pubcomp(pk.packet_id))
 
     def expect(self, kind: int, packet_id: int) -> asyncio.Future[bytes]:
-        """A future for the SUBACK/UNSUBACK of `packet_id`."""
+        """A future for the SUBACK/UNSUBACK of `packet_id`, or the next PINGRESP (id 0)."""
         fut: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self.acks[kind, packet_id] = fut
         return fut
