@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import secrets
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import cast
 
 import pytest
+from pydantic import SecretStr
 
 from sensord._metrics import Metrics
 from sensord._settings import BatchSettings, BrokerSettings, ReconnectSettings
@@ -89,19 +91,30 @@ class Broker:
         subs = tuple(self.topic(f) for f in subscriptions)
         return make_source(self.port, client_id=self.client_id(client_id), subscriptions=subs, **kw)
 
-    def restart(self, *, lose_sessions: bool = False) -> None:
-        """Stop and start on the same port; `lose_sessions` wipes what it kept on disk."""
+    def restart(self) -> None:
+        """Stop and start on the same port, with the data it kept."""
         self.server.stop()
-        if isinstance(self.server, RabbitMqServer):
-            if lose_sessions:
-                self.server.wipe()
-        elif lose_sessions:
-            for p in (*self.server.workdir.glob("*.db"), self.server.workdir / "js"):
-                if p.is_dir():
-                    shutil.rmtree(p)
-                else:
-                    p.unlink(missing_ok=True)
         self.server.start()
+
+    def lose_sessions(self) -> None:
+        """The broker loses the sessions it kept, as it can happen to each: Mosquitto and
+        nats-server restart without their data; RabbitMQ deletes this test's session
+        queues (what its `mqtt.subscription_ttl` does to a session), closing the
+        connections that consume from them."""
+        server = self.server
+        if isinstance(server, RabbitMqServer):
+            prefix = f"mqtt-subscription-{self.ns}"
+            for queue in server.ctl("list_queues", "name").split():
+                if queue.startswith(prefix):
+                    server.ctl("delete_queue", queue)
+            return
+        server.stop()
+        for p in (*server.workdir.glob("*.db"), server.workdir / "js"):
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                p.unlink(missing_ok=True)
+        server.start()
 
     def publish(self, topic: str, payloads: list[bytes], *, qos: int = 1, client_id: str = "pub") -> None:
         """Publish each payload (one line each) with mosquitto_pub, in order."""
@@ -136,9 +149,23 @@ class SharedRabbit:
     node: RabbitMqServer
     certs: dict[str, Path]
     _count: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    _restricted_password: str = ""
 
     def broker(self) -> Broker:
         return Broker("rabbitmq", self.node, ns=f"t{next(self._count)}-")
+
+    def restricted_password(self) -> str:
+        """The user `restricted`, made on first use: it may not publish to `…deny/…`
+        nor subscribe to `…secret/…` (RabbitMQ topic permissions, matched against the
+        routing key, where MQTT's `/` is `.`)."""
+        if not self._restricted_password:
+            password = secrets.token_hex(8)
+            self.node.ctl("add_user", "restricted", password)
+            self.node.ctl("set_permissions", "-p", "/", "restricted", ".*", ".*", ".*")
+            write, read = r"^(?!.*deny\.)", r"^(?!.*secret\.)"
+            self.node.ctl("set_topic_permissions", "-p", "/", "restricted", "amq.topic", write, read)
+            self._restricted_password = password
+        return self._restricted_password
 
 
 @pytest.fixture(scope="session")
@@ -176,6 +203,58 @@ def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
     b.server.stop()
 
 
+@dataclass
+class Restricted:
+    """A broker with one user and password; the user may not publish to `deny/…` nor
+    subscribe to `secret/…` (each broker's own permissions), everything else is open."""
+
+    name: str
+    port: int
+    user: str
+    password: str
+    ns: str = ""
+
+    def topic(self, name: str) -> str:
+        return self.ns + name
+
+    def source(
+        self, *, password: str | None = None, subscriptions: tuple[str, ...] = ("conf/#",)
+    ) -> MqttSource:
+        """A source logging in as the user (with `password` instead, if given)."""
+        return make_source(
+            self.port,
+            client_id=self.ns + "sensord-conf",
+            subscriptions=tuple(self.topic(f) for f in subscriptions),
+            username=self.user,
+            password=self.password if password is None else password,
+            ack_topic_template=None,
+        )
+
+
+@pytest.fixture(params=BROKERS)
+def restricted(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Restricted]:
+    """Each broker with a password and permissions (see Restricted)."""
+    password = secrets.token_hex(8)
+    if request.param == "rabbitmq":
+        shared: SharedRabbit = request.getfixturevalue("rabbitmq")
+        ns = shared.broker().ns
+        yield Restricted("rabbitmq", shared.node.port, "restricted", shared.restricted_password(), ns)
+        return
+    if request.param == "mosquitto":
+        pwfile, acl = tmp_path / "passwd", tmp_path / "acl"
+        pwfile.write_text(f"sensord:{password}\n")
+        subprocess.run(["mosquitto_passwd", "-U", str(pwfile)], check=True)
+        acl.write_text("user sensord\ntopic readwrite conf/#\n")
+        extra = f"allow_anonymous false\npassword_file {pwfile}\nacl_file {acl}\n"
+        server: MosquittoServer | NatsServer | RabbitMqServer = mosquitto_broker(tmp_path / "m", extra).server
+    else:
+        perms = '{publish: {deny: ["deny.>"]}, subscribe: {deny: ["secret.>"]}}'
+        user = f'{{user: sensord, password: "{password}", permissions: {perms}}}'
+        server = start_nats(tmp_path / "n", extra_conf=f"authorization {{ users = [ {user} ] }}")
+    yield Restricted(request.param, server.port, "sensord", password)
+    server.stop()
+
+
 def make_certs(folder: Path) -> dict[str, Path]:
     """A CA, a server certificate for 127.0.0.1 signed by it, and an unrelated CA."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -199,6 +278,7 @@ def make_source(port: int, *, client_id: str = "sensord-conf", **kw: object) -> 
     overrides broker settings, `high_water` the source's pause threshold."""
     high_water = cast("int | None", kw.pop("high_water", None))
     session_file = cast("Path | None", kw.pop("session_file", None))
+    password = cast("str | None", kw.pop("password", None))
     fields: dict[str, object] = {
         "port": port,
         "client_id": client_id,
@@ -211,7 +291,7 @@ def make_source(port: int, *, client_id: str = "sensord-conf", **kw: object) -> 
     batch = BatchSettings(max_size=500, max_wait_ms=20)
     return MqttSource(
         settings,
-        None,
+        None if password is None else SecretStr(password),
         Metrics(),
         batch,
         high_water=high_water,

@@ -95,8 +95,8 @@ class TestPersistentSession:
             async with running(src):
                 await asyncio.to_thread(broker.publish, "conf/a", payloads(100))
                 await wait_for(lambda: src.progress >= 100)
-                await asyncio.to_thread(broker.restart, lose_sessions=True)
-                await wait_for(src.connected.is_set)
+                await asyncio.to_thread(broker.lose_sessions)
+                await wait_for(lambda: src._generation >= 2 and src.connected.is_set())
                 assert not src.session_present
                 return {m.payload for m in await take(src, 100, limit_s=10)}
 

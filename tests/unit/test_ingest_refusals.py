@@ -1,7 +1,8 @@
 """The MQTT client against a scripted broker that refuses the way RabbitMQ 3.10 does: by
 closing the connection (a publish to a denied topic, a subscription to one), and by
-unsubscribing only filters subscribed on the same connection. The conformance suite
-(tests/conformance/) checks the same against a real RabbitMQ node."""
+unsubscribing only filters subscribed on the same connection; or as Mosquitto 2.0 does
+a denied publish: PUBACK, then a close. The conformance suite (tests/conformance/)
+checks the same against the real brokers."""
 
 from __future__ import annotations
 
@@ -35,10 +36,12 @@ def _filters(body: bytes, *, with_qos: bool) -> list[str]:
 @dataclass
 class ScriptedBroker:
     """Answers CONNECT, SUBSCRIBE, UNSUBSCRIBE, PINGREQ and QoS 1 PUBLISH; closes the
-    connection instead of answering a PUBLISH to `deny_publish` or a SUBSCRIBE of a
-    filter in `deny_subscribe`. `seen` records (connection number, packet, detail)."""
+    connection instead of answering a PUBLISH to `deny_publish` (after a PUBACK with
+    `puback_denied`) or a SUBSCRIBE of a filter in `deny_subscribe`. `seen` records
+    (connection number, packet, detail)."""
 
     deny_publish: set[str] = field(default_factory=set)
+    puback_denied: bool = False
     deny_subscribe: set[str] = field(default_factory=set)
     close_after_suback: bool = False
     session_present: bool = True
@@ -56,6 +59,9 @@ class ScriptedBroker:
                 for topic, _, qos, pid in pubs:
                     self.seen.append((n, "PUBLISH", topic))
                     if topic in self.deny_publish:
+                        if qos and self.puback_denied:
+                            writer.write(p.puback(pid))
+                            await writer.drain()
                         return
                     if qos:
                         writer.write(p.puback(pid))
@@ -135,7 +141,7 @@ class TestRefusedPublish:
         self, caplog: pytest.LogCaptureFixture
     ) -> None:
         """A QoS 1 publish whose topic makes the broker close the connection each time
-        is given up after three resends: publish raises PublishRefused, an ERROR
+        is given up after three closes: publish raises PublishRefused, an ERROR
         names the topic, later publishes to it fail at once without being sent, other
         topics still go out, and the connection then stays up."""
         broker = ScriptedBroker(deny_publish={"ops/dl"})
@@ -158,7 +164,7 @@ class TestRefusedPublish:
         with caplog.at_level(logging.ERROR, "sensord.ingest"):
             reason, sent, again = asyncio.run(body())
         assert "'ops/dl'" in reason
-        assert sent == again == 4  # the first send, then three resends each closed
+        assert sent == again == 3  # the first send and two resends, each closed
         assert any("refuses a topic" in r.getMessage() for r in caplog.records)
 
     def test_refused_will_topic_stops_the_online_message(self) -> None:
@@ -178,6 +184,33 @@ class TestRefusedPublish:
 
         onlines, connections = asyncio.run(body())
         assert onlines == 3
+        assert connections == 4
+
+    def test_acknowledged_then_closed_refuses_the_topic(self) -> None:
+        """Mosquitto 2.0 acknowledges a denied QoS 1 publish and then closes the
+        connection: each publish returns (the broker dropped it; MQTT 3.1.1 cannot say
+        so), and after three such closes the topic is refused, so a stream of dead-letter
+        records to it no longer costs a reconnect each."""
+        broker = ScriptedBroker(deny_publish={"ops/dl"}, puback_denied=True)
+
+        async def body() -> tuple[list[str], int]:
+            async with broker.running():
+                src = source(broker)
+                async with running(src):
+                    outcomes = []
+                    for _ in range(4):
+                        await asyncio.wait_for(src.connected.wait(), 10)
+                        try:
+                            await asyncio.wait_for(src.publish("ops/dl", b"x"), 10)
+                            outcomes.append("returned")
+                        except PublishRefused:
+                            outcomes.append("refused")
+                        await asyncio.sleep(0.05)
+                    await settled(src)
+                    return outcomes, broker.connections
+
+        outcomes, connections = asyncio.run(body())
+        assert outcomes == ["returned", "returned", "returned", "refused"]
         assert connections == 4
 
     def test_resent_publishes_go_one_at_a_time(self) -> None:
@@ -211,11 +244,11 @@ class TestBackoff:
             async with broker.running():
                 src = source(broker, reconnect=ReconnectSettings(initial_s=0.02, max_s=0.4))
                 async with running(src):
-                    await asyncio.sleep(2)
+                    await asyncio.sleep(1)
             return broker.connections
 
-        # A tight loop makes about 2 / 0.015 = 130 connections; backing off, about 12.
-        assert asyncio.run(body()) < 25
+        # A tight loop makes about 1 / 0.015 = 65 connections; backing off, about 8.
+        assert asyncio.run(body()) < 20
 
 
 class TestRefusedSubscription:

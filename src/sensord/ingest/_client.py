@@ -18,13 +18,14 @@ dropped here (their acks could not reach it anyway). When it lost the session no
 comes back: the queued messages are kept and processed, nothing to acknowledge, and the
 loss is logged at WARNING. Our own unacknowledged QoS 1 publishes are resent with DUP.
 
-Refusals without a refusal code: MQTT 3.1.1 cannot refuse a PUBLISH, and RabbitMQ
-closes the connection instead (for a topic its permissions deny; also for a SUBSCRIBE).
-So our own publishes on a new connection go one at a time, each followed by a PINGREQ
-whose PINGRESP says the broker took it; a topic the broker closes the connection for
-`_REFUSED_AFTER` times in a row is refused (PublishRefused, logged at ERROR) and ingest
-goes on without it. The reconnect backoff starts over only after a connection that
-lasted, so a broker that closes every connection at once is not hammered.
+Refusals without a refusal code: MQTT 3.1.1 cannot refuse a PUBLISH, so a broker may
+close the connection instead (RabbitMQ for a topic its permissions deny, also for a
+SUBSCRIBE; Mosquitto 2.0 right after its PUBACK). Each of our publishes is confirmed by
+a PINGREQ behind it (`Connection`), and those resent on a new connection go one at a
+time; a topic left unconfirmed by `_REFUSED_AFTER` closes in a row is refused
+(PublishRefused, logged at ERROR) and ingest goes on. The reconnect backoff starts over
+only after a connection that lasted, so a broker that closes every connection at once
+is not hammered.
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ log = logging.getLogger("sensord.ingest")
 _SUBSCRIBE_ID, _UNSUBSCRIBE_ID, _RESUBSCRIBE_ID = 1, 2, 3
 # A connection that lasted this long was a working one: the backoff starts over after it.
 _STABLE_S = 10.0
-# Connections the broker closed right after our publish to one topic, in a row, before
-# the topic counts as refused (one could be a broker restart at that moment).
+# Connections the broker closed with our publish to one topic unconfirmed, in a row,
+# before the topic counts as refused (one could be a broker restart at that moment).
 _REFUSED_AFTER = 3
 
 
@@ -283,24 +284,23 @@ class MqttSource:
         for pid, (topic, payload, retain, _) in list(self._outgoing.items()):
             if pid in self._outgoing:  # not refused meanwhile
                 again = p.publish(topic, payload, qos=1, packet_id=pid, retain=retain, dup=True)
-                await self._probe(proto, topic, again)
+                await self._confirm(proto, topic, again)
         will = self._settings.will
         if will is not None and will.online is not None and will.topic not in self._refused:
             online = p.publish(will.topic, will.online.encode(), qos=0, retain=will.retain)
-            await self._probe(proto, will.topic, online)
+            await self._confirm(proto, will.topic, online)
 
-    async def _probe(self, proto: Connection, topic: str, packet: bytes) -> None:
-        """Publish, then PINGREQ: the broker handles packets in order, so its PINGRESP
-        means it took the publish; a close instead counts against the topic."""
-        fut = proto.expect(p.PINGRESP, 0)
-        proto.write(packet + p.PINGREQ_PACKET)
+    async def _confirm(self, proto: Connection, topic: str, packet: bytes) -> None:
+        proto.publish_own(packet, topic)
         try:
             async with asyncio.timeout(10):
-                await fut
+                await proto.confirmed()
         except IngestError:
-            self._strike(topic)
             raise IngestError(f"the broker closed the connection on sensord's publish to {topic!r}") from None
-        self._strikes.pop(topic, None)
+
+    def _confirmed(self, topics: tuple[str, ...]) -> None:
+        for topic in topics:
+            self._strikes.pop(topic, None)
 
     def _strike(self, topic: str) -> None:
         n = self._strikes[topic] = self._strikes.get(topic, 0) + 1
@@ -333,13 +333,18 @@ class MqttSource:
                 log.warning("broker sent nothing for 1.5 x keepalive; reconnecting")
                 proto.close()
                 break
-            proto.write(p.PINGREQ_PACKET)
+            proto.ping()
         raise IngestError("connection to broker lost")
 
-    def _connection_lost(self, proto: Connection) -> None:
+    def _connection_lost(self, proto: Connection, suspects: set[str]) -> None:
+        """`suspects`: topics of our publishes the broker closed the connection on before
+        confirming them."""
         if proto is self._proto:
             self.connected.clear()
             self._metrics.connected.set(0)
+        if not self._closing:
+            for topic in sorted(suspects):
+                self._strike(topic)
 
     # -- receiving --------------------------------------------------------------------
     def _received(self, proto: Connection, pubs: list[p.Publish]) -> None:
@@ -412,7 +417,7 @@ class MqttSource:
         await self.connected.wait()
         if qos == 0:
             if self._proto is not None:
-                self._proto.write(p.publish(topic, payload, qos=0, retain=retain))
+                self._proto.publish_own(p.publish(topic, payload, qos=0, retain=retain), topic)
             return
         async with self._inflight:
             self._out_ids = self._out_ids % 65535 + 1
@@ -422,7 +427,8 @@ class MqttSource:
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._outgoing[pid] = (topic, payload, retain, fut)
             if self._proto is not None and self.connected.is_set():
-                self._proto.write(p.publish(topic, payload, qos=1, packet_id=pid, retain=retain))
+                packet = p.publish(topic, payload, qos=1, packet_id=pid, retain=retain)
+                self._proto.publish_own(packet, topic)
             try:
                 await fut
             finally:

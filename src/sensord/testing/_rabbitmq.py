@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,8 +46,7 @@ class RabbitMqServer(_Process):
     user (`username`/`password`) is also the one anonymous MQTT clients log in as, so a
     client without credentials connects and one with a wrong password is refused.
     `extra_conf` lines go into rabbitmq.conf (new-style `key = value`). `stop` and
-    `start` keep the data, as a broker restart does; `wipe` drops it (a node that lost
-    its disk).
+    `start` keep the data, as a broker restart does; `close` also stops the node's epmd.
     """
 
     tls: RabbitTls | None = None
@@ -62,7 +59,6 @@ class RabbitMqServer(_Process):
     extra_conf: str = ""
     start_timeout_s: float = 90.0
     epmd: subprocess.Popen[bytes] | None = None
-    started_in_s: float = 0.0  # how long the last start took, for the suite's report
 
     @property
     def node(self) -> str:
@@ -135,7 +131,6 @@ class RabbitMqServer(_Process):
         (w / "rabbitmq.conf").write_text("\n".join([*lines, self.extra_conf, ""]))
 
     def start(self) -> RabbitMqServer:
-        t0 = time.monotonic()
         self._write_files()
         env = self._env()
         if self.epmd is None or self.epmd.poll() is not None:
@@ -161,7 +156,6 @@ class RabbitMqServer(_Process):
         _wait_port(self.port, self.proc, self.start_timeout_s, log)
         if self.tls is not None:
             _wait_port(self.tls_port, self.proc, self.start_timeout_s, log)
-        self.started_in_s = time.monotonic() - t0
         return self
 
     def stop(self) -> None:
@@ -188,12 +182,6 @@ class RabbitMqServer(_Process):
         """Stop (if running) and start again on the same ports with the same data."""
         self.stop()
         return self.start()
-
-    def wipe(self) -> None:
-        """Drop the node's data (queues, sessions, users); only while it is stopped."""
-        if self.proc is not None and self.proc.poll() is None:
-            raise RuntimeError("wipe a stopped node only")
-        shutil.rmtree(self.workdir / "mnesia", ignore_errors=True)
 
     def ctl(self, *args: str, timeout: float = 60) -> str:
         """rabbitmqctl against this node only (its name and cookie); returns stdout."""
