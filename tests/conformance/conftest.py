@@ -182,6 +182,10 @@ def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedRabbit]
 
 
 BROKERS = ["mosquitto", "nats", "rabbitmq"]
+# nats-server redelivers a QoS 1 message its client did not acknowledge only after
+# `ack_wait` (default 30 s), also when the client reconnects to its session; the suite
+# waits 5 s instead of 30 in each such test.
+NATS_MQTT = '  ack_wait: "5s"'
 
 
 @pytest.fixture(params=BROKERS)
@@ -198,7 +202,7 @@ def broker(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Broker]:
     if request.param == "mosquitto":
         b = mosquitto_broker(tmp_path / "mosquitto")
     else:
-        b = Broker("nats", start_nats(tmp_path / "nats"))
+        b = Broker("nats", start_nats(tmp_path / "nats", mqtt_conf=NATS_MQTT))
     yield b
     b.server.stop()
 
@@ -324,6 +328,21 @@ async def take(src: MqttSource, n: int, *, ack: bool = True, limit_s: float = 30
             if ack:
                 src.ack([m.token for m in batch if m.token is not None])
             if len(got) >= n:
+                return
+
+    await asyncio.wait_for(loop(), limit_s)
+    return got
+
+
+async def take_all(src: MqttSource, expected: set[bytes], *, limit_s: float = 30) -> set[bytes]:
+    """Receive and acknowledge until every payload in `expected` came (repeats allowed)."""
+    got: set[bytes] = set()
+
+    async def loop() -> None:
+        async for batch in src.batches():
+            got.update(m.payload for m in batch)
+            src.ack([m.token for m in batch if m.token is not None])
+            if got >= expected:
                 return
 
     await asyncio.wait_for(loop(), limit_s)

@@ -31,34 +31,46 @@ from tests.conformance.conftest import (
 pytestmark = pytest.mark.integration
 
 
-def sub_once(port: int, *args: str) -> None:
-    """Another MQTT tool (mosquitto_sub) connecting briefly with the given options."""
-    subprocess.run(
-        ["mosquitto_sub", "-p", str(port), *args, "-W", "1"], check=False, timeout=20, capture_output=True
+def sub_once(port: int, *args: str) -> str:
+    """Another MQTT tool (mosquitto_sub) connecting briefly with the given options; its
+    debug output."""
+    done = subprocess.run(
+        ["mosquitto_sub", "-p", str(port), *args, "-W", "1", "-d"],
+        check=False,
+        timeout=20,
+        capture_output=True,
+        text=True,
     )
+    return done.stdout
+
+
+# The QoS each broker grants a QoS 2 subscription. nats-server and RabbitMQ 3.10 support
+# QoS 0 and 1 only and document a QoS 2 subscription as downgraded to QoS 1.
+QOS2_GRANTED = {"mosquitto": 2, "nats": 1, "rabbitmq": 1}
 
 
 class TestQos2:
-    def test_inherited_qos2_subscription_is_received_once(self, tmp_path: Path) -> None:
+    def test_inherited_qos2_subscription_is_received_once(self, broker: Broker) -> None:
         """Another tool left a QoS 2 subscription in our persistent session (same client
-        id): the QoS 2 messages queued for it are each processed once, answered with
-        PUBREC/PUBCOMP, and the connection stays up (no protocol-error loop)."""
-        broker = mosquitto_broker(tmp_path / "m")
-        try:
-            sub_once(broker.port, "-i", "sensord-conf", "-c", "-q", "2", "-t", "conf/#")
-            broker.publish("conf/q2", payloads(3), qos=2)
+        id). Mosquitto grants it: the QoS 2 messages queued for it are each processed
+        once, answered with PUBREC/PUBCOMP. nats-server and RabbitMQ grant QoS 1: the
+        messages come at QoS 1, each processed once. On all three the connection stays
+        up (no protocol-error loop)."""
+        session = broker.client_id("sensord-conf")
+        out = sub_once(broker.port, "-i", session, "-c", "-q", "2", "-t", broker.topic("conf/#"))
+        assert f"Subscribed (mid: 1): {QOS2_GRANTED[broker.name]}" in out
+        # Neither takes a QoS 2 PUBLISH either (nats-server closes the connection on one).
+        broker.publish("conf/q2", payloads(3), qos=2 if broker.name == "mosquitto" else 1)
 
-            async def body() -> tuple[int, list[bytes]]:
-                src = make_source(broker.port)
-                async with running(src):
-                    got = await take(src, 3)
-                    await asyncio.sleep(2)  # a redelivery loop would show here
-                    got += [m for batch in _drain(src) for m in batch]
-                    return src._generation, [m.payload for m in got]
+        async def body() -> tuple[int, list[bytes]]:
+            src = broker.source()
+            async with running(src):
+                got = await take(src, 3)
+                await asyncio.sleep(1)  # a redelivery loop would show here
+                got += [m for batch in _drain(src) for m in batch]
+                return src._generation, [m.payload for m in got]
 
-            generation, got = asyncio.run(body())
-        finally:
-            broker.server.stop()
+        generation, got = asyncio.run(body())
         assert generation == 1
         assert got == payloads(3)
 
