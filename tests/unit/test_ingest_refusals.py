@@ -269,6 +269,44 @@ class TestRefusedSubscription:
         assert "permissions" in reason
 
 
+class TestSessionGoneWhileAway:
+    def test_session_gone_after_a_restart_is_a_warning(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """sensord restarted (its session file from the last run is there) and the broker
+        has no session for it (expired while it was down, as RabbitMQ's
+        mqtt.subscription_ttl does): what the broker held is gone, said at WARNING, not
+        taken for a first start."""
+        session = tmp_path / "mqtt-session.json"
+        session.write_text('{"filters": ["conf/#"]}')
+        broker = ScriptedBroker(session_present=False)
+
+        async def body() -> None:
+            async with broker.running():
+                src = source(broker, session_file=session)
+                await asyncio.wait_for(src._connect(), 5)
+                await src.aclose()
+
+        with caplog.at_level(logging.INFO, "sensord.ingest"):
+            asyncio.run(body())
+        lost = [r for r in caplog.records if "lost our session" in r.getMessage()]
+        assert [r.levelno for r in lost] == [logging.WARNING]
+
+    def test_first_start_is_no_warning(self, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        """Without a session file (a first start) no session on the broker is expected."""
+        broker = ScriptedBroker(session_present=False)
+
+        async def body() -> None:
+            async with broker.running():
+                src = source(broker, session_file=tmp_path / "mqtt-session.json")
+                await asyncio.wait_for(src._connect(), 5)
+                await src.aclose()
+
+        with caplog.at_level(logging.INFO, "sensord.ingest"):
+            asyncio.run(body())
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
 class TestDroppedFilters:
     def test_dropped_filter_is_subscribed_again_then_unsubscribed(self, tmp_path: Path) -> None:
         """A filter dropped from the config is subscribed on the new connection before it

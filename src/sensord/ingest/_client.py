@@ -95,7 +95,10 @@ class MqttSource:
         self.connected = asyncio.Event()
         self.progress = 0
         self.session_present = False
-        self._had_session = False
+        # A session file means an earlier run subscribed: a broker without our session
+        # lost it (RabbitMQ's mqtt.subscription_ttl, Mosquitto's persistent_client_expiration
+        # while sensord was down), and the messages it held for us with it.
+        self._had_session = session_file is not None and session_file.exists()
         self._closing = False
 
     # -- connection -------------------------------------------------------------------
