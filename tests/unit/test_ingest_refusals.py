@@ -42,6 +42,8 @@ class ScriptedBroker:
 
     deny_publish: set[str] = field(default_factory=set)
     puback_denied: bool = False
+    # The first connection acknowledges no PUBLISH and closes after this many.
+    swallow_first: int = 0
     deny_subscribe: set[str] = field(default_factory=set)
     close_after_suback: bool = False
     session_present: bool = True
@@ -58,6 +60,11 @@ class ScriptedBroker:
                 pubs, others = parser.feed(data)
                 for topic, _, qos, pid in pubs:
                     self.seen.append((n, "PUBLISH", topic))
+                    if n == 1 and self.swallow_first:
+                        swallowed = [k for c, k, _ in self.seen if c == 1 and k == "PUBLISH"]
+                        if len(swallowed) >= self.swallow_first:
+                            return
+                        continue
                     if topic in self.deny_publish:
                         if qos and self.puback_denied:
                             writer.write(p.puback(pid))
@@ -232,6 +239,25 @@ class TestRefusedPublish:
         done, topics = asyncio.run(refused())
         assert [type(d).__name__ for d in done] == ["NoneType", "PublishRefused", "NoneType"]
         assert topics == {"bad"}
+
+
+class TestPublishAcrossReconnect:
+    def test_publish_waiting_for_a_slot_during_a_reconnect_is_sent(self) -> None:
+        """With the 1,000 packet ids in flight, a publish waits for a slot; one freed
+        while a new connection resends the others (one at a time) goes out on that
+        connection too, instead of waiting unsent for the next reconnect."""
+        broker = ScriptedBroker(swallow_first=1000)
+
+        async def body() -> int:
+            async with broker.running():
+                src = source(broker)
+                async with running(src):
+                    await asyncio.wait_for(src.connected.wait(), 5)
+                    sends = [asyncio.create_task(src.publish("ops/x", b"%d" % i)) for i in range(1001)]
+                    await asyncio.wait_for(asyncio.gather(*sends), 20)
+                    return src._generation
+
+        assert asyncio.run(body()) == 2
 
 
 class TestBackoff:

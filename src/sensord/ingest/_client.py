@@ -415,14 +415,17 @@ class MqttSource:
         reconnects (it is resent with DUP on each). In-flight QoS 1 messages are bounded
         (packet ids are 16-bit; see DOMAIN.md). A topic the broker refuses raises
         PublishRefused."""
-        if topic in self._refused:
-            raise PublishRefused(f"not sent: the broker refuses publishes to {topic!r} (an ERROR said so)")
-        await self.connected.wait()
+        self._check_refused(topic)
         if qos == 0:
+            await self.connected.wait()
             if self._proto is not None:
                 self._proto.publish_own(p.publish(topic, payload, qos=0, retain=retain), topic)
             return
         async with self._inflight:
+            # Added to _outgoing only while connected, so written at once: a new connection
+            # resends what it found there before it counts as connected.
+            await self.connected.wait()
+            self._check_refused(topic)
             self._out_ids = self._out_ids % 65535 + 1
             while self._out_ids in self._outgoing:
                 self._out_ids = self._out_ids % 65535 + 1
@@ -436,6 +439,10 @@ class MqttSource:
                 await fut
             finally:
                 self._outgoing.pop(pid, None)
+
+    def _check_refused(self, topic: str) -> None:
+        if topic in self._refused:
+            raise PublishRefused(f"not sent: the broker refuses publishes to {topic!r} (an ERROR said so)")
 
     def _puback(self, pid: int) -> None:
         entry = self._outgoing.get(pid)
