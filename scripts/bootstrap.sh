@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian 12 machine for sensord: the Debian packages it talks to in the
-# demo and the tests (Mosquitto, InfluxDB 1.x, VictoriaMetrics, nats-server) and a virtualenv with
-# sensord installed. Safe to run again: it skips what is already there.
+# demo and the tests (Mosquitto, InfluxDB 1.x, VictoriaMetrics, nats-server, RabbitMQ)
+# and a virtualenv with sensord installed. Safe to run again: it skips what is already
+# there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,9 @@ command -v victoria-metrics >/dev/null || need+=(victoria-metrics)
 # Python packages, the test ones included (aiosmtpd, standardwebhooks), come from
 # pyproject.toml's `dev` extra below.
 command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
+# ... and against RabbitMQ's MQTT plugin: the tests start a private node of their own
+# (sensord.testing.RabbitMqServer), never the package's service.
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server)
 command -v openssl >/dev/null || need+=(openssl)
 # The operator console's browser test drives Debian's chromium with Playwright (never a
 # browser build of Playwright's own, which cannot be downloaded here).

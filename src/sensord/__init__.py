@@ -7,10 +7,12 @@ from sensord._errors import (
     IngestError,
     OutboxError,
     PermanentSinkError,
+    PublishRefused,
     RetryableSinkError,
     RuleError,
     SensordError,
     SinkError,
+    SubscribeRefused,
 )
 from sensord._secret_url import SecretUrl
 from sensord._settings import Settings, load_settings
@@ -28,6 +30,7 @@ __all__ = [
     "IngestError",
     "OutboxError",
     "PermanentSinkError",
+    "PublishRefused",
     "RawMessage",
     "Reject",
     "RetryableSinkError",
@@ -37,6 +40,7 @@ __all__ = [
     "Settings",
     "Severity",
     "SinkError",
+    "SubscribeRefused",
     "__version__",
     "load_settings",
 ]

@@ -9,7 +9,9 @@ Every error a person may have to act on carries a reason written for that person
     ├── OutboxError            the on-disk outbox is full or unusable
     ├── RecordingError         a recording file that cannot be read (file:line)
     ├── IngestError            broker connection problems
-    │   └── ConnectRefused     the broker refused us (bad credentials, bad client id)
+    │   ├── ConnectRefused     the broker refused us (bad credentials, bad client id)
+    │   ├── SubscribeRefused   the broker refused a subscription (SUBACK 0x80 or a close)
+    │   └── PublishRefused     the broker closes the connection on our publishes to a topic
     ├── WorkOrderError         a work-order action that cannot be done (HTTP 4xx)
     │   ├── NotFound           no such work order (404)
     │   └── Conflict           not allowed in the work order's state (409)
@@ -75,6 +77,16 @@ class IngestError(SensordError):
 
 class ConnectRefused(IngestError):  # noqa: N818 - reads as the broker's answer
     """The broker answered CONNECT with a refusal code."""
+
+
+class SubscribeRefused(IngestError):  # noqa: N818 - reads as the broker's answer
+    """The broker refused one of our filters: SUBACK 0x80, or (RabbitMQ) it closed the
+    connection in answer to SUBSCRIBE."""
+
+
+class PublishRefused(IngestError):  # noqa: N818 - reads as the broker's answer
+    """The broker closed the connection each time we published to this topic (RabbitMQ
+    does so for a topic its permissions deny; MQTT 3.1.1 has no refusal code for it)."""
 
 
 class WorkOrderError(SensordError):

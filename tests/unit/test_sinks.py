@@ -517,6 +517,35 @@ class TestDeadLetterForwarder:
         assert [orjson.loads(b)["n"] for b in sent] == [1, 2]
         assert metrics.delivery_failures.labels("deadletter-mqtt", "dropped")._value.get() == 1
 
+    def test_refused_topic_counts_and_goes_on(self) -> None:
+        """A broker that refuses the topic (PublishRefused) costs each record its copy on
+        the topic, counted as `refused`; the forwarder keeps running."""
+        from sensord._errors import PublishRefused  # noqa: PLC0415
+        from sensord._metrics import Metrics  # noqa: PLC0415
+        from sensord.sinks import DeadLetterForwarder  # noqa: PLC0415
+
+        metrics = Metrics()
+        fwd = DeadLetterForwarder("ops/dl", metrics)
+        tried: list[bytes] = []
+
+        class Client:
+            async def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
+                tried.append(payload)
+                raise PublishRefused("refused")
+
+        async def go() -> bool:
+            task = asyncio.create_task(fwd.run(Client()))
+            for n in range(3):
+                fwd.offer({"reason": "invalid_json", "n": n})
+                await asyncio.sleep(0.01)
+            alive = not task.done()
+            task.cancel()
+            return alive
+
+        assert asyncio.run(go())
+        assert len(tried) == 3
+        assert metrics.delivery_failures.labels("deadletter-mqtt", "refused")._value.get() == 3
+
 
 class TestDeadLetterLimits:
     def test_rotates_at_max_bytes_keeping_old_files(self, tmp_path: Path) -> None:

@@ -17,6 +17,15 @@ message we had not acknowledged, so those still queued from the old connection a
 dropped here (their acks could not reach it anyway). When it lost the session nothing
 comes back: the queued messages are kept and processed, nothing to acknowledge, and the
 loss is logged at WARNING. Our own unacknowledged QoS 1 publishes are resent with DUP.
+
+Refusals without a refusal code: MQTT 3.1.1 cannot refuse a PUBLISH, so a broker may
+close the connection instead (RabbitMQ for a topic its permissions deny, also for a
+SUBSCRIBE; Mosquitto 2.0 right after its PUBACK). Each of our publishes is confirmed by
+a PINGREQ behind it (`Connection`), and those resent on a new connection go one at a
+time; a topic left unconfirmed by `_REFUSED_AFTER` closes in a row is refused
+(PublishRefused, logged at ERROR) and ingest goes on. The reconnect backoff starts over
+only after a connection that lasted, so a broker that closes every connection at once
+is not hammered.
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ from pathlib import Path
 import orjson
 from pydantic import SecretStr
 
-from sensord._errors import ConnectRefused, IngestError
+from sensord._errors import ConnectRefused, IngestError, PublishRefused, SubscribeRefused
 from sensord._metrics import Metrics
 from sensord._settings import BatchSettings, BrokerSettings
 from sensord._types import RawMessage
@@ -43,7 +52,12 @@ from sensord.ingest._connection import Connection, reconnect_delay, tls_context,
 
 log = logging.getLogger("sensord.ingest")
 
-_SUBSCRIBE_ID, _UNSUBSCRIBE_ID = 1, 2
+_SUBSCRIBE_ID, _UNSUBSCRIBE_ID, _RESUBSCRIBE_ID = 1, 2, 3
+# A connection that lasted this long was a working one: the backoff starts over after it.
+_STABLE_S = 10.0
+# Connections the broker closed with our publish to one topic unconfirmed, in a row,
+# before the topic counts as refused (one could be a broker restart at that moment).
+_REFUSED_AFTER = 3
 
 
 class MqttSource:
@@ -75,11 +89,16 @@ class MqttSource:
         # Our QoS 1 publishes the broker has not acknowledged: resent on reconnect.
         self._outgoing: dict[int, tuple[str, bytes, bool, asyncio.Future[None]]] = {}
         self._inflight = asyncio.Semaphore(1000)
+        self._strikes: dict[str, int] = {}  # topic -> connections closed on its publish, in a row
+        self._refused: set[str] = set()
         self._handed_out = 0  # messages in batches not yet acknowledged
         self.connected = asyncio.Event()
         self.progress = 0
         self.session_present = False
-        self._had_session = False
+        # A session file means an earlier run subscribed: a broker without our session
+        # lost it (RabbitMQ's mqtt.subscription_ttl, Mosquitto's persistent_client_expiration
+        # while sensord was down), and the messages it held for us with it.
+        self._had_session = session_file is not None and session_file.exists()
         self._closing = False
 
     # -- connection -------------------------------------------------------------------
@@ -90,11 +109,12 @@ class MqttSource:
         # inner future completes; `asyncio.timeout` does not, and `_closing` stops the loop
         # even if a cancellation was lost, so a stop never hangs on reconnecting.
         while not self._closing:
+            up_since = None
             try:
                 proto = await self._connect()
-                attempt = 0
+                up_since = time.monotonic()
                 await self._serve(proto)
-            except ConnectRefused as exc:
+            except (ConnectRefused, SubscribeRefused) as exc:
                 log.error("broker refused the connection", extra={"fields": {"reason": str(exc)}})  # noqa: TRY400
             except (OSError, IngestError, TimeoutError, ssl.SSLError) as exc:
                 log.warning(
@@ -104,6 +124,10 @@ class MqttSource:
                 self._proto.close()
             self.connected.clear()
             self._metrics.connected.set(0)
+            # A broker that closes each new connection at once (a refused publish, another
+            # client taking our id over and over) gets a growing backoff, not a tight loop.
+            if up_since is not None and time.monotonic() - up_since >= _STABLE_S:
+                attempt = 0
             delay = reconnect_delay(attempt, self._settings.reconnect, self._rng)
             attempt += 1
             await asyncio.sleep(delay)
@@ -148,16 +172,16 @@ class MqttSource:
         self.session_present = bool(present)
         self._after_connack()
         await self._subscribe(proto)
+        await self._send_own(proto)
+        # Only now may reading pause: the SUBACK and PINGRESPs above come behind the
+        # messages the broker sends first.
         proto.established = True
-        self._resend(proto)
         self.connected.set()
         self._metrics.connected.set(1)
         log.info(
             "connected to broker",
             extra={"fields": {"host": s.host, "port": s.port, "session_present": self.session_present}},
         )
-        if s.will is not None and s.will.online is not None:
-            proto.write(p.publish(s.will.topic, s.will.online.encode(), qos=0, retain=s.will.retain))
         return proto
 
     def _after_connack(self) -> None:
@@ -187,27 +211,30 @@ class MqttSource:
         self._had_session = not self._settings.clean_session
 
     async def _subscribe(self, proto: Connection) -> None:
-        filters = [(f, self._settings.qos) for f in self._settings.filters]
+        qos = self._settings.qos
+        filters = [(f, qos) for f in self._settings.filters]
         gone = [f for f in self._previous_filters() if f not in self._settings.filters]
         if gone and self.session_present:
-            fut = proto.expect(p.UNSUBACK, _UNSUBSCRIBE_ID)
-            proto.write(p.unsubscribe(_UNSUBSCRIBE_ID, gone))
-            async with asyncio.timeout(10):
-                await fut
+            # RabbitMQ 3.10 unsubscribes only filters subscribed on the same connection
+            # (it keeps them per connection, not per session), so they are subscribed
+            # again first. Elsewhere that replaces the subscription with itself (and may
+            # bring its retained messages once).
+            again = p.subscribe(_RESUBSCRIBE_ID, [(f, qos) for f in gone])
+            await self._request(proto, p.SUBACK, _RESUBSCRIBE_ID, again, gone)
+            drop = p.unsubscribe(_UNSUBSCRIBE_ID, gone)
+            await self._request(proto, p.UNSUBACK, _UNSUBSCRIBE_ID, drop, gone)
             log.info("unsubscribed filters no longer in the config", extra={"fields": {"filters": gone}})
         if not filters:  # a publish-only client (simulator, dead-letter forwarder)
             return
-        fut = proto.expect(p.SUBACK, _SUBSCRIBE_ID)
-        proto.write(p.subscribe(_SUBSCRIBE_ID, filters))
-        async with asyncio.timeout(10):
-            codes = await fut
+        subscribe = p.subscribe(_SUBSCRIBE_ID, filters)
+        codes = await self._request(proto, p.SUBACK, _SUBSCRIBE_ID, subscribe, [f for f, _ in filters])
         if len(codes) != len(filters):
             proto.close()
             raise IngestError(f"broker answered {len(codes)} subscription results for {len(filters)} filters")
         for (filt, want), code in zip(filters, codes, strict=True):
             if code == p.SUBACK_FAILURE:
                 proto.close()
-                raise IngestError(f"broker refused subscription {filt!r} (check its ACL)")
+                raise SubscribeRefused(f"broker refused subscription {filt!r} (check its ACL)")
             if code < want:
                 log.error(
                     "broker granted a lower QoS than asked: messages on this filter arrive at most once "
@@ -215,6 +242,25 @@ class MqttSource:
                     extra={"fields": {"filter": filt, "asked": want, "granted": code}},
                 )
         self._save_filters()
+
+    async def _request(
+        self, proto: Connection, answer: int, packet_id: int, packet: bytes, filters: list[str]
+    ) -> bytes:
+        """Send a SUBSCRIBE or UNSUBSCRIBE and return its answer's codes."""
+        fut = proto.expect(answer, packet_id)
+        proto.write(packet)
+        try:
+            async with asyncio.timeout(10):
+                return await fut
+        except IngestError:
+            # No SUBACK, the connection closed: how RabbitMQ refuses a filter its topic
+            # permissions deny (it has no use for SUBACK's failure code).
+            what = "SUBSCRIBE" if answer == p.SUBACK else "UNSUBSCRIBE"
+            raise SubscribeRefused(
+                f"the broker closed the connection instead of answering {what} {filters}: it may refuse "
+                "one of these filters (RabbitMQ does so for a topic its permissions deny); check the "
+                "permissions of sensord's user on the broker and the broker's log"
+            ) from None
 
     def _previous_filters(self) -> list[str]:
         if self._session_file is None or not self._session_file.exists():
@@ -233,10 +279,48 @@ class MqttSource:
         except OSError as exc:
             log.warning("could not record the subscriptions", extra={"fields": {"error": str(exc)}})
 
-    def _resend(self, proto: Connection) -> None:
-        """MQTT-4.4.0-1: our unacknowledged QoS 1 publishes go again, same ids, DUP set."""
-        for pid, (topic, payload, retain, _) in self._outgoing.items():
-            proto.write(p.publish(topic, payload, qos=1, packet_id=pid, retain=retain, dup=True))
+    async def _send_own(self, proto: Connection) -> None:
+        """Our own publishes on a new connection: the QoS 1 ones the broker had not
+        acknowledged (MQTT-4.4.0-1: same ids, DUP set), then the will's online message.
+        One at a time (a round trip each; the daemon has one or two), so that a broker
+        that closes the connection for one of them shows which."""
+        for pid, (topic, payload, retain, _) in list(self._outgoing.items()):
+            if pid in self._outgoing:  # not refused meanwhile
+                again = p.publish(topic, payload, qos=1, packet_id=pid, retain=retain, dup=True)
+                await self._confirm(proto, topic, again)
+        will = self._settings.will
+        if will is not None and will.online is not None and will.topic not in self._refused:
+            online = p.publish(will.topic, will.online.encode(), qos=0, retain=will.retain)
+            await self._confirm(proto, will.topic, online)
+
+    async def _confirm(self, proto: Connection, topic: str, packet: bytes) -> None:
+        proto.publish_own(packet, topic)
+        try:
+            async with asyncio.timeout(10):
+                await proto.confirmed()
+        except IngestError:
+            raise IngestError(f"the broker closed the connection on sensord's publish to {topic!r}") from None
+
+    def _confirmed(self, topics: tuple[str, ...]) -> None:
+        for topic in topics:
+            self._strikes.pop(topic, None)
+
+    def _strike(self, topic: str) -> None:
+        n = self._strikes[topic] = self._strikes.get(topic, 0) + 1
+        if n < _REFUSED_AFTER:
+            return
+        self._refused.add(topic)
+        err = PublishRefused(
+            f"the broker closed the connection each of the last {n} times sensord published to {topic!r}: "
+            "it refuses that topic (check the permissions of sensord's user on the broker); sensord "
+            "publishes there no more until restarted"
+        )
+        log.error("broker refuses a topic sensord publishes to", extra={"fields": {"reason": str(err)}})
+        for pid, (t, _, _, fut) in list(self._outgoing.items()):
+            if t == topic:
+                del self._outgoing[pid]
+                if not fut.done():
+                    fut.set_exception(err)
 
     async def _serve(self, proto: Connection) -> None:
         """Keepalive until the connection closes."""
@@ -252,13 +336,18 @@ class MqttSource:
                 log.warning("broker sent nothing for 1.5 x keepalive; reconnecting")
                 proto.close()
                 break
-            proto.write(p.PINGREQ_PACKET)
+            proto.ping()
         raise IngestError("connection to broker lost")
 
-    def _connection_lost(self, proto: Connection) -> None:
+    def _connection_lost(self, proto: Connection, suspects: set[str]) -> None:
+        """`suspects`: topics of our publishes the broker closed the connection on before
+        confirming them."""
         if proto is self._proto:
             self.connected.clear()
             self._metrics.connected.set(0)
+        if not self._closing:
+            for topic in sorted(suspects):
+                self._strike(topic)
 
     # -- receiving --------------------------------------------------------------------
     def _received(self, proto: Connection, pubs: list[p.Publish]) -> None:
@@ -324,13 +413,19 @@ class MqttSource:
     async def publish(self, topic: str, payload: bytes, qos: int = 1, *, retain: bool = False) -> None:
         """Publish; with QoS 1, return once the broker has acknowledged it, across
         reconnects (it is resent with DUP on each). In-flight QoS 1 messages are bounded
-        (packet ids are 16-bit; see DOMAIN.md)."""
-        await self.connected.wait()
+        (packet ids are 16-bit; see DOMAIN.md). A topic the broker refuses raises
+        PublishRefused."""
+        self._check_refused(topic)
         if qos == 0:
+            await self.connected.wait()
             if self._proto is not None:
-                self._proto.write(p.publish(topic, payload, qos=0, retain=retain))
+                self._proto.publish_own(p.publish(topic, payload, qos=0, retain=retain), topic)
             return
         async with self._inflight:
+            # Added to _outgoing only while connected, so written at once: a new connection
+            # resends what it found there before it counts as connected.
+            await self.connected.wait()
+            self._check_refused(topic)
             self._out_ids = self._out_ids % 65535 + 1
             while self._out_ids in self._outgoing:
                 self._out_ids = self._out_ids % 65535 + 1
@@ -338,11 +433,16 @@ class MqttSource:
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._outgoing[pid] = (topic, payload, retain, fut)
             if self._proto is not None and self.connected.is_set():
-                self._proto.write(p.publish(topic, payload, qos=1, packet_id=pid, retain=retain))
+                packet = p.publish(topic, payload, qos=1, packet_id=pid, retain=retain)
+                self._proto.publish_own(packet, topic)
             try:
                 await fut
             finally:
                 self._outgoing.pop(pid, None)
+
+    def _check_refused(self, topic: str) -> None:
+        if topic in self._refused:
+            raise PublishRefused(f"not sent: the broker refuses publishes to {topic!r} (an ERROR said so)")
 
     def _puback(self, pid: int) -> None:
         entry = self._outgoing.get(pid)
@@ -357,7 +457,7 @@ class MqttSource:
         if proto is None or proto.closed.done():
             return
         will = self._settings.will
-        if will is not None:
+        if will is not None and will.topic not in self._refused:
             proto.write(p.publish(will.topic, will.payload.encode(), qos=0, retain=will.retain))
         proto.write(p.DISCONNECT_PACKET)
         if proto.transport is not None:

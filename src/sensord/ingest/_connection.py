@@ -4,6 +4,7 @@ reconnecting here. Also the TLS context and the reconnect backoff."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import random
 import ssl
@@ -53,7 +54,13 @@ def tls_failure(exc: BaseException, host: str, port: int) -> IngestError:
 class Connection(asyncio.Protocol):
     """One broker connection. Liveness is judged by what the broker sent: every byte
     read counts, and while reading is paused (backpressure) nothing is judged, since
-    the broker's answers wait unread in the socket."""
+    the broker's answers wait unread in the socket.
+
+    Our own publishes are confirmed by a PINGREQ written after them: brokers handle a
+    connection's packets in order, and one that refuses a publish by closing the
+    connection (RabbitMQ; Mosquitto 2.0 just after its PUBACK) never answers it. One
+    PINGREQ is out at a time, carrying the topics published before it; when the broker
+    closes the connection, the topics not yet confirmed are reported as suspects."""
 
     def __init__(self, source: MqttSource, generation: int, max_packet: int) -> None:
         self._source = source
@@ -73,6 +80,10 @@ class Connection(asyncio.Protocol):
         self.qos2_held: set[int] = set()
         # QoS 2 received: PUBREC sent, waiting for PUBREL (a DUP of these is not new).
         self.qos2_released: set[int] = set()
+        self.pings: collections.deque[tuple[str, ...]] = collections.deque()  # topics per PINGREQ out
+        self.unpinged: list[str] = []  # topics published since the last PINGREQ
+        self._settled: asyncio.Future[None] | None = None
+        self.closed_by_us = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -83,10 +94,11 @@ class Connection(asyncio.Protocol):
             self.closed.set_result(None)
         if not self.connack.done():
             self.connack.set_exception(IngestError(f"connection closed before CONNACK: {exc}"))
-        for fut in self.acks.values():
-            if not fut.done():
+        for fut in (*self.acks.values(), self._settled):
+            if fut is not None and not fut.done():
                 fut.set_exception(IngestError("connection closed while waiting for the broker"))
-        self._source._connection_lost(self)  # noqa: SLF001 - the connection is the source's own part
+        suspects = set() if self.closed_by_us else self.unconfirmed()
+        self._source._connection_lost(self, suspects)  # noqa: SLF001 - the connection is the source's own part
 
     def data_received(self, data: bytes) -> None:
         self.last_heard = time.monotonic()
@@ -127,6 +139,8 @@ class Connection(asyncio.Protocol):
     def _control(self, pk: p.Packet) -> None:
         if pk.kind == p.CONNACK and not self.connack.done():
             self.connack.set_result((pk.body[0] & 1, pk.body[1]))
+        elif pk.kind == p.PINGRESP:
+            self._pingresp()
         elif pk.kind in (p.SUBACK, p.UNSUBACK):
             fut = self.acks.pop((pk.kind, pk.packet_id), None)
             if fut is not None and not fut.done():
@@ -137,6 +151,42 @@ class Connection(asyncio.Protocol):
             # MQTT-4.3.3-2: answer PUBCOMP, even for an id we no longer know.
             self.qos2_released.discard(pk.packet_id)
             self.write(p.pubcomp(pk.packet_id))
+
+    def publish_own(self, packet: bytes, topic: str) -> None:
+        """Write one of our own PUBLISH packets, to be confirmed by a PINGREQ."""
+        self.write(packet)
+        self.unpinged.append(topic)
+        if not self.pings:
+            self.ping()
+
+    def ping(self) -> None:
+        """PINGREQ (keep-alive, and confirmation of what was published before it)."""
+        self.write(p.PINGREQ_PACKET)
+        self.pings.append(tuple(self.unpinged))
+        self.unpinged = []
+
+    def _pingresp(self) -> None:
+        if self.pings:
+            topics = self.pings.popleft()
+            if topics:
+                self._source._confirmed(topics)  # noqa: SLF001
+        if self.unpinged and not self.pings:
+            self.ping()
+        if not self.pings and self._settled is not None and not self._settled.done():
+            self._settled.set_result(None)
+
+    def unconfirmed(self) -> set[str]:
+        """Topics of our publishes on this connection that no PINGRESP confirmed yet."""
+        return {t for topics in self.pings for t in topics} | set(self.unpinged)
+
+    async def confirmed(self) -> None:
+        """Wait until every publish of ours so far is confirmed; IngestError if the
+        connection closes first."""
+        if self.pings or self.unpinged:
+            self._settled = asyncio.get_running_loop().create_future()
+            if not self.pings:
+                self.ping()
+            await self._settled
 
     def expect(self, kind: int, packet_id: int) -> asyncio.Future[bytes]:
         """A future for the SUBACK/UNSUBACK of `packet_id`."""
@@ -177,5 +227,6 @@ class Connection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def close(self) -> None:
+        self.closed_by_us = True
         if self.transport is not None:
             self.transport.close()

@@ -2,7 +2,9 @@
 
 The file is the record of truth (written and flushed first); the topic is for whoever
 watches the box live. Records wait in a bounded queue so a slow or absent broker never
-blocks the pipeline; when it is full the oldest record is dropped and counted.
+blocks the pipeline; when it is full the oldest record is dropped and counted. A broker
+that refuses the topic (the client raises PublishRefused) costs the records their copy
+on the topic, counted; the file has them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from sensord._errors import PublishRefused
 from sensord._metrics import Metrics
 
 
@@ -44,4 +47,7 @@ class DeadLetterForwarder:
             while self._queue:
                 # Popped first: a full queue drops from the left while we wait on the broker.
                 # A record lost here on shutdown is still in the file.
-                await client.publish(self.topic, self._queue.popleft(), 1)
+                try:
+                    await client.publish(self.topic, self._queue.popleft(), 1)
+                except PublishRefused:
+                    self._metrics.delivery_failures.labels("deadletter-mqtt", "refused").inc()

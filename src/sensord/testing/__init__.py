@@ -1,8 +1,8 @@
 """Test helpers shipped with sensord, so operators and field testers can test too:
-real servers on free ports (an SMTP server and an SMS gateway among them), an in-memory
-source, a webhook receiver that verifies, the fault-injection scenarios (daemon or broker
-SIGKILLed, sinks down) with their judge, and stand-ins for the chat platforms' robot
-webhooks that check what they are sent."""
+real servers on free ports (an SMTP server, an SMS gateway and a private RabbitMQ node
+with its MQTT plugin among them), an in-memory source, a webhook receiver that verifies,
+the fault-injection scenarios (daemon or broker SIGKILLed, sinks down) with their judge,
+and stand-ins for the chat platforms' robot webhooks that check what they are sent."""
 
 from sensord.sinks import MemorySink
 from sensord.testing._faultcheck import Findings, judge
@@ -18,6 +18,7 @@ from sensord.testing._platforms import (
     Refused,
     WeComRobotServer,
 )
+from sensord.testing._rabbitmq import RabbitMqServer, RabbitTls, start_rabbitmq
 from sensord.testing._servers import (
     InfluxServer,
     MosquittoServer,
@@ -49,6 +50,8 @@ __all__ = [
     "MosquittoServer",
     "NatsServer",
     "Publisher",
+    "RabbitMqServer",
+    "RabbitTls",
     "Received",
     "Refused",
     "Run",
@@ -70,6 +73,7 @@ __all__ = [
     "start_influxdb_v1",
     "start_mosquitto",
     "start_nats",
+    "start_rabbitmq",
     "start_smtp",
     "start_victoria_metrics",
 ]
