@@ -12,7 +12,7 @@ from sensord._http import HttpServer
 from sensord._metrics import Metrics
 from sensord._pipeline import Pipeline
 from sensord._registry import Registry, load_registry
-from sensord._settings import Settings
+from sensord._settings import BrokerSettings, Settings
 from sensord.alerts import Engine
 from sensord.channels import Channel
 from sensord.decode import Decoder, FamilyBatch
@@ -21,6 +21,7 @@ from sensord.dispatch._build import build_dispatch
 from sensord.ingest import MqttSource
 from sensord.outbox import Outbox
 from sensord.rules import load_rules
+from sensord.shard import HandoverGate, Shard, shard_filters, split_registry
 from sensord.sinks import (
     DeadLetter,
     DeadLetterForwarder,
@@ -131,6 +132,52 @@ def _dispatch(  # noqa: PLR0913, PLR0917 - the stages dispatch is built from
     )  # fmt: skip
 
 
+def session_broker(settings: Settings) -> BrokerSettings:
+    """The broker settings of this instance's session: with a shard of index/count, the
+    client id carries `-shard-<index>` (README: Several instances)."""
+    if settings.shard is None:
+        return settings.broker
+    client_id = Shard(settings.shard).client_id(settings.broker.client_id)
+    return settings.broker.model_copy(update={"client_id": client_id})
+
+
+def _registry_share(
+    settings: Settings, metrics: Metrics
+) -> tuple[Registry, Callable[[str], str | None] | None, tuple[str, ...] | None]:
+    """The devices this instance serves; with a shard also who serves the others, and the
+    instance's own subscriptions."""
+    path = settings.input_path(settings.registry)
+    registry = load_registry(path)
+    if settings.shard is None:
+        metrics.shard_devices.set(len(registry.by_id))
+        return registry, None, None
+    shard = Shard(settings.shard)
+    split = split_registry(registry, shard, source=str(path))
+    del registry  # the other instances' devices are not kept, only their ids
+    foreign = split.foreign
+
+    def elsewhere(device_id: str) -> str | None:
+        community = foreign.get(device_id)
+        if community is None:
+            return None
+        return (
+            f"device {device_id} is in community {community}, which {shard.owner_of(community)} serves; "
+            f"this is {shard.label} (check broker.subscriptions, or a subscription left in the session)"
+        )
+
+    if not split.communities:
+        log.warning("shard: this instance serves no community of the registry", extra={"fields": {
+            "shard": shard.label}})
+    metrics.shard_devices.set(len(split.registry.by_id))
+    metrics.shard_communities.set(len(split.communities))
+    log.info(
+        "shard: serving part of the registry",
+        extra={"fields": {"shard": shard.label, "communities": len(split.communities),
+                          "devices": len(split.registry.by_id), "others": len(foreign)}},
+    )  # fmt: skip
+    return split.registry, elsewhere, shard_filters(settings, split.communities)
+
+
 async def build_daemon(
     settings: Settings,
     *,
@@ -139,7 +186,7 @@ async def build_daemon(
 ) -> tuple[Daemon, HttpServer | None]:
     """Load registry and rules, open the outbox, start the HTTP listener; return the daemon."""
     metrics = metrics or Metrics()
-    registry = load_registry(settings.input_path(settings.registry))
+    registry, elsewhere, filters = _registry_share(settings, metrics)
     rules = load_rules(settings.input_path(settings.rules_dir), registry)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     sink_list = list(sinks) if sinks is not None else build_sinks(settings)
@@ -184,8 +231,13 @@ async def build_daemon(
         def telemetry(batch: FamilyBatch) -> None:
             w(batch, registry)
 
+    # Idle unless a handover is under way (README: Changing the number of instances); an
+    # instance without a shard may be handing its communities to sharded ones.
+    gate = HandoverGate(settings.broker.topic_template, settings.broker.ack_topic_template, metrics)
+    gate.load(outbox.dispatch_state())
     pipeline = Pipeline(
-        decoder=Decoder(registry, settings.decode, settings.broker.topic_template),
+        decoder=Decoder(registry, settings.decode, settings.broker.topic_template, elsewhere=elsewhere),
+        gate=gate,
         engine=Engine(rules, registry, settings.alerts),
         ack_topic_template=settings.broker.ack_topic_template,
         ack_slack_s=settings.alerts.ack_slack_s,
@@ -195,12 +247,13 @@ async def build_daemon(
         dispatcher=dispatcher,
     )
     source = MqttSource(
-        settings.broker,
+        session_broker(settings),
         settings.secret("broker.password"),
         metrics,
         settings.batch,
         # The filters of the last session, to unsubscribe those the config dropped.
         session_file=settings.state_dir / "mqtt-session.json",
+        filters=filters,
     )
     daemon = Daemon(
         settings,

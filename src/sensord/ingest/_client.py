@@ -30,6 +30,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import orjson
 from pydantic import SecretStr
@@ -44,6 +45,14 @@ from sensord.ingest._connection import Connection, reconnect_delay, tls_context,
 log = logging.getLogger("sensord.ingest")
 
 _SUBSCRIBE_ID, _UNSUBSCRIBE_ID = 1, 2
+# Filters per SUBSCRIBE/UNSUBSCRIBE packet: a SUBACK of 100 results is 104 bytes, and 100
+# filters of a community's topics stay far below any broker's packet limit.
+_FILTERS_PER_PACKET = 100
+_T = TypeVar("_T")
+
+
+def _chunks(items: Sequence[_T]) -> list[Sequence[_T]]:
+    return [items[i : i + _FILTERS_PER_PACKET] for i in range(0, len(items), _FILTERS_PER_PACKET)]
 
 
 class MqttSource:
@@ -58,8 +67,11 @@ class MqttSource:
         *,
         high_water: int | None = None,
         session_file: Path | None = None,
+        filters: Sequence[str] | None = None,
     ) -> None:
         self._settings = settings
+        # What to subscribe to: the settings' filters, or (a shard) its communities' own.
+        self._filters = tuple(filters) if filters is not None else settings.filters
         self._password = password
         self._metrics = metrics
         self._batch = batch
@@ -187,23 +199,32 @@ class MqttSource:
         self._had_session = not self._settings.clean_session
 
     async def _subscribe(self, proto: Connection) -> None:
-        filters = [(f, self._settings.qos) for f in self._settings.filters]
-        gone = [f for f in self._previous_filters() if f not in self._settings.filters]
+        filters = [(f, self._settings.qos) for f in self._filters]
+        wanted = set(self._filters)
+        gone = [f for f in self._previous_filters() if f not in wanted]
         if gone and self.session_present:
-            fut = proto.expect(p.UNSUBACK, _UNSUBSCRIBE_ID)
-            proto.write(p.unsubscribe(_UNSUBSCRIBE_ID, gone))
-            async with asyncio.timeout(10):
-                await fut
-            log.info("unsubscribed filters no longer in the config", extra={"fields": {"filters": gone}})
+            for n, part in enumerate(_chunks(gone)):
+                fut = proto.expect(p.UNSUBACK, _UNSUBSCRIBE_ID + 2 * n)
+                proto.write(p.unsubscribe(_UNSUBSCRIBE_ID + 2 * n, part))
+                async with asyncio.timeout(10):
+                    await fut
+            log.info("unsubscribed filters no longer in the config", extra={"fields": {"filters": gone[:50],
+                                                                                      "count": len(gone)}})
         if not filters:  # a publish-only client (simulator, dead-letter forwarder)
             return
-        fut = proto.expect(p.SUBACK, _SUBSCRIBE_ID)
-        proto.write(p.subscribe(_SUBSCRIBE_ID, filters))
-        async with asyncio.timeout(10):
-            codes = await fut
-        if len(codes) != len(filters):
-            proto.close()
-            raise IngestError(f"broker answered {len(codes)} subscription results for {len(filters)} filters")
+        codes = b""
+        # A shard subscribes per community: hundreds of filters go in packets of at most
+        # _FILTERS_PER_PACKET, so neither a SUBSCRIBE nor its SUBACK meets a broker's (or our
+        # own max_packet_bytes) packet limit. Ids are odd for SUBSCRIBE, even for UNSUBSCRIBE.
+        for n, chunk in enumerate(_chunks(filters)):
+            fut = proto.expect(p.SUBACK, _SUBSCRIBE_ID + 2 * n)
+            proto.write(p.subscribe(_SUBSCRIBE_ID + 2 * n, chunk))
+            async with asyncio.timeout(10):
+                got = await fut
+            if len(got) != len(chunk):
+                proto.close()
+                raise IngestError(f"broker answered {len(got)} subscription results for {len(chunk)} filters")
+            codes += got
         for (filt, want), code in zip(filters, codes, strict=True):
             if code == p.SUBACK_FAILURE:
                 proto.close()
@@ -229,7 +250,7 @@ class MqttSource:
         if self._session_file is None:
             return
         try:
-            self._session_file.write_bytes(orjson.dumps({"filters": list(self._settings.filters)}))
+            self._session_file.write_bytes(orjson.dumps({"filters": list(self._filters)}))
         except OSError as exc:
             log.warning("could not record the subscriptions", extra={"fields": {"error": str(exc)}})
 
