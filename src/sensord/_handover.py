@@ -239,7 +239,8 @@ def _begin_rows(plan: Plan, db: Path, handover: str) -> dict[str, bytes | None]:
         if taker.db == db:
             for tree in taker.trees:
                 rows[GateRow("take", tree, c, handover, giver.label).key] = GateRow(
-                    "take", tree, c, handover, giver.label).encode()
+                    "take", tree, c, handover, giver.label
+                ).encode()
                 # A cut left from an earlier handover of this community away from here.
                 rows[row_key("give", tree, c)] = None
     return rows
@@ -501,4 +502,3 @@ def gate_summary(box: Outbox) -> list[str]:
             state = f"give to {r.peer}: " + ("marker passed" if r.cut else "waiting for the marker")
         out.append(f"  {r.community} ({r.tree}): {state} [{r.handover}]")
     return out
-

@@ -96,8 +96,7 @@ class TestAssignment:
     def test_owner_is_the_same_in_another_process(self) -> None:
         """The assignment does not depend on Python's per-process string hash seed."""
         code = (
-            "from sensord.shard import assignment;"
-            f"print(sorted(assignment({COMMUNITIES[:50]!r}, 7).items()))"
+            f"from sensord.shard import assignment;print(sorted(assignment({COMMUNITIES[:50]!r}, 7).items()))"
         )
         outs = {
             subprocess.run(
@@ -173,6 +172,7 @@ class TestSplit:
         shard = Shard(s.shard)  # type: ignore[arg-type]
         split = split_registry(reg, shard)
         theirs = next(iter(split.foreign))
+
         def elsewhere(device_id: str) -> str | None:
             community = split.foreign.get(device_id)
             return f"owned by {shard.owner_of(community)}" if community is not None else None
@@ -388,4 +388,3 @@ class TestOperator:
         with pytest.raises(ConfigError, match="served by instance 2 of 3"):
             refuse_foreign_silence(s, [f'community="{theirs}"'])
         refuse_foreign_silence(s, [f"community={ours}", "grid=g1"])
-
