@@ -353,7 +353,7 @@ def _explain(tmp: Path, config_path: Path, messages: list[RawMessage], receiver:
 class TestCountChange:
     @pytest.mark.parametrize(
         ("before", "after"),
-        [(2, 3), pytest.param(3, 2, marks=pytest.mark.skipif(not LONG, reason="SENSORD_SHARD_LONG=1 runs it"))],
+        [(2, 3), pytest.param(3, 2, marks=pytest.mark.skipif(not LONG, reason="SENSORD_SHARD_LONG=1"))],
     )
     def test_count_change_under_traffic_loses_nothing(
         self,
