@@ -192,6 +192,8 @@ def check_lines(settings: Settings, registry: Registry) -> list[str]:
         mark = "  <- this instance" if i == settings.shard.index else ""
         devices = sum(per_community[c] for c in mine)
         lines.append(f"  instance {i}: {len(mine)} communities, {devices} devices{mark}")
+    if not any(o == settings.shard.index for o in owners.values()):
+        lines.append("  warning: this instance serves no community of the registry")
     return lines
 
 
