@@ -21,7 +21,7 @@ from sensord.dispatch._build import build_dispatch
 from sensord.ingest import MqttSource
 from sensord.outbox import Outbox
 from sensord.rules import load_rules
-from sensord.shard import HandoverGate, Shard, shard_filters, split_registry
+from sensord.shard import HandoverGate, Shard, Split, shard_filters, split_registry
 from sensord.sinks import (
     DeadLetter,
     DeadLetterForwarder,
@@ -141,30 +141,15 @@ def session_broker(settings: Settings) -> BrokerSettings:
     return settings.broker.model_copy(update={"client_id": client_id})
 
 
-def _registry_share(
-    settings: Settings, metrics: Metrics
-) -> tuple[Registry, Callable[[str], str | None] | None, tuple[str, ...] | None]:
-    """The devices this instance serves; with a shard also who serves the others, and the
-    instance's own subscriptions."""
+def _registry_share(settings: Settings, metrics: Metrics) -> tuple[Registry, Split | None]:
+    """The devices this instance serves (with a shard, its part of the registry)."""
     path = settings.input_path(settings.registry)
     registry = load_registry(path)
     if settings.shard is None:
         metrics.shard_devices.set(len(registry.by_id))
-        return registry, None, None
+        return registry, None
     shard = Shard(settings.shard)
     split = split_registry(registry, shard, source=str(path))
-    del registry  # the other instances' devices are not kept, only their ids
-    foreign = split.foreign
-
-    def elsewhere(device_id: str) -> str | None:
-        community = foreign.get(device_id)
-        if community is None:
-            return None
-        return (
-            f"device {device_id} is in community {community}, which {shard.owner_of(community)} serves; "
-            f"this is {shard.label} (check broker.subscriptions, or a subscription left in the session)"
-        )
-
     if not split.communities:
         log.warning("shard: this instance serves no community of the registry", extra={"fields": {
             "shard": shard.label}})
@@ -173,9 +158,32 @@ def _registry_share(
     log.info(
         "shard: serving part of the registry",
         extra={"fields": {"shard": shard.label, "communities": len(split.communities),
-                          "devices": len(split.registry.by_id), "others": len(foreign)}},
+                          "devices": len(split.registry.by_id), "others": len(split.foreign)}},
     )  # fmt: skip
-    return split.registry, elsewhere, shard_filters(settings, split.communities)
+    return split.registry, split
+
+
+def _elsewhere(
+    settings: Settings, split: Split, gate: HandoverGate
+) -> Callable[[str], tuple[str, str] | None]:
+    """Why a device of the registry is not processed here: another instance serves it
+    (`not_this_shard`), or its community was handed over from here (`handed_over`: the
+    new owner processes what is still queued for this instance's session)."""
+    assert settings.shard is not None
+    shard, foreign, gone = Shard(settings.shard), split.foreign, gate.handed_over
+
+    def elsewhere(device_id: str) -> tuple[str, str] | None:
+        community = foreign.get(device_id)
+        if community is None:
+            return None
+        if community in gone:
+            return "handed_over", f"community {community} was handed over to {gone[community]}"
+        return "not_this_shard", (
+            f"device {device_id} is in community {community}, which {shard.owner_of(community)} serves; "
+            f"this is {shard.label} (check broker.subscriptions, or a subscription left in the session)"
+        )
+
+    return elsewhere
 
 
 async def build_daemon(
@@ -186,7 +194,7 @@ async def build_daemon(
 ) -> tuple[Daemon, HttpServer | None]:
     """Load registry and rules, open the outbox, start the HTTP listener; return the daemon."""
     metrics = metrics or Metrics()
-    registry, elsewhere, filters = _registry_share(settings, metrics)
+    registry, split = _registry_share(settings, metrics)
     rules = load_rules(settings.input_path(settings.rules_dir), registry)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     sink_list = list(sinks) if sinks is not None else build_sinks(settings)
@@ -234,7 +242,8 @@ async def build_daemon(
     # Idle unless a handover is under way (README: Changing the number of instances); an
     # instance without a shard may be handing its communities to sharded ones.
     gate = HandoverGate(settings.broker.topic_template, settings.broker.ack_topic_template, metrics)
-    gate.load(outbox.dispatch_state())
+    gate.load(outbox.dispatch_state(), served=set(split.communities) if split is not None else None)
+    elsewhere = _elsewhere(settings, split, gate) if split is not None else None
     pipeline = Pipeline(
         decoder=Decoder(registry, settings.decode, settings.broker.topic_template, elsewhere=elsewhere),
         gate=gate,
@@ -253,7 +262,7 @@ async def build_daemon(
         settings.batch,
         # The filters of the last session, to unsubscribe those the config dropped.
         session_file=settings.state_dir / "mqtt-session.json",
-        filters=filters,
+        filters=shard_filters(settings, split.communities) if split is not None else None,
     )
     daemon = Daemon(
         settings,

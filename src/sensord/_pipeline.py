@@ -345,7 +345,7 @@ class Pipeline:
         device = self.decoder.device(parts.device_id)
         elsewhere = self.decoder.elsewhere
         if device is None and elsewhere is not None and (owner := elsewhere(parts.device_id)):
-            raise DecodeError("not_this_shard", owner)
+            raise DecodeError(*owner)
         if device is None:
             raise DecodeError("unknown_device", f"ack for {shown(parts.device_id)}, not in the registry")
         where = (parts.community or device.entry.community, parts.family or device.family.value)

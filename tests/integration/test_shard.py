@@ -429,7 +429,10 @@ class TestCountChange:
         assert all(m.get('sensord_messages_in_total{family="wristband"}', 0) > 0 for m in seen)
         takers = [i for i in range(after) if i >= before] or list(range(after))
         assert any("handover marker reached" in (tmp_path / f"new{i}.log").read_text() for i in takers)
-        left = [m.get('sensord_shard_handed_over_total{side="give"}', 0) for m in seen]
+        # What the old owners' sessions still held of a moved community after the drain is
+        # the new owner's: rejected as handed_over, never as a device of no business here.
+        left = [m.get('sensord_rejects_total{reason="handed_over"}', 0) for m in seen]
+        assert not any(m.get('sensord_rejects_total{reason="not_this_shard"}') for m in seen)
         print(  # noqa: T201 - the figures, shown with -s
             f"{before} -> {after}: rounds {traffic.rounds}, messages {len(traffic.sent)}, "
             f"alerts {len(want)}, deliveries {len(got)} ({len(got) - len(set(got))} again with the same id), "

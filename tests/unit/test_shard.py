@@ -173,9 +173,11 @@ class TestSplit:
         split = split_registry(reg, shard)
         theirs = next(iter(split.foreign))
 
-        def elsewhere(device_id: str) -> str | None:
+        def elsewhere(device_id: str) -> tuple[str, str] | None:
             community = split.foreign.get(device_id)
-            return f"owned by {shard.owner_of(community)}" if community is not None else None
+            if community is None:
+                return None
+            return "not_this_shard", f"owned by {shard.owner_of(community)}"
 
         decoder = Decoder(split.registry, DecodeSettings(), TOPIC, elsewhere=elsewhere)
         topic = f"sensord/{split.foreign[theirs]}/wristband/{theirs}/telemetry"
@@ -270,6 +272,16 @@ class TestGate:
         keep, _ = g.filter([marker("x"), msg("x", "d1", {"rule": "r"}, ack=True), marker("x", ack=True),
                             msg("x", "d1", {"rule": "s"}, ack=True)])  # fmt: skip
         assert [m.payload for m in keep] == [b'{"rule":"r"}']
+
+    def test_finished_give_of_a_community_no_longer_served_costs_nothing(self) -> None:
+        """After the restart with the new config, a cut community this instance no longer
+        serves leaves the gate idle (no per-message look) and is known as handed over."""
+        g = HandoverGate(TOPIC, None, Metrics())
+        cut = GateRow("give", "devices", "x", "h1", "instance 2 of 3", cut=True)
+        kept = GateRow("give", "devices", "y", "h1", "instance 2 of 3", cut=True)
+        g.load([(cut.key, cut.encode()), (kept.key, kept.encode())], served={"y", "z"})
+        assert g.handed_over == {"x": "instance 2 of 3"}
+        assert list(g.rows) == [("devices", "y")]
 
     def test_marker_of_another_handover_is_ignored(self) -> None:
         """A stray marker (another handover id) neither cuts nor passes to decode."""

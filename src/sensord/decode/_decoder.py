@@ -119,11 +119,11 @@ class Decoder:
         settings: DecodeSettings,
         topic_template: str,
         *,
-        elsewhere: Callable[[str], str | None] | None = None,
+        elsewhere: Callable[[str], tuple[str, str] | None] | None = None,
     ) -> None:
         self._registry = registry
-        # With a shard: why a device of the registry is not in this instance's part (its
-        # owner, in words), or None for a device of no instance.
+        # With a shard: why a device of the registry is not in this instance's part, as
+        # (reject reason, detail naming its owner); None for a device of no instance.
         self.elsewhere = elsewhere
         self._settings = settings
         self._topic = TopicTemplate(topic_template)
@@ -265,7 +265,7 @@ class Decoder:
             raise DecodeError("unknown_family", f"family {shown(parts.family)} is not one of {families}")
         known = self._registry.get(parts.device_id)
         if known is None and self.elsewhere is not None and (owner := self.elsewhere(parts.device_id)):
-            raise DecodeError("not_this_shard", owner)
+            raise DecodeError(*owner)
         if known is None:
             result.unknown.setdefault(family, []).append(parts.device_id)
             raise DecodeError(

@@ -81,11 +81,20 @@ class HandoverGate:
         self._acks = TopicTemplate(ack_template) if ack_template is not None else None
         self._metrics = metrics
         self.rows: dict[tuple[str, str], GateRow] = {}  # (tree, community) → row
+        # Communities handed over from here that this instance no longer serves → the new
+        # owner: what the session still holds of them is not looked at message by message
+        # here (the gate stays idle) but rejected as `handed_over` by decode.
+        self.handed_over: dict[str, str] = {}
 
-    def load(self, rows: Iterable[tuple[str, bytes]]) -> None:
+    def load(self, rows: Iterable[tuple[str, bytes]], *, served: set[str] | None = None) -> None:
+        """The committed rows; `served`: the communities this instance serves now (None:
+        every one), so a finished give of one it no longer serves costs nothing per message."""
         for key, body in rows:
             if key.startswith(PREFIX) and key.count("\x1f") == 3:
                 row = GateRow.decode(key, body)
+                if row.role == "give" and row.cut and served is not None and row.community not in served:
+                    self.handed_over[row.community] = row.peer
+                    continue
                 self.rows[row.tree, row.community] = row
 
     @property
