@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from sensord._daemon import Daemon
+from sensord._errors import ConfigError
 from sensord._http import HttpServer
 from sensord._metrics import Metrics
 from sensord._pipeline import Pipeline
@@ -164,12 +165,14 @@ def _registry_share(settings: Settings, metrics: Metrics) -> tuple[Registry, Spl
 
 
 def _elsewhere(
-    settings: Settings, split: Split, gate: HandoverGate
-) -> Callable[[str], tuple[str, str] | None]:
+    settings: Settings, split: Split | None, gate: HandoverGate
+) -> Callable[[str], tuple[str, str] | None] | None:
     """Why a device of the registry is not processed here: another instance serves it
     (`not_this_shard`), or its community was handed over from here (`handed_over`: the
-    new owner processes what is still queued for this instance's session)."""
-    assert settings.shard is not None
+    new owner processes what is still queued for this instance's session). None without
+    a shard: every device is served here."""
+    if split is None or settings.shard is None:
+        return None
     shard, foreign, gone = Shard(settings.shard), split.foreign, gate.handed_over
 
     def elsewhere(device_id: str) -> tuple[str, str] | None:
@@ -184,6 +187,27 @@ def _elsewhere(
         )
 
     return elsewhere
+
+
+def _subscriptions(settings: Settings, split: Split | None) -> tuple[str, ...] | None:
+    """With a shard, its communities' own topic filters; else the configured ones (None)."""
+    return shard_filters(settings, split.communities) if split is not None else None
+
+
+def _gate(
+    settings: Settings, split: Split | None, outbox: Outbox, deadletter: DeadLetter, metrics: Metrics
+) -> HandoverGate:
+    """The handover gate, idle unless a handover is under way (README: Changing the number
+    of instances); an instance without a shard may be handing its communities to sharded
+    ones. ConfigError when this config must not run yet (a drain or a finish comes first)."""
+    gate = HandoverGate(settings.broker.topic_template, settings.broker.ack_topic_template, metrics)
+    served = set(split.communities) if split is not None else None
+    gate.load(outbox.dispatch_state(), served=served)
+    if (refused := gate.refusal(served)) is not None:
+        outbox.close()
+        deadletter.close()
+        raise ConfigError(refused, source=str(settings.data_path(settings.outbox.path)))
+    return gate
 
 
 async def build_daemon(
@@ -239,11 +263,8 @@ async def build_daemon(
         def telemetry(batch: FamilyBatch) -> None:
             w(batch, registry)
 
-    # Idle unless a handover is under way (README: Changing the number of instances); an
-    # instance without a shard may be handing its communities to sharded ones.
-    gate = HandoverGate(settings.broker.topic_template, settings.broker.ack_topic_template, metrics)
-    gate.load(outbox.dispatch_state(), served=set(split.communities) if split is not None else None)
-    elsewhere = _elsewhere(settings, split, gate) if split is not None else None
+    gate = _gate(settings, split, outbox, deadletter, metrics)
+    elsewhere = _elsewhere(settings, split, gate)
     pipeline = Pipeline(
         decoder=Decoder(registry, settings.decode, settings.broker.topic_template, elsewhere=elsewhere),
         gate=gate,
@@ -262,7 +283,7 @@ async def build_daemon(
         settings.batch,
         # The filters of the last session, to unsubscribe those the config dropped.
         session_file=settings.state_dir / "mqtt-session.json",
-        filters=shard_filters(settings, split.communities) if split is not None else None,
+        filters=_subscriptions(settings, split),
     )
     daemon = Daemon(
         settings,

@@ -42,6 +42,7 @@ from sensord.ingest import MqttSource
 from sensord.outbox import AuditEntry, Outbox, SilenceRow, WorkOrderRow
 from sensord.rules import load_rules
 from sensord.shard import (
+    FINISHED,
     PREFIX,
     GateRow,
     Shard,
@@ -51,8 +52,6 @@ from sensord.shard import (
     shard_filters,
     split_registry,
 )
-
-FINISHED = f"{PREFIX}finished\x1f"
 
 
 @dataclass

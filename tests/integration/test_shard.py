@@ -333,6 +333,15 @@ def change_count(procs: list[subprocess.Popen[bytes]], old: list[Path], new: lis
     begun = sensord("shard", "begin", "--from", *olds, "--to", *news)
     assert begun.returncode == 0, begun.stderr
     timings["stop+begin"], mark = time.monotonic() - mark, time.monotonic()
+    # Started too early, a new config is refused: a giver's must wait for its drain, a
+    # taker's for finish.
+    early = [subprocess.Popen([sys.executable, "-m", "sensord", "run", "-c", cfg], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE) for cfg in (news[0], news[-1])]  # fmt: skip
+    for proc in early:
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 2, err.decode()[-2000:]
+        assert "is under way" in err.decode()
+    mark = time.monotonic()
     logs = [p.with_name(f"drain-{p.stem}.log") for p in old]
     drains = []
     for cfg, log in zip(olds, logs, strict=True):

@@ -23,6 +23,7 @@ from sensord._types import AlertEvent, Family, RawMessage
 from sensord.alerts import Engine
 from sensord.decode import Decoder
 from sensord.shard import (
+    FINISHED,
     MARKER_DEVICE,
     GateRow,
     HandoverGate,
@@ -282,6 +283,21 @@ class TestGate:
         g.load([(cut.key, cut.encode()), (kept.key, kept.encode())], served={"y", "z"})
         assert g.handed_over == {"x": "instance 2 of 3"}
         assert list(g.rows) == [("devices", "y")]
+
+    def test_new_config_waits_for_drain_and_finish(self) -> None:
+        """A config no longer serving a community it has not passed the marker of is
+        refused (drain first); a taker is refused until finish moved the state; the old
+        config (drain itself) may run."""
+        give = GateRow("give", "devices", "x", "h1", "instance 2 of 3")
+        g = gate(give)
+        assert "sensord shard drain" in (g.refusal({"y"}) or "")
+        assert g.refusal({"x", "y"}) is None
+        take = GateRow("take", "devices", "x", "h1", "instance 0 of 2")
+        t = gate(take)
+        assert "sensord shard finish" in (t.refusal({"x"}) or "")
+        done = HandoverGate(TOPIC, None, Metrics())
+        done.load([(take.key, take.encode()), (f"{FINISHED}h1", b"1")], served={"x"})
+        assert done.refusal({"x"}) is None
 
     def test_marker_of_another_handover_is_ignored(self) -> None:
         """A stray marker (another handover id) neither cuts nor passes to decode."""

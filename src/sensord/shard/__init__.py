@@ -14,9 +14,10 @@ from sensord.shard._assign import (
     split_registry,
     weight,
 )
-from sensord.shard._gate import PREFIX, GateRow, HandoverGate, marker_payload, row_key
+from sensord.shard._gate import FINISHED, PREFIX, GateRow, HandoverGate, marker_payload, row_key
 
 __all__ = [
+    "FINISHED",
     "MARKER_DEVICE",
     "PREFIX",
     "GateRow",

@@ -31,6 +31,7 @@ from sensord.shard._assign import MARKER_DEVICE
 log = logging.getLogger("sensord.shard")
 
 PREFIX = "shard\x1f"
+FINISHED = f"{PREFIX}finished\x1f"  # + handover id: `sensord shard finish` moved its state
 TREES = ("devices", "acks")
 
 
@@ -85,17 +86,37 @@ class HandoverGate:
         # owner: what the session still holds of them is not looked at message by message
         # here (the gate stays idle) but rejected as `handed_over` by decode.
         self.handed_over: dict[str, str] = {}
+        self._finished: set[str] = set()  # handovers whose state `sensord shard finish` moved
 
     def load(self, rows: Iterable[tuple[str, bytes]], *, served: set[str] | None = None) -> None:
         """The committed rows; `served`: the communities this instance serves now (None:
         every one), so a finished give of one it no longer serves costs nothing per message."""
         for key, body in rows:
+            if key.startswith(FINISHED):
+                self._finished.add(key.removeprefix(FINISHED))
             if key.startswith(PREFIX) and key.count("\x1f") == 3:
                 row = GateRow.decode(key, body)
                 if row.role == "give" and row.cut and served is not None and row.community not in served:
                     self.handed_over[row.community] = row.peer
                     continue
                 self.rows[row.tree, row.community] = row
+
+    def refusal(self, served: set[str] | None) -> str | None:
+        """Why this instance must not start with a config serving `served` (None: every
+        community): a community it still has to give (its old config must drain first),
+        or one it takes before its state was moved (`finish` first)."""
+        for r in sorted(self.rows.values(), key=lambda r: (r.community, r.tree)):
+            if r.role == "give" and not r.cut and served is not None and r.community not in served:
+                return (
+                    f"handover {r.handover} is under way: community {r.community} must first be drained here "
+                    "with the current config (sensord shard drain -c CURRENT_CONFIG)"
+                )
+            if r.role == "take" and r.handover not in self._finished:
+                return (
+                    f"handover {r.handover} is under way: community {r.community} comes here once "
+                    "`sensord shard finish` has moved its state"
+                )
+        return None
 
     @property
     def active(self) -> bool:
