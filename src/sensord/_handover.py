@@ -134,6 +134,13 @@ def make_plan(old_configs: Sequence[Path], new_configs: Sequence[Path]) -> Plan:
     """The moves from the old configs to the new ones; ConfigError if the change cannot be
     done in one handover."""
     plan = Plan([load_instance(c) for c in old_configs], [load_instance(c) for c in new_configs])
+    topics = {_topics(i.settings) for i in [*plan.old, *plan.new]}
+    if len(topics) > 1:
+        # The markers must lie in both the old and the new owner's subscriptions.
+        raise ConfigError(
+            "the old and new configs subscribe differently (broker.subscriptions, topic_template, "
+            "ack_topic_template); change those in a handover of their own"
+        )
     before, after = _owners(plan.old, "old"), _owners(plan.new, "new")
     for c, taker in after.items():
         giver = before.get(c)
@@ -150,6 +157,11 @@ def make_plan(old_configs: Sequence[Path], new_configs: Sequence[Path]) -> Plan:
             "change in two (changing only shard.count never asks for this)"
         )
     return plan
+
+
+def _topics(settings: Settings) -> tuple[object, ...]:
+    b = settings.broker
+    return (b.subscriptions, b.topic_template, b.ack_topic_template)
 
 
 @contextlib.contextmanager

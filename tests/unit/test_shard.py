@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from sensord._errors import ConfigError
+from sensord._handover import make_plan
 from sensord._metrics import Metrics
 from sensord._registry import Registry, parse_registry
 from sensord._settings import DecodeSettings, Settings, parse_settings
@@ -416,3 +417,56 @@ class TestOperator:
         with pytest.raises(ConfigError, match="served by instance 2 of 3"):
             refuse_foreign_silence(s, [f'community="{theirs}"'])
         refuse_foreign_silence(s, [f"community={ours}", "grid=g1"])
+
+
+def configs(tmp: Path, side: str, shards: list[dict[str, Any]], **broker: Any) -> list[Path]:
+    """One config per shard, each with its own state_dir, on the district registry."""
+    devices = {f"{c}-wb0": {"family": "wristband", "community": c, "grid": "g"} for c in COMMUNITIES[:12]}
+    (tmp / "devices.yaml").write_text(orjson.dumps({"devices": devices}).decode())
+    out = []
+    for i, shard in enumerate(shards):
+        path = tmp / f"{side}{i}.yaml"
+        cfg = {"registry": "devices.yaml", "state_dir": str(tmp / f"state{i}"), "shard": shard,
+               "broker": {"client_id": f"sensord-{i}", **broker}}  # fmt: skip
+        path.write_text(orjson.dumps(cfg).decode())
+        out.append(path)
+    return out
+
+
+class TestPlan:
+    def test_growing_moves_only_to_the_new_instance(self, tmp_path: Path) -> None:
+        """2 -> 3: every move goes to instance 2, from the instance serving it before."""
+        old = configs(tmp_path, "old", [{"index": i, "count": 2} for i in range(2)])
+        new = configs(tmp_path, "new", [{"index": i, "count": 3} for i in range(3)])
+        plan = make_plan(old, new)
+        assert plan.moves
+        for c, (giver, taker) in plan.moves.items():
+            assert giver is not None
+            assert taker.config == new[2]
+            assert giver.config == old[owner(c, 2)]
+        assert not plan.retiring(plan.old[0])
+        assert not plan.retiring(plan.old[1])
+
+    def test_shrinking_retires_the_removed_instance(self, tmp_path: Path) -> None:
+        """3 -> 2: only instance 2 gives, and it serves nothing afterwards."""
+        old = configs(tmp_path, "old", [{"index": i, "count": 3} for i in range(3)])
+        new = configs(tmp_path, "new", [{"index": i, "count": 2} for i in range(2)])
+        plan = make_plan(old, new)
+        assert {g.config for g, _ in plan.moves.values() if g is not None} == {old[2]}
+        assert plan.retiring(plan.old[2])
+
+    def test_an_instance_giving_and_taking_at_once_is_refused(self, tmp_path: Path) -> None:
+        """Two lists swapping communities would need an instance to give and take."""
+        a, b = COMMUNITIES[:6], COMMUNITIES[6:12]
+        old = configs(tmp_path, "old", [{"communities": a}, {"communities": b}])
+        new = configs(tmp_path, "new", [{"communities": a[:5] + b[:1]}, {"communities": b[1:] + a[5:]}])
+        with pytest.raises(ConfigError, match="both give and take"):
+            make_plan(old, new)
+
+    def test_other_topics_on_one_side_are_refused(self, tmp_path: Path) -> None:
+        """The markers must travel in both sides' subscriptions."""
+        old = configs(tmp_path, "old", [{"index": 0, "count": 1}])
+        new = configs(tmp_path, "new", [{"index": i, "count": 2} for i in range(2)], ack_topic_template=None)
+        with pytest.raises(ConfigError, match="subscribe differently"):
+            make_plan(old, new)
+
