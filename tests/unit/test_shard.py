@@ -3,6 +3,8 @@ subscriptions, the handover gate and the engine's adoption of a community's stat
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import subprocess
 import sys
 import time
@@ -14,15 +16,18 @@ import orjson
 import pytest
 
 from sensord._errors import ConfigError
-from sensord._handover import make_plan
+from sensord._handover import finish, make_plan
 from sensord._metrics import Metrics
+from sensord._pipeline import decode_active, encode_active
 from sensord._registry import Registry, parse_registry
-from sensord._settings import DecodeSettings, Settings, parse_settings
+from sensord._settings import DecodeSettings, OutboxSettings, Settings, parse_settings
 from sensord._shard_cli import check_lines, refuse_foreign_silence
 from sensord._state_lock import StateLock
-from sensord._types import AlertEvent, Family, RawMessage
-from sensord.alerts import Engine
+from sensord._types import AlertEvent, AlertStatus, Family, RawMessage
+from sensord.alerts import ActiveAlert, Engine
 from sensord.decode import Decoder
+from sensord.dispatch._group import Group
+from sensord.outbox import Outbox, WorkOrderRow
 from sensord.shard import (
     FINISHED,
     MARKER_DEVICE,
@@ -38,8 +43,10 @@ from sensord.shard import (
 )
 from sensord.shard._assign import narrow
 from tests.unit.test_engine_state import T0, batch, feed, make_engine, registry, stream
+from tests.unit.test_sinks import event as sink_event
 
 TOPIC = "sensord/{community}/{family}/{device_id}/{kind}"
+RULES = str(Path(__file__).resolve().parents[2] / "rules")
 COMMUNITIES = [f"community-{i:03d}" for i in range(600)]
 
 
@@ -426,8 +433,8 @@ def configs(tmp: Path, side: str, shards: list[dict[str, Any]], **broker: Any) -
     out = []
     for i, shard in enumerate(shards):
         path = tmp / f"{side}{i}.yaml"
-        cfg = {"registry": "devices.yaml", "state_dir": str(tmp / f"state{i}"), "shard": shard,
-               "broker": {"client_id": f"sensord-{i}", **broker}}  # fmt: skip
+        cfg = {"registry": "devices.yaml", "rules_dir": RULES, "state_dir": str(tmp / f"state{i}"),
+               "shard": shard, "broker": {"client_id": f"sensord-{i}", **broker}}  # fmt: skip
         path.write_text(orjson.dumps(cfg).decode())
         out.append(path)
     return out
@@ -470,3 +477,59 @@ class TestPlan:
         with pytest.raises(ConfigError, match="subscribe differently"):
             make_plan(old, new)
 
+
+
+class TestFinish:
+    def test_a_moved_community_takes_its_alerts_orders_holds_and_silences(self, tmp_path: Path) -> None:
+        """finish moves, for a community given away: its open alert, its unfinished work
+        order (with an audit entry on both sides), its part of a group mixing communities,
+        and the giver's silences; the giver keeps its own part and loses the rest; each
+        outbox is copied first and marked finished."""
+        old = configs(tmp_path, "old", [{"index": i, "count": 2} for i in range(2)])
+        new = configs(tmp_path, "new", [{"index": i, "count": 3} for i in range(3)])
+        plan = make_plan(old, new)
+        moved, (giver, taker) = next((c, m) for c, m in sorted(plan.moves.items()) if m[0] is not None)
+        assert giver is not None
+        kept = next(c for c in giver.communities if c not in plan.moves)
+        box = Outbox(giver.db, (), OutboxSettings(), Metrics())
+        alert = ActiveAlert(fingerprint="fp-moved", family=Family.WRISTBAND, rule="wristband_sos",
+                            device_id=f"{moved}-wb0", status=AlertStatus.FIRING, since=T0, fired_at=T0,
+                            last_notified=T0, community=moved)  # fmt: skip
+        order = WorkOrderRow("wo-1", "dispatched", moved, "g", "wristband", alert.rule, True, T0, T0, b"")
+        events = {f"fp-{c}": dataclasses.replace(sink_event(i), fingerprint=f"fp-{c}", community=c)
+                  for i, c in enumerate((moved, kept))}  # fmt: skip
+        group = Group(key="grid_worker\x1froot", receiver="grid_worker", labels={}, wait_s=30, interval_s=300,
+                      repeat_s=3600, first_at=T0, alerts=events)  # fmt: skip
+        box.commit([], upsert_active=[("fp-moved", encode_active(alert))], work_orders=[order],
+                   groups={"group\x1fgrid_worker\x1froot": group.encode()})  # fmt: skip
+        ends = time.time() + 3600
+        box.silences.add(['community="x"'], starts_at=T0, ends_at=ends, created_by="desk", comment="c")
+        box.close()
+        for c, (g, t) in plan.moves.items():  # as drained: every giver passed every marker
+            assert g is not None
+            cut = [GateRow("give", tree, c, "h1", t.label, cut=True) for tree in ("devices", "acks")]
+            with contextlib.closing(Outbox(g.db, (), OutboxSettings(), Metrics())) as gbox:
+                gbox.commit([], groups={r.key: r.encode() for r in cut})
+        assert finish(plan, out=[]) == "h1"
+        gave = Outbox(giver.db, (), OutboxSettings(), Metrics())
+        took = Outbox(taker.db, (), OutboxSettings(), Metrics())
+        try:
+            assert [decode_active(b).fingerprint for b in took.active_rows()] == ["fp-moved"]
+            assert gave.active_rows() == []
+            assert [o.id for o in took.work_orders.unfinished_rows()] == ["wo-1"]
+            assert gave.work_orders.unfinished_rows() == []
+            assert [a.action for a in gave.work_orders.audit()] == ["handed_over_out"]
+            assert [a.action for a in took.work_orders.audit()] == ["handed_over_in"]
+            took_group = Group.decode(dict(took.dispatch_state())["group\x1fgrid_worker\x1froot"])
+            gave_group = Group.decode(dict(gave.dispatch_state())["group\x1fgrid_worker\x1froot"])
+            assert [e.community for e in took_group.alerts.values()] == [moved]
+            assert [e.community for e in gave_group.alerts.values()] == [kept]
+            assert [s.comment for s in took.silences.all()] == ["c"]
+            assert f"{FINISHED}h1" in dict(took.dispatch_state())
+            assert giver.db.with_name(f"{giver.db.name}.before-h1").is_file()
+        finally:
+            gave.close()
+            took.close()
+        said: list[str] = []
+        assert finish(plan, out=said) == "h1"
+        assert said == ["handover h1 was finished already"]
