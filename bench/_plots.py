@@ -1,8 +1,9 @@
-"""The drain benchmark's HTML page: scaling curves as inline SVG line charts (the page
-shell and colours are those of sensord's reports), so a regression is visible at a glance.
+"""The benchmarks' HTML page (bench/drain.py, bench/latency.py): scaling curves as inline
+SVG line charts (the page shell and colours are those of sensord's reports), so a
+regression is visible at a glance.
 
-Charts take (x, y) series by name; `latency_p99_section` is the place for the p99 latency
-curves (bench/latency.py measures them) against alert share or device count.
+Charts take (x, y) series by name; `latency_p99_section` draws bench/latency.py's p99 and
+p50 latency curves against alert share or device count.
 """
 
 from __future__ import annotations
@@ -99,11 +100,15 @@ def line_chart(  # noqa: PLR0913 - a chart's words, data and look
     return "".join(parts)
 
 
-def latency_p99_section(against: str, series: Series) -> str:
-    """p99 latency (ms) against `against` ("alert share (%)" or "devices"), one curve per
-    series; for bench/latency.py's figures, to sit beside the msg/s charts."""
-    return f"<h2>p99 latency against {html.escape(against)}</h2>\n" + line_chart(
-        f"p99 latency vs {against}", against, "p99 latency (ms)", series
+def latency_p99_section(
+    against: str, series: Series, *, heading: str = "", colours: Mapping[str, str] | None = None
+) -> str:
+    """Latency (ms) against `against` (the x axis' label: alert share, devices, msg/s),
+    one curve per series (p99, with p50 beside it; before and after with a baseline);
+    bench/latency.py's figures, to sit beside the msg/s charts."""
+    heading = heading or f"p99 latency against {against}"
+    return f"<h2>{html.escape(heading)}</h2>\n" + line_chart(
+        heading, against, "latency (ms)", series, colours=colours
     )
 
 

@@ -7,6 +7,7 @@ commit → acknowledgement).
     .venv/bin/python bench/drain.py                       # ~4 min: shares 0.02, 1, 10 %
     .venv/bin/python bench/drain.py --alert-share 10 --no-node-red
     .venv/bin/python bench/drain.py --html out/ --devices 1000,10000,100000
+    .venv/bin/python bench/drain.py --html out/ --devices 1000,10000,100000 --latency
 
 The backlog is shaped so that about P % of its messages change an alert state (see
 bench/_alertshare.py); the share achieved is counted from sensord's alert events and
@@ -15,22 +16,30 @@ first message it received to the last it processed (for sensord: acknowledged), 
 start-up is not in the figure. Node-RED is installed with npm into bench/.node-red/ on
 the first run. Prints msg/s per alert share and QoS, the ratios sensord/Node-RED and
 sensord/mosquitto_sub, and the load average (other processes on the box skew it).
+
+`--latency` then runs bench/latency.py's sweeps over the same alert shares and device
+counts (`--sweep-share` for the latter; 5,000 msg/s, `--latency-seconds` per point, the
+daemon of `--latency-baseline REV` first if given), prints their table, and puts p99 and
+p50 latency against alert share and device count on the same HTML page.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import _nodered
+import latency
 from _alertshare import SHARES, shape
 from _backlog import (
     broker,
@@ -94,8 +103,9 @@ class Row:
 
 
 def drain_sensord(session: Session, n: int, work: Path, registry: dict[str, Any]) -> SensordDrain:
-    """sensord's pipeline, as the daemon runs it, until n messages are acknowledged;
-    timed from the first message's receipt to the last batch's acknowledgement."""
+    """sensord's pipeline, as the daemon runs it (the commit on the writer thread), until n
+    messages are acknowledged; timed from the first message's receipt to the last batch's
+    acknowledgement."""
     port, client_id, qos = session.port, session.client_id, session.qos
     reg = parse_registry(registry, source="bench")
     metrics = Metrics()
@@ -103,7 +113,7 @@ def drain_sensord(session: Session, n: int, work: Path, registry: dict[str, Any]
         decoder=Decoder(reg, DecodeSettings(max_clock_skew_s=0), TOPIC_TEMPLATE),
         engine=Engine(load_rules(ROOT / "rules", reg), reg, AlertSettings()),
         ack_topic_template=BrokerSettings().ack_topic_template,
-        deadletter=DeadLetter(work / f"dl-{client_id}.jsonl"),
+        deadletter=(deadletter := DeadLetter(work / f"dl-{client_id}.jsonl")),
         metrics=metrics,
     )
     outbox = Outbox(work / f"outbox-{client_id}.sqlite3", ["webhook"], OutboxSettings(), metrics)
@@ -120,7 +130,10 @@ def drain_sensord(session: Session, n: int, work: Path, registry: dict[str, Any]
             if first is None:
                 first = batch[0].received_at  # wall clock, taken as the bytes arrived
             ev = pipeline.evaluate(batch)
-            commit(outbox, ev)
+            # As the daemon commits: on the outbox's writer thread, the loop reading the
+            # broker meanwhile, and the batch acknowledged once the commit returned.
+            await outbox.run_in_writer(functools.partial(commit, outbox, ev))
+            deadletter.sync()
             source.ack(ev.tokens)
             events += len(ev.events)
             accepted += ev.accepted
@@ -255,7 +268,10 @@ def print_table(head: tuple[str, ...], rows: list[list[str]]) -> None:
         print("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)), flush=True)
 
 
-def write_html(folder: Path, share_rows: list[Row], device_rows: list[Row], note: str) -> Path:
+def write_html(
+    folder: Path, share_rows: list[Row], device_rows: list[Row], note: str, extra: Sequence[str] = ()
+) -> Path:
+    """The page: msg/s curves and tables, then `extra` sections (the latency curves)."""
     sections = [f"<p>{note}</p>"]
     for qos in sorted({r.qos for r in share_rows}):
         rows = [r for r in share_rows if r.qos == qos]
@@ -299,7 +315,7 @@ def write_html(folder: Path, share_rows: list[Row], device_rows: list[Row], note
             line_chart("drain msg/s vs devices", "devices in the registry", "msg/s", series, colours=COLOURS),
             table(DEVICE_HEAD, [device_cells(r) for r in device_rows]),
         ]
-    return write_index(folder, "sensord drain benchmark", sections)
+    return write_index(folder, "sensord drain benchmark", [*sections, *extra])
 
 
 def _csv(kind: type[float | int]) -> Any:
@@ -327,7 +343,27 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--repeat", type=int, default=1, help="drain each backlog R times, print medians (1)")
     ap.add_argument("--no-node-red", action="store_true", help="leave Node-RED out")
     ap.add_argument("--html", type=Path, help="write DIR/index.html with the scaling curves")
-    return ap.parse_args()
+    ap.add_argument("--latency", action="store_true", help="then bench/latency.py's sweeps, on the same page")
+    ap.add_argument("--latency-seconds", type=float, default=25.0, help="length of a latency point (25)")
+    ap.add_argument("--latency-baseline", help="git revision whose daemon's latency is measured first")
+    args = ap.parse_args()
+    if args.latency:
+        try:  # a bad sweep stops before the drains rather than after them
+            latency.sweep_stages(args.alert_share, args.devices, device_share=args.sweep_share)
+        except ValueError as exc:
+            ap.error(str(exc))
+    return args
+
+
+def latency_sweeps(args: argparse.Namespace) -> list[str]:
+    """bench/latency.py's sweeps at the drain's alert shares and device counts; their HTML."""
+    stages = latency.sweep_stages(args.alert_share, args.devices, device_share=args.sweep_share)
+    print(f"\nlatency, publish -> signed webhook ({args.latency_seconds:g} s per point)")
+    print(latency.HEADER, flush=True)
+    results = latency.measure(stages, args.latency_seconds, baseline=args.latency_baseline)
+    latency.print_results(results)
+    note = f"<h2>Latency: publish → signed webhook</h2><p>{latency.note(args.latency_seconds)}</p>"
+    return [note, *latency.html_sections(results)]
 
 
 def main() -> None:
@@ -365,12 +401,15 @@ def main() -> None:
     if device_rows:
         print()
         print_table(DEVICE_HEAD, [device_cells(r) for r in device_rows])
+    lat: list[str] = []
+    if args.latency:
+        lat = latency_sweeps(args)
     if args.html is not None:
         note = (
             f"{n:,} messages per backlog, {os.cpu_count()} cores; msg/s from first message received to last "
             "processed; load average after each drain in the tables."
         )
-        print(f"wrote {write_html(args.html, share_rows, device_rows, note)}")
+        print(f"wrote {write_html(args.html, share_rows, device_rows, note, lat)}")
 
 
 if __name__ == "__main__":

@@ -6,55 +6,67 @@ webhook sink, and a keep-alive receiver that verifies every signature
 2,000, 5,000 and 10,000 msg/s; 1 % of them press SOS on a wristband that has not alerted
 yet, so each of those raises one life-safety alert. Every reading carries its publish
 time as `ts`, which the webhook body returns in `readings.ts`: the receiver's clock minus
-that is the latency from publish to webhook received (one machine, one clock).
+that is the latency from publish to webhook received (one machine, one clock). The
+registry holds 5,000 ordinary wristbands and 6,000 for the SOS (more if the stages need).
 
 The last stage runs a second daemon at 5,000 msg/s with a slow InfluxDB sink beside the
 webhook (a stand-in that answers each write after 200 ms): life-safety alerts must not
 wait for it.
 
     .venv/bin/python bench/latency.py [--seconds 25] [--baseline main]
+    .venv/bin/python bench/latency.py --alert-shares 0.02,1,10 --devices 1000,10000,100000 --html out/
+
+Sweeps (instead of the stages above), each point one stage of `--seconds` at
+`--sweep-rate` msg/s (5,000): `--alert-shares` makes that percentage of the messages an
+SOS (one daemon; its registry holds a fresh wristband for every SOS of all the points, and
+at least the 5,000 ordinary ones). `--devices` is the registry size, one daemon per point:
+the ordinary readings cycle over the asked count, `--sweep-share` % (1) of the messages
+are an SOS on the registry's last wristbands, and the registry grows beyond the count only
+when a point needs more fresh ones (1,000 devices at 5 k msg/s and 1 % for 25 s: 1,265).
+`--html DIR` writes DIR/index.html: p99 and p50 latency against alert share and against
+device count (against the rate without a sweep), and a table with the load average per
+point. bench/drain.py `--latency` runs the same sweeps and puts them on its own page.
 
 `--baseline REV` runs the same stages first with the daemon of that git revision (its
-src/ exported to a temporary folder), so before and after are measured side by side.
-Backlog: messages published minus messages the daemon has processed (/healthz), sampled
-every half second; it "grows" when the last third of the stage averages more than the
-first third plus a quarter second of traffic. For a plot: `series(measure(default_stages(), 25))`
-gives (msg/s, p99 ms).
+src/ exported to a temporary folder), so before and after are measured side by side and
+drawn as two series in each chart. Backlog: messages published minus messages the daemon
+has processed (/healthz), sampled every half second; it "grows" when the last third of
+the stage averages more than the first third plus a quarter second of traffic.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
-import http.server
 import multiprocessing as mp
 import os
 import secrets
-import socket
 import statistics
-import subprocess
-import sys
-import tarfile
 import tempfile
-import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import httpx
-import orjson
-import yaml
+from _latency_rig import (
+    ROOT,
+    Daemon,
+    Plan,
+    Receiver,
+    baseline_src,
+    config,
+    publisher,
+    share_fraction,
+    slow_influx,
+    sos_count,
+)
+from _plots import latency_p99_section, table, write_index
+from sensord.report._svg import LINE_COLOURS
+from sensord.testing import MosquittoServer, start_mosquitto
 
-from sensord.sinks import verify
-from sensord.testing import MosquittoServer, free_port, start_mosquitto
-
-ROOT = Path(__file__).resolve().parent.parent
 NORMAL_DEVICES = 5000  # wristbands sending ordinary vitals
 ALERT_DEVICES = 6000  # wristbands that press SOS once each (a fresh one per alert)
-ALERT_EVERY = 100  # 1 % of messages alert
-SLOW_SINK_S = 0.2
+SWEEP_RATE = 5000
 GOALS = "goals: p99 <= 25 ms and max <= 100 ms up to 5 k msg/s; p99 <= 50 ms at 10 k; no backlog growth; "
 GOALS += "life-safety p99 <= 20 ms at 5 k with a slow sink"
 
@@ -64,6 +76,38 @@ class Stage:
     name: str
     rate: int
     slow_sink: bool = False
+    share: float = 1.0  # % of messages that press SOS
+    devices: int = NORMAL_DEVICES  # ordinary wristbands (a sweep's: the registry size)
+    sweep: str = ""  # "share" or "devices": the curve this stage is a point of
+
+
+WARM_UP, WARM_UP_S = Stage("warm-up", 500), 3.0
+
+
+def sos_needed(stage: Stage, seconds: float) -> int:
+    """Fresh wristbands a stage may use: the publisher sends at most rate * seconds."""
+    return sos_count(int(stage.rate * seconds) + 1, share_fraction(stage.share))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One daemon's registry: ids [0, registry); ordinary readings cycle over [0, ordinary);
+    the SOS go to fresh ids from first_sos on, one each."""
+
+    ordinary: int
+    first_sos: int
+    registry: int
+
+
+def layout(stages: Sequence[Stage], seconds: float) -> Layout:
+    needed = sos_needed(WARM_UP, WARM_UP_S) + sum(sos_needed(s, seconds) for s in stages)
+    devices = stages[0].devices
+    if stages[0].sweep:
+        # The registry size is the swept figure: the SOS wristbands are its last ones
+        # (their earlier ordinary readings change no alert), added only if too few.
+        registry = max(devices, needed)
+        return Layout(devices, registry - needed, registry)
+    return Layout(devices, devices, devices + max(ALERT_DEVICES, needed))
 
 
 @dataclass
@@ -79,10 +123,16 @@ class StageResult:
     backlog: list[int] = field(default_factory=list)
     ingest_lag_s: float = 0.0
     load: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    registry: int = 0
 
     def pct(self, q: float) -> float:
         xs = sorted(self.latencies_ms)
         return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+
+    @property
+    def sos_share(self) -> float:
+        """The share of SOS the publisher sent, %."""
+        return 100 * self.expected_alerts / self.published if self.published else float("nan")
 
     @property
     def backlog_grows(self) -> bool:
@@ -95,267 +145,83 @@ class StageResult:
 
 def series(results: list[StageResult], label: str = "after") -> list[tuple[float, float]]:
     """(msg/s, p99 ms) of the plain stages of one daemon, for a plot."""
-    return [(r.stage.rate, r.pct(0.99)) for r in results if r.label == label and not r.stage.slow_sink]
-
-
-# -- the publisher (its own process, so its CPU does not delay the receiver) ---------------
-def _packet(first: int, body: bytes) -> bytes:
-    n, length = len(body), bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        length.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes([first]) + bytes(length) + body
-
-
-def _mqtt_str(s: str) -> bytes:
-    b = s.encode()
-    return len(b).to_bytes(2, "big") + b
-
-
-def _reading(device: int, *, sos: bool) -> tuple[str, bytes]:
-    body = {
-        "heart_rate": 72, "spo2": 97.5, "systolic": 120, "diastolic": 78, "skin_temp_c": 33.1,
-        "worn": True, "steps": 100, "fall": False, "sos": sos, "battery_pct": 80.0, "ts": time.time(),
-    }  # fmt: skip
-    return f"sensord/c{device % 4}/wristband/wb-{device:05d}/telemetry", orjson.dumps(body)
-
-
-async def _publish(port: int, rate: int, seconds: float, first_alert: int, counts: Any) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    client = f"latency-pub-{os.getpid()}"
-    writer.write(_packet(0x10, b"\x00\x04MQTT\x04\x02\x00\x3c" + _mqtt_str(client)))
-    await reader.readexactly(4)  # CONNACK
-    acked = 0
-
-    async def read_acks() -> None:
-        nonlocal acked
-        got = 0
-        while data := await reader.read(65536):
-            got += len(data)
-            acked = got // 4  # PUBACKs only: 4 bytes each
-            counts[1] = acked
-
-    task = asyncio.create_task(read_acks())
-    sent, alerts, t0 = 0, 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - t0) < seconds:
-        due = int(rate * elapsed)
-        out = []
-        while sent < due and sent - acked < 60_000:  # packet ids are 16-bit
-            sent += 1
-            if sent % ALERT_EVERY == 0:
-                topic, payload = _reading(NORMAL_DEVICES + first_alert + alerts, sos=True)
-                alerts += 1
-            else:
-                topic, payload = _reading(sent % NORMAL_DEVICES, sos=False)
-            pid = (sent - 1) % 65535 + 1
-            out.append(_packet(0x32, _mqtt_str(topic) + pid.to_bytes(2, "big") + payload))
-        if out:
-            writer.write(b"".join(out))
-            counts[0] = sent
-        await asyncio.sleep(0.001)
-    counts[2] = alerts
-    deadline = time.monotonic() + 30
-    while acked < sent and time.monotonic() < deadline:  # noqa: ASYNC110 - a counter, polled
-        await asyncio.sleep(0.05)
-    writer.write(b"\xe0\x00")
-    task.cancel()
-    writer.close()
-
-
-def _publisher(port: int, rate: int, seconds: float, first_alert: int, counts: Any) -> None:
-    asyncio.run(_publish(port, rate, seconds, first_alert, counts))
-
-
-# -- the sinks -----------------------------------------------------------------------------
-class _Receiver:
-    """The dispatch platform's stand-in: verifies every Standard Webhooks signature
-    (sensord.sinks.verify) and records, per SOS device, receive time minus publish time.
-    HTTP/1.1 with keep-alive, as a real platform answers (sensord.testing.WebhookReceiver
-    closes every connection, which would add a TCP connect to every alert)."""
-
-    def __init__(self, secret: str) -> None:
-        self.secret = secret
-        self.by_device: dict[int, float] = {}
-        self.invalid = 0
-        self._lock = threading.Lock()
-        self._server = _serve(free_port(), self._answer, "latency-receiver")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/alerts"
-
-    def _answer(self, headers: dict[str, str], raw: bytes) -> int:
-        now = time.time()
-        if not verify(self.secret, headers, raw):
-            with self._lock:
-                self.invalid += 1
-            return 401
-        body = orjson.loads(raw)
-        if body.get("status") == "firing" and body.get("rule") == "wristband_sos":
-            device = int(str(body["device"]).removeprefix("wb-"))
-            with self._lock:
-                self.by_device[device] = (now - float(body["readings"]["ts"])) * 1000
-        return 200
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
-def _serve(port: int, answer: Any, name: str, delay_s: float = 0.0) -> http.server.ThreadingHTTPServer:
-    """A keep-alive HTTP server answering each POST with `answer(headers, body)` (a
-    status), after `delay_s`."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self) -> None:
-            raw = self.rfile.read(int(self.headers.get("content-length", "0")))
-            if delay_s:
-                time.sleep(delay_s)
-            self.send_response(answer({k.lower(): v for k, v in self.headers.items()}, raw))
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002, ARG002 - quiet
-            return
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
-    return server
-
-
-def _slow_influx() -> http.server.ThreadingHTTPServer:
-    """An InfluxDB stand-in that takes every write, after SLOW_SINK_S."""
-    return _serve(free_port(), lambda _h, _b: 204, "slow-influx", SLOW_SINK_S)
-
-
-# -- the daemon ----------------------------------------------------------------------------
-def _config(work: Path, broker: int, webhook: _Receiver, influx_url: str | None) -> tuple[Path, int]:
-    devices = {
-        f"wb-{i:05d}": {"family": "wristband", "community": f"c{i % 4}", "grid": f"g{i % 2}"}
-        for i in range(NORMAL_DEVICES + ALERT_DEVICES)
-    }
-    (work / "devices.yaml").write_text(yaml.safe_dump({"devices": devices}))
-    (work / "webhook-secret").write_text(webhook.secret)
-    sinks: dict[str, Any] = {"webhook": {"url": webhook.url, "secret": {"file": "webhook-secret"}}}
-    if influx_url is not None:
-        sinks["influx"] = {"url": influx_url, "api": "v1", "database": "sensord", "timeout_s": 5}
-    http_port = free_port()
-    cfg = {
-        "broker": {"host": "127.0.0.1", "port": broker, "client_id": "sensord-latency"},
-        "registry": "devices.yaml",
-        "rules_dir": str(ROOT / "rules"),
-        "state_dir": str(work / "state"),
-        "sinks": sinks,
-        "http": {"host": "127.0.0.1", "port": http_port},
-        "log": {"format": "json", "level": "WARNING"},
-    }
-    path = work / "sensord.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path, http_port
-
-
-class _Daemon:
-    def __init__(self, config: Path, http_port: int, src: Path) -> None:
-        env = {**os.environ, "PYTHONPATH": str(src)}
-        with (config.parent / "daemon.log").open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "sensord", "run", "-c", str(config)],
-                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=config.parent,
-            )  # fmt: skip
-        self.url = f"http://127.0.0.1:{http_port}"
-        deadline = time.monotonic() + 120
-        while self.health().get("broker_connected") is not True:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"daemon did not start; see {config.parent / 'daemon.log'}")
-            time.sleep(0.2)
-
-    def health(self) -> dict[str, Any]:
-        try:
-            body: dict[str, Any] = orjson.loads(httpx.get(f"{self.url}/healthz", timeout=2).content)
-        except (httpx.HTTPError, orjson.JSONDecodeError):
-            return {}
-        return body
-
-    def processed(self) -> int:
-        return int(self.health().get("messages_processed", 0))
-
-    def ingest_lag(self) -> float:
-        text = httpx.get(f"{self.url}/metrics", timeout=2).text
-        for line in text.splitlines():
-            if line.startswith("sensord_ingest_lag_seconds "):
-                return float(line.split()[1])
-        return 0.0
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+    return [
+        (r.stage.rate, r.pct(0.99))
+        for r in results
+        if r.label == label and not r.stage.slow_sink and not r.stage.sweep
+    ]
 
 
 # -- a run ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Rig:
-    """One daemon under test with its broker and the receiver's latencies."""
+    """One daemon under test with its broker, the receiver's latencies and its registry."""
 
     label: str
-    daemon: _Daemon
+    daemon: Daemon
     broker: int
-    receiver: _Receiver
+    receiver: Receiver
+    layout: Layout
 
 
-def _run_stage(rig: _Rig, stage: Stage, seconds: float, first_alert: int) -> StageResult:
-    label, daemon, broker, latencies = rig.label, rig.daemon, rig.broker, rig.receiver
+def _run_stage(rig: _Rig, stage: Stage, seconds: float, first_sos: int) -> StageResult:
     counts = mp.Array("q", 3)
-    base = daemon.processed()
-    proc = mp.Process(target=_publisher, args=(broker, stage.rate, seconds, first_alert, counts))
+    base = rig.daemon.processed()
+    plan = Plan(stage.rate, seconds, share_fraction(stage.share), rig.layout.ordinary, first_sos)
+    proc = mp.Process(target=publisher, args=(rig.broker, plan, counts))
     proc.start()
     backlog: list[int] = []
     t0 = time.monotonic()
     while proc.is_alive() and time.monotonic() - t0 < seconds:
         time.sleep(0.5)
-        backlog.append(counts[0] - (daemon.processed() - base))
-    lag = daemon.ingest_lag()
+        backlog.append(counts[0] - (rig.daemon.processed() - base))
+    lag = rig.daemon.ingest_lag()
     load = os.getloadavg()
     proc.join(60)
     published, alerts = counts[0], counts[2]
     deadline = time.monotonic() + 20
-    wanted = range(NORMAL_DEVICES + first_alert, NORMAL_DEVICES + first_alert + alerts)
-    while time.monotonic() < deadline and sum(d in latencies.by_device for d in wanted) < alerts:
+    wanted = range(first_sos, first_sos + alerts)
+    by_device = rig.receiver.by_device
+    while time.monotonic() < deadline and sum(d in by_device for d in wanted) < alerts:
         time.sleep(0.2)
-    lat = [latencies.by_device[d] for d in wanted if d in latencies.by_device]
-    return StageResult(label, stage, published, seconds, lat, alerts, backlog, lag, load)
+    lat = [by_device[d] for d in wanted if d in by_device]
+    registry = rig.layout.registry
+    return StageResult(rig.label, stage, published, seconds, lat, alerts, backlog, lag, load, registry)
+
+
+def _daemon_groups(stages: list[Stage]) -> list[list[Stage]]:
+    """Stages that share a daemon, in order: one for the plain stages, one for the slow
+    sink, one for the alert-share sweep, one per device count."""
+    groups: dict[tuple[bool, int, str], list[Stage]] = {}
+    for s in stages:
+        key = (s.slow_sink, s.devices if s.sweep == "devices" else 0, s.sweep)
+        groups.setdefault(key, []).append(s)
+    return list(groups.values())
 
 
 def run_daemon(label: str, src: Path, stages: list[Stage], seconds: float, work: Path) -> list[StageResult]:
-    """One daemon (from `src`) through the stages; the slow-sink stage gets its own daemon."""
+    """One daemon (from `src`) per group of stages (_daemon_groups)."""
     out: list[StageResult] = []
-    groups = [[s for s in stages if not s.slow_sink], [s for s in stages if s.slow_sink]]
-    for n, group in enumerate(groups):
-        if not group:
-            continue
+    for n, group in enumerate(_daemon_groups(stages)):
         folder = work / f"{label}-{n}"
         folder.mkdir()
-        influx = _slow_influx() if group[0].slow_sink else None
+        influx = slow_influx() if group[0].slow_sink else None
         influx_url = f"http://127.0.0.1:{influx.server_address[1]}" if influx is not None else None
-        receiver = _Receiver("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
+        receiver = Receiver("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
         mosquitto: MosquittoServer = start_mosquitto(folder)
+        plan = layout(group, seconds)
         try:
-            config, http_port = _config(folder, mosquitto.port, receiver, influx_url)
-            daemon = _Daemon(config, http_port, src)
+            cfg, http_port = config(folder, mosquitto.port, receiver, influx_url, plan.registry)
+            daemon = Daemon(cfg, http_port, src)
             try:
-                rig = _Rig(label, daemon, mosquitto.port, receiver)
-                _run_stage(rig, Stage("warm-up", 500), 3, 0)
-                first = 500 * 3 // ALERT_EVERY + 1
+                rig = _Rig(label, daemon, mosquitto.port, receiver, plan)
+                first = plan.first_sos
+                _run_stage(rig, WARM_UP, WARM_UP_S, first)
+                first += sos_needed(WARM_UP, WARM_UP_S)
                 for stage in group:
                     out.append(_run_stage(rig, stage, seconds, first))
                     print(_row(out[-1]), flush=True)
-                    first += stage.rate * int(seconds) // ALERT_EVERY + 1
+                    first += sos_needed(stage, seconds)
             finally:
                 daemon.stop()
         finally:
@@ -369,30 +235,31 @@ def run_daemon(label: str, src: Path, stages: list[Stage], seconds: float, work:
     return out
 
 
-def baseline_src(rev: str, work: Path) -> Path:
-    """src/ of a git revision, exported to a folder (the repository is not touched)."""
-    archive = work / "baseline.tar"
-    subprocess.run(["git", "-C", str(ROOT), "archive", "-o", str(archive), rev, "src"], check=True)
-    with tarfile.open(archive) as tar:
-        tar.extractall(work / "baseline", filter="data")
-    return work / "baseline" / "src"
-
-
 HEADER = (
-    f"{'daemon':<9} {'stage':<18} {'msg/s':>7} {'alerts':>9} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
-    f"{'backlog':>15} {'lag s':>6}  load avg"
+    f"{'daemon':<9} {'stage':<18} {'msg/s':>7} {'sos %':>6} {'registry':>8} {'alerts':>11} {'p50 ms':>7} "
+    f"{'p99 ms':>7} {'max ms':>7} {'backlog':>15} {'lag s':>6}  load avg"
 )
+
+
+def _load(r: StageResult) -> str:
+    return " ".join(f"{x:.2f}" for x in r.load)
+
+
+def _backlog(r: StageResult) -> str:
+    end = r.backlog[-1] if r.backlog else 0
+    return f"{max(r.backlog, default=0)}/{end}{' GROWS' if r.backlog_grows else ''}"
+
+
+def _max(r: StageResult) -> float:
+    return max(r.latencies_ms, default=float("nan"))
 
 
 def _row(r: StageResult) -> str:
     got = f"{len(r.latencies_ms)}/{r.expected_alerts}"
-    end = r.backlog[-1] if r.backlog else 0
-    backlog = f"{max(r.backlog, default=0)}/{end}{' GROWS' if r.backlog_grows else ''}"
-    load = " ".join(f"{x:.2f}" for x in r.load)
     return (
-        f"{r.label:<9} {r.stage.name:<18} {r.published / r.seconds:>7.0f} {got:>9} {r.pct(0.5):>7.1f} "
-        f"{r.pct(0.99):>7.1f} {max(r.latencies_ms, default=float('nan')):>7.1f} {backlog:>15} "
-        f"{r.ingest_lag_s:>6.2f}  {load}"
+        f"{r.label:<9} {r.stage.name:<18} {r.published / r.seconds:>7.0f} {r.sos_share:>6.2f} "
+        f"{r.registry:>8} {got:>11} {r.pct(0.5):>7.1f} {r.pct(0.99):>7.1f} {_max(r):>7.1f} {_backlog(r):>15} "
+        f"{r.ingest_lag_s:>6.2f}  {_load(r)}"
     )
 
 
@@ -403,11 +270,25 @@ def default_stages(rates: tuple[int, ...] = (2000, 5000, 10000), slow_rate: int 
     return stages
 
 
+def sweep_stages(
+    shares: Sequence[float], devices: Sequence[int], rate: int = SWEEP_RATE, device_share: float = 1.0
+) -> list[Stage]:
+    """One stage per alert share (% of messages an SOS) and one per registry size, at `rate`."""
+    for s in (*shares, device_share):
+        share_fraction(s)  # a share out of range stops here, before any daemon starts
+    if rate < 1 or any(d < 1 for d in devices):
+        raise ValueError(f"a sweep needs a rate and device counts of at least 1, not {rate} and {devices}")
+    stages = [Stage(f"{s:g} % SOS", rate, share=s, sweep="share") for s in shares]
+    return stages + [
+        Stage(f"{d:,} devices", rate, share=device_share, devices=d, sweep="devices") for d in devices
+    ]
+
+
 def measure(
     stages: list[Stage], seconds: float, *, baseline: str | None = None, keep: Path | None = None
 ) -> list[StageResult]:
     """Every stage with this tree's daemon ("after"), and first with the daemon of git
-    revision `baseline` ("before") if given. For a plot: `series(measure(...))`."""
+    revision `baseline` ("before") if given."""
     results: list[StageResult] = []
     with tempfile.TemporaryDirectory(prefix="sensord-latency-") as tmp:
         work = keep or Path(tmp)
@@ -418,25 +299,108 @@ def measure(
     return results
 
 
-def main() -> None:
-    doc = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=doc)
-    parser.add_argument("--seconds", type=float, default=25.0, help="length of each stage")
-    parser.add_argument("--rates", default="2000,5000,10000", help="steady rates, msg/s")
-    parser.add_argument("--slow-rate", type=int, default=5000, help="rate of the slow-sink stage (0: skip)")
-    parser.add_argument("--baseline", help="git revision whose daemon runs first, for before/after")
-    parser.add_argument("--keep", type=Path, help="work in this (new) folder and keep it (daemon logs)")
-    args = parser.parse_args()
-    stages = default_stages(tuple(int(r) for r in args.rates.split(",")), args.slow_rate)
-    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print("backlog: max/end of published - processed; alerts: received/expected (all life-safety SOS)")
-    print(HEADER, flush=True)
-    results = measure(stages, args.seconds, baseline=args.baseline, keep=args.keep)
+# -- the HTML page -------------------------------------------------------------------------
+CURVES: tuple[tuple[str, str, str, Callable[[StageResult], float]], ...] = (
+    # sweep, heading, x axis, x of a result
+    ("share", "alert share", "alert share (% of messages an SOS)", lambda r: r.stage.share),
+    ("devices", "device count", "devices in the registry", lambda r: float(r.registry)),
+    ("", "rate", "steady rate (msg/s)", lambda r: float(r.stage.rate)),
+)
+TABLE_HEAD = (
+    "daemon", "stage", "msg/s", "SOS % sent", "registry", "alerts got", "p50 ms", "p99 ms", "max ms",
+    "backlog max/end", "load 1/5/15 min",
+)  # fmt: skip
+# One colour per curve on every chart (those of sensord's reports).
+COLOURS = {"p99": LINE_COLOURS[2], "p50": LINE_COLOURS[0], "p99 before": LINE_COLOURS[3]}
+COLOURS |= {"p50 before": LINE_COLOURS[1], "p99 after": LINE_COLOURS[2], "p50 after": LINE_COLOURS[0]}
+
+
+def _cells(r: StageResult) -> list[str]:
+    return [
+        r.label, r.stage.name, f"{r.published / r.seconds:,.0f}", f"{r.sos_share:.2f}", f"{r.registry:,}",
+        f"{len(r.latencies_ms)}/{r.expected_alerts}", f"{r.pct(0.5):.1f}", f"{r.pct(0.99):.1f}",
+        f"{_max(r):.1f}", _backlog(r), _load(r),
+    ]  # fmt: skip
+
+
+def html_sections(results: list[StageResult]) -> list[str]:
+    """A chart of p99 and p50 latency per curve measured (alert share, devices; the rate
+    for the plain stages), before and after as their own series, and the figures' table."""
+    labels = sorted({r.label for r in results}, reverse=True)  # before, after
+    sections = []
+    for sweep, name, against, x_of in CURVES:
+        points = [r for r in results if r.stage.sweep == sweep and not r.stage.slow_sink]
+        if not points:
+            continue
+        curves: dict[str, tuple[list[float], list[float]]] = {}
+        for q in ("p99", "p50"):
+            for label in labels:
+                mine = sorted((x_of(r), r.pct(int(q[1:]) / 100)) for r in points if r.label == label)
+                curve = q if len(labels) == 1 else f"{q} {label}"
+                curves[curve] = ([x for x, _ in mine], [y for _, y in mine])
+        heading = f"p99 and p50 latency against {name}"
+        sections.append(latency_p99_section(against, curves, heading=heading, colours=COLOURS))
+    sections.append(table(TABLE_HEAD, [_cells(r) for r in results]))
+    return sections
+
+
+def write_html(folder: Path, results: list[StageResult], note: str) -> Path:
+    return write_index(folder, "sensord latency benchmark", [f"<p>{note}</p>", *html_sections(results)])
+
+
+def note(seconds: float) -> str:
+    return (
+        f"Publish → signed webhook received, QoS 1, {seconds:g} s per point, {os.cpu_count()} cores; "
+        "p50 / p99 / max over the SOS alerts of each point that arrived within 20 s of its end ('alerts "
+        "got': received / sent); the load average at the end of each point in the table."
+    )
+
+
+def print_results(results: list[StageResult]) -> None:
     print("\n" + HEADER)
     for r in results:
         print(_row(r))
     print(GOALS)
-    print("p99 by rate:", {label: series(results, label) for label in ("before", "after")})
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def main() -> None:
+    doc = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=doc)
+    parser.add_argument("--seconds", type=float, default=25.0, help="length of each stage")
+    parser.add_argument("--rates", default="2000,5000,10000", help="steady rates, msg/s (without a sweep)")
+    parser.add_argument("--slow-rate", type=int, default=5000, help="rate of the slow-sink stage (0: skip)")
+    parser.add_argument("--alert-shares", type=_floats, default=[], help="sweep: % of messages an SOS")
+    parser.add_argument("--devices", type=_ints, default=[], help="sweep: registry sizes")
+    parser.add_argument("--sweep-rate", type=int, default=SWEEP_RATE, help="msg/s of the sweeps (5000)")
+    parser.add_argument("--sweep-share", type=float, default=1.0, help="SOS %% of the device sweep (1)")
+    parser.add_argument("--baseline", help="git revision whose daemon runs first, for before/after")
+    parser.add_argument("--keep", type=Path, help="work in this (new) folder and keep it (daemon logs)")
+    parser.add_argument("--html", type=Path, help="write DIR/index.html with the latency curves")
+    args = parser.parse_args()
+    if args.alert_shares or args.devices:
+        try:
+            stages = sweep_stages(args.alert_shares, args.devices, args.sweep_rate, args.sweep_share)
+        except ValueError as exc:
+            parser.error(str(exc))
+    else:
+        stages = default_stages(tuple(int(r) for r in args.rates.split(",")), args.slow_rate)
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print("backlog: max/end of published - processed; alerts: received/expected (all life-safety SOS)")
+    print(HEADER, flush=True)
+    results = measure(stages, args.seconds, baseline=args.baseline, keep=args.keep)
+    print_results(results)
+    if not (args.alert_shares or args.devices):
+        print("p99 by rate:", {label: series(results, label) for label in ("before", "after")})
+    if args.html is not None:
+        print(f"wrote {write_html(args.html, results, note(args.seconds))}")
 
 
 if __name__ == "__main__":

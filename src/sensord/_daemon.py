@@ -31,7 +31,7 @@ from sensord._registry import Registry
 from sensord._settings import Settings
 from sensord._systemd import Notifier
 from sensord._types import RawMessage, Reject
-from sensord.alerts import Engine
+from sensord.alerts import Engine, SnapshotState
 from sensord.channels import Channel
 from sensord.outbox import Outbox
 from sensord.rules import load_rules
@@ -121,10 +121,19 @@ class Daemon:
         for wake in self._wake.values():
             wake.set()
 
-    def _maybe_snapshot(self, ev: Evaluated) -> None:
-        if time.monotonic() - self._last_snapshot >= self.settings.alerts.snapshot_every_s:
-            # A copy now, in step with this batch's checkpoint; encoded with its commit.
-            ev.snapshot = self.pipeline.engine.snapshot_state()
+    def _maybe_snapshot(self) -> SnapshotState | None:
+        """A copy of the engine now, in step with this batch's checkpoint, when one is due."""
+        if time.monotonic() - self._last_snapshot < self.settings.alerts.snapshot_every_s:
+            return None
+        return self.pipeline.engine.snapshot_state()
+
+    def _save_snapshot(self, state: SnapshotState | None) -> None:
+        """After the batch's commit: encode and save on the snapshot's own thread, so
+        neither this batch's alerts nor the next batch wait for it (outbox._snapshot)."""
+        if state is not None:
+            # A save still under way (a slow disk) skips this one: the next is due in
+            # snapshot_every_s, and the checkpoint of open alerts went with the commit.
+            self.outbox.snapshots.save_later(state.encode)
             self._last_snapshot = time.monotonic()
 
     def _rules_stamp(self) -> tuple[tuple[str, int, int], ...]:
@@ -168,8 +177,9 @@ class Daemon:
                 except Exception:  # a defect must not end the daemon (and crash-loop it)
                     log.exception("the event-time clock failed to advance the rules; will try again")
                     continue
-                self._maybe_snapshot(ev)
+                state = self._maybe_snapshot()
                 await self._commit(ev)
+                self._save_snapshot(state)
             if ev.events or ev.notices:  # a group falls due on the clock alone
                 for wake in self._wake.values():
                     wake.set()
@@ -350,8 +360,9 @@ class Daemon:
                 self._busy_since = time.monotonic()
                 try:
                     ev = self._evaluate(messages)
-                    self._maybe_snapshot(ev)
+                    state = self._maybe_snapshot()
                     await self._commit(ev)
+                    self._save_snapshot(state)
                     # The batch's dead letters are durable before its messages are
                     # acknowledged: one fsync per batch, after the outbox's own.
                     self.deadletter.sync()
@@ -421,6 +432,7 @@ async def run_until_cancelled(daemon: Daemon) -> None:
         # windows carry on after the restart. A batch commit still on the writer thread
         # (its task was cancelled while waiting) lands first: the snapshot never runs ahead.
         daemon.outbox.finish_writes()
+        daemon.outbox.snapshots.finish()  # a snapshot being saved lands before the last one
         try:
             commit(daemon.outbox, Evaluated(snapshot=daemon.pipeline.engine.snapshot()))
         except Exception:  # stopping anyway; the per-batch checkpoint stands

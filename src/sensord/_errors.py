@@ -17,7 +17,7 @@ Every error a person may have to act on carries a reason written for that person
         ├── RetryableSinkError timeout, 5xx, 429, connection refused: try again later
         └── PermanentSinkError other 4xx, rejected body: dead-letter, never retried
 
-Foreign exceptions (httpx, sqlite3, yaml, pydantic) are translated at the boundary
+Foreign exceptions (aiohttp, httpx, sqlite3, yaml, pydantic) are translated at the boundary
 of the module that calls the library, so callers only ever see this tree.
 """
 

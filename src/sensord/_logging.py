@@ -61,8 +61,10 @@ def configure_logging(settings: LogSettings) -> None:
     root.setLevel(settings.level)
     # httpx and httpcore log every request at INFO, URL and all: a line per webhook POST
     # would bury what matters (delivery failures are logged by sensord itself, per sink),
-    # and the URL may carry the webhook's token. Kept at WARNING even when sensord logs DEBUG.
-    for name in ("httpx", "httpcore"):
+    # and the URL may carry the webhook's token. aiohttp (the event sinks' client) logs no
+    # request, but its debug lines name cookies and hosts. All kept at WARNING even when
+    # sensord logs DEBUG.
+    for name in ("httpx", "httpcore", "aiohttp"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
 
 

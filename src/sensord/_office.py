@@ -4,6 +4,7 @@ its audit entry and the messages that tell people, before the caller gets its an
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -80,10 +81,13 @@ class Office:
                                       "by": by, "source": source}  # fmt: skip
             audit = AuditEntry(self._clock(), caller.name, caller.role, action, wo_id, detail, caller.remote)
             store = daemon.outbox.work_orders
-            daemon.outbox.commit(
+            # On the outbox's writer thread, as a batch's commit: the loop goes on reading
+            # the broker while this fsyncs (the batch lock keeps batches out meanwhile).
+            await daemon.outbox.run_in_writer(functools.partial(
+                daemon.outbox.commit,
                 [], notices=notices, work_orders=dispatcher.work_order_rows(), audit=[audit],
                 before=(lambda: store.use_link(link_id, self._clock())) if link_id is not None else None,
-            )  # fmt: skip
+            ))  # fmt: skip
         daemon.wake_all()
         return wo
 
@@ -129,7 +133,8 @@ class Office:
     ) -> int:
         """Store a silence (checked by the caller) and its audit entry."""
         outbox = self._daemon.outbox
-        async with self._daemon.batch_lock:
+
+        def write() -> int:
             sid = outbox.silences.add(
                 matchers, starts_at=starts_at, ends_at=ends_at, created_by=caller.name, comment=comment,
                 life_safety=life_safety, reason=reason,
@@ -137,16 +142,27 @@ class Office:
             detail = {"matchers": [*matchers], "starts_at": starts_at, "ends_at": ends_at, "comment": comment,
                       "life_safety": life_safety, "reason": reason}  # fmt: skip
             self._audit(caller, "silence_add", f"silence/{sid}", detail)
-        return sid
+            return sid
+
+        async with self._daemon.batch_lock:
+            return await outbox.run_in_writer(write)
 
     async def expire_silence(self, caller: Caller, silence_id: int) -> None:
         outbox = self._daemon.outbox
-        async with self._daemon.batch_lock:
-            if not outbox.silences.expire(silence_id, at=self.event_time()):
-                raise NotFound(f"no active silence {silence_id}")
+        at = self.event_time()
+
+        def write() -> bool:
+            if not outbox.silences.expire(silence_id, at=at):
+                return False
             self._audit(caller, "silence_expire", f"silence/{silence_id}", {})
+            return True
+
+        async with self._daemon.batch_lock:
+            if not await outbox.run_in_writer(write):
+                raise NotFound(f"no active silence {silence_id}")
 
     def _audit(self, caller: Caller, action: str, target: str, detail: dict[str, Any]) -> None:
+        """On the writer thread (with the change it records)."""
         entry = AuditEntry(self._clock(), caller.name, caller.role, action, target, detail, caller.remote)
         self._daemon.outbox.commit([], audit=[entry])
 

@@ -43,8 +43,8 @@ class Evaluated:
     tokens: list[int] = field(default_factory=list)
     accepted: int = 0
     rejected: int = 0
-    # The engine's whole state after the batch: encoded by `commit`, which the daemon runs
-    # on the outbox's writer thread, so the encoding does not hold up the event loop.
+    # The engine's whole state after the batch, saved after the batch's commit: by
+    # `commit` itself, or by the daemon on the snapshot's own thread (outbox._snapshot).
     snapshot: bytes | SnapshotState | None = None
     clock: float | None = None  # the event-time clock after the batch, kept with it
     notices: list[Notice] = field(default_factory=list)  # dispatch messages for the events
@@ -424,18 +424,18 @@ def commit(outbox: Outbox, ev: Evaluated) -> None:
     """One durable outbox transaction for the batch's events and checkpoint changes."""
     upsert = [(fp, body) for fp, body in ev.checkpoint.items() if body is not None]
     delete = [fp for fp, body in ev.checkpoint.items() if body is None]
-    snapshot = ev.snapshot.encode() if isinstance(ev.snapshot, SnapshotState) else ev.snapshot
     outbox.commit(
         ev.events,
         upsert_active=upsert,
         delete_active=delete,
-        snapshot=snapshot,
         clock=ev.clock,
         notices=ev.notices,
         # The handover gate's rows live beside the dispatch state, committed with the batch.
         groups={**ev.groups, **ev.shard} if ev.shard else ev.groups,
         work_orders=ev.work_orders,
     )
+    if ev.snapshot is not None:  # after its checkpoint, so never ahead of it
+        outbox.snapshots.save(ev.snapshot.encode() if isinstance(ev.snapshot, SnapshotState) else ev.snapshot)
 
 
 

@@ -137,7 +137,7 @@ class SecretUrl:
         return self._url
 
     def scrub(self, text: str) -> str:
-        """Foreign text (an httpx error, a response body) with this URL shown redacted,
+        """Foreign text (an HTTP client's error, a response body) with this URL shown redacted,
         its secret parts masked wherever they appear, and any other URL redacted too."""
         text = text.replace(self._url, self._shown)
         for part in self._parts:

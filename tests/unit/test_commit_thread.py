@@ -1,11 +1,13 @@
 """The batch commit off the event loop: it runs on the outbox's writer thread, the loop
 keeps running while it fsyncs, and a batch is acknowledged only once its commit returned;
-the engine snapshot encoded there is the state of its own batch; what a commit sheds is
-reported on the loop's thread."""
+the engine snapshot is the state of its own batch, saved on a thread of its own after the
+commit, without holding up the batches; what a commit sheds is reported on the loop's
+thread."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import threading
 import time
@@ -13,12 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from sensord._app import build_daemon
+from sensord._errors import OutboxError
 from sensord._metrics import Metrics
 from sensord._settings import OutboxSettings
 from sensord._types import AlertEvent
 from sensord.outbox import Outbox
+from sensord.outbox._snapshot import SnapshotFile
 from sensord.sinks import MemorySink
 from sensord.testing import MemorySource
 from tests.unit.test_daemon_unit import msg, run_until, settings_for
@@ -96,6 +101,94 @@ class TestSnapshotState:
 def _arrays(blob: bytes) -> dict[str, Any]:
     with np.load(io.BytesIO(blob)) as z:
         return {k: z[k] for k in sorted(z.files)}
+
+
+class TestSnapshotThread:
+    def test_batches_commit_and_ack_while_a_snapshot_is_being_saved(self, tmp_path: Path) -> None:
+        """A snapshot whose encoding hangs does not hold up the batch that took it nor the
+        next: both are committed, delivered and acknowledged meanwhile, and the snapshot
+        lands in its file once released."""
+        now = time.time()
+        source = MemorySource([
+            [msg(1, "wb-01", "wristband", {"ts": now, "sos": True})],
+            [msg(2, "wb-02", "wristband", {"ts": now + 1, "sos": True})],
+        ])  # fmt: skip
+        sink = MemorySink("webhook")
+        release = threading.Event()
+        seen: dict[str, Any] = {}
+
+        async def scenario() -> None:
+            settings = settings_for(tmp_path)
+            alerts = settings.alerts.model_copy(update={"snapshot_every_s": 0.001})  # due every batch
+            daemon, _ = await build_daemon(settings.model_copy(update={"alerts": alerts}), sinks=[sink])
+            daemon.source = source
+            real_save = daemon.outbox.snapshots.save_later
+
+            def slow(encode: Any) -> bool:
+                def held() -> bytes:
+                    seen["released"] = release.wait(10)
+                    return bytes(encode())
+
+                return real_save(held)
+
+            daemon.outbox.snapshots.save_later = slow  # type: ignore[method-assign]
+            task = asyncio.create_task(daemon.run())
+            deadline = time.monotonic() + 5
+            while not (source.acked == [1, 2] and len(sink.events) == 2) and time.monotonic() < deadline:  # noqa: ASYNC110 - polling a plain predicate
+                await asyncio.sleep(0.01)
+            seen["acked_while_held"] = list(source.acked)
+            seen["file_while_held"] = daemon.outbox.snapshots.path.exists()
+            release.set()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            daemon.outbox.close()  # waits for the snapshot being saved
+            daemon.deadletter.close()
+            seen["file_after"] = daemon.outbox.snapshots.path.exists()
+
+        asyncio.run(scenario())
+        assert seen["acked_while_held"] == [1, 2]
+        assert seen["file_while_held"] is False
+        assert seen["released"] is True
+        assert seen["file_after"] is True
+
+
+class TestSnapshotFile:
+    def test_a_failed_save_keeps_the_previous_snapshot(self, tmp_path: Path) -> None:
+        """A save that cannot write (its folder gone read-only here: a directory in the
+        temporary file's place) raises OutboxError and leaves the previous file whole."""
+        snap = SnapshotFile(tmp_path / "o.engine.npz")
+        snap.save(b"first")
+        (tmp_path / "o.engine.npz.tmp").mkdir()
+        with pytest.raises(OutboxError, match="cannot write the engine snapshot"):
+            snap.save(b"second")
+        assert snap.load() == b"first"
+
+    def test_a_second_background_save_is_skipped_while_one_is_under_way(self, tmp_path: Path) -> None:
+        """save_later refuses (False) while the previous save is still running, so copies
+        of the engine never queue behind a slow disk; the first one lands."""
+        snap = SnapshotFile(tmp_path / "o.engine.npz")
+        gate = threading.Event()
+
+        def first() -> bytes:
+            gate.wait(10)
+            return b"first"
+
+        assert snap.save_later(first) is True
+        assert snap.save_later(lambda: b"second") is False
+        gate.set()
+        snap.finish()
+        assert snap.load() == b"first"
+
+    def test_an_older_database_row_is_read_when_there_is_no_file(self, tmp_path: Path) -> None:
+        """An outbox written by an older sensord keeps its snapshot as a row; it is restored
+        from there until the first file is saved, after which the file wins."""
+        box = Outbox(tmp_path / "o.sqlite3", ("a",), OutboxSettings(), Metrics())
+        box._db.execute("INSERT INTO engine_snapshot VALUES (1, 0, ?)", (b"row",))
+        assert box.snapshot() == b"row"
+        box.snapshots.save(b"file")
+        assert box.snapshot() == b"file"
+        box.close()
 
 
 class TestShedOnTheWriterThread:

@@ -244,3 +244,74 @@ class TestFanOut:
         order = [(e.fingerprint, e.status.value) for e in sink.got]
         assert all(order.index((fp, "firing")) < order.index((fp, "resolved")) for fp, _ in order)
         assert ob.depth("hook") == 0
+
+
+def distinct(first: int, n: int, *, life_safety: bool) -> list[AlertEvent]:
+    """n firing events of n different alerts (ids id-first ...)."""
+    return [
+        dataclasses.replace(event(k, life_safety=life_safety), fingerprint=f"fp-{k}")
+        for k in range(first, first + n)
+    ]
+
+
+class TestNewLifeSafetyDuringARound:
+    def test_a_new_sos_overtakes_the_ordinary_waves_left_in_a_round(
+        self, parts: tuple[Outbox, DeadLetter, Metrics]
+    ) -> None:
+        """An SOS committed while a round of ordinary events is being sent goes before the
+        rest of that round: it arrives within the next two waves."""
+        ob, dl, metrics = parts
+        sink = SlowSink(delay_s=0.01)
+        ob.commit(distinct(0, 200, life_safety=False))
+        seen: dict[str, int] = {}
+
+        async def go() -> None:
+            task, wake = await run_worker(ob, sink, DeliverySettings(), dl, metrics)
+            await until(lambda: len(sink.got) >= 20)
+            seen["before"] = len(sink.got)
+            ob.commit(distinct(999, 1, life_safety=True))
+            wake.set()
+            await until(lambda: any(e.event_id == "id-999" for e in sink.got))
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(go())
+        at = next(i for i, e in enumerate(sink.got) if e.event_id == "id-999")
+        assert at <= seen["before"] + 2 * 8
+
+    def test_a_stream_of_sos_does_not_break_a_round_of_older_sos(
+        self, parts: tuple[Outbox, DeadLetter, Metrics]
+    ) -> None:
+        """While SOS events keep being committed, a round of older SOS events is sent to
+        its end in waves, not broken off after each wave to re-read the queue: 200 waiting
+        SOS take at most a few reads of the queue, and all arrive in commit order."""
+        ob, dl, metrics = parts
+        sink = SlowSink(delay_s=0.005)
+        ob.commit(distinct(0, 200, life_safety=True))
+        reads = 0
+        real_due = ob.due
+
+        def counted(name: str, limit: int) -> list[tuple[int, AlertEvent]]:
+            nonlocal reads
+            reads += 1
+            return real_due(name, limit)
+
+        ob.due = counted  # type: ignore[method-assign,assignment]
+
+        async def go() -> None:
+            task, wake = await run_worker(ob, sink, DeliverySettings(), dl, metrics)
+            k = 1000
+            while len([e for e in sink.got if int(e.event_id[3:]) < 200]) < 200:
+                ob.commit(distinct(k, 1, life_safety=True))  # a new SOS every 2 ms
+                k += 1
+                wake.set()
+                await asyncio.sleep(0.002)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(go())
+        first = [int(e.event_id[3:]) for e in sink.got if int(e.event_id[3:]) < 200]
+        assert first == list(range(200))
+        assert reads <= 3

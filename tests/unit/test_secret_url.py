@@ -4,6 +4,7 @@ sink error, no log line and no `sensord check` output carries a URL's credential
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import io
 import logging
@@ -14,8 +15,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote
 
+import aiohttp
 import httpx
 import pytest
+from aiohttp import web
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr, ValidationError
@@ -27,7 +30,9 @@ from sensord._logging import JsonFormatter, TextFormatter, configure_logging
 from sensord._secret_url import redact_urls
 from sensord._settings import InfluxSettings, LogSettings, SecretRef, WebhookSettings, parse_settings
 from sensord._types import AlertEvent, AlertStatus, Severity
-from sensord.sinks import InfluxSink, WebhookSink
+from sensord.sinks import InfluxSink, WebhookSink, transport_error
+from sensord.testing import free_port
+from tests.unit._sink_server import Answer, Post, serving
 
 ROOT = Path(__file__).resolve().parents[2]
 SIGNING_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -99,12 +104,31 @@ def event() -> AlertEvent:
     )
 
 
-def webhook_sink(url: str, handler: Callable[[httpx.Request], httpx.Response]) -> WebhookSink:
+def webhook_sink(url: str) -> WebhookSink:
     return WebhookSink(
-        WebhookSettings(url=SecretUrl(url), secret=SecretRef(file=Path("x"))),
+        WebhookSettings(url=SecretUrl(url), secret=SecretRef(file=Path("x")), timeout_s=2),
         secret=SecretStr(SIGNING_SECRET),
-        client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
     )
+
+
+def tokened(port: int) -> tuple[str, str]:
+    """(a loopback URL carrying TOKEN as user password and query value, how it is shown)."""
+    return (
+        f"http://bot:{TOKEN}@127.0.0.1:{port}/robot/send?access_token={TOKEN}",
+        f"http://***@127.0.0.1:{port}/robot/send?access_token=***",
+    )
+
+
+async def send_once(sink: WebhookSink | InfluxSink) -> None:
+    async with contextlib.aclosing(sink):
+        await sink.send([event()])
+
+
+def answering(code: int, text: Callable[[web.Request], str]) -> Answer:
+    async def answer(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=code, text=text(request))
+
+    return answer
 
 
 class TestDisplay:
@@ -227,17 +251,20 @@ class TestScrub:
 
 
 class TestSinkErrors:
+    """The HTTP sinks against a real server on a loopback port (tests/unit/_sink_server.py)."""
+
     def test_webhook_posts_to_the_whole_url(self) -> None:
-        """The webhook sink is the one reader of the real URL: it posts to it, token and all."""
-        seen: list[httpx.Request] = []
+        """The webhook sink is the one reader of the real URL: it posts to it, token and all,
+        with the URL's user and password as Basic auth."""
 
-        def handler(request: httpx.Request) -> httpx.Response:
-            seen.append(request)
-            return httpx.Response(200)
+        async def go() -> Post:
+            async with serving() as server:
+                await send_once(webhook_sink(tokened(server.port)[0]))
+                return server.posts[0]
 
-        asyncio.run(webhook_sink(TOKENED, handler).send([event()]))
-        assert seen[0].url.params["access_token"] == TOKEN
-        assert seen[0].headers["authorization"].startswith("Basic ")
+        post = asyncio.run(go())
+        assert post.path_qs == f"/robot/send?access_token={TOKEN}"
+        assert post.headers["authorization"] == "Basic " + base64.b64encode(f"bot:{TOKEN}".encode()).decode()
 
     @pytest.mark.parametrize(("code", "error"), [(500, RetryableSinkError), (400, PermanentSinkError)])
     def test_answer_quoting_the_url_leaves_no_token_in_the_reason(
@@ -245,50 +272,63 @@ class TestSinkErrors:
     ) -> None:
         """A refusal whose body quotes the request URL (as error pages do) becomes a sink
         error whose reason, logged and dead-lettered, shows the URL redacted."""
+        quote_it = answering(code, lambda r: f"no route for POST {r.url} ({r.raw_path!r})")
 
-        def handler(request: httpx.Request) -> httpx.Response:
-            return httpx.Response(code, text=f"no route for POST {request.url} ({request.url.raw_path!r})")
+        async def go() -> int:
+            async with serving(quote_it) as server:
+                await send_once(webhook_sink(tokened(server.port)[0]))
+            return server.port
 
         with pytest.raises(error) as info:
-            asyncio.run(webhook_sink(TOKENED, handler).send([event()]))
+            asyncio.run(go())
         assert TOKEN not in str(info.value)
-        assert f"HTTP {code}: no route for POST {TOKENED_SHOWN}" in str(info.value)
+        assert f"HTTP {code}: no route for POST http://127.0.0.1:" in str(info.value)
+        assert "/robot/send?access_token=*** ('/robot/send?access_token=***')" in str(info.value)
 
     def test_long_answer_cut_through_the_token_leaves_no_piece_of_it(self) -> None:
         """A reason keeps the first 300 characters of the answer; when that cut falls inside
         the token, no piece of the token is kept either."""
         body = "x" * 280 + f" access_token={TOKEN} " + "y" * 1000  # the token spans character 300
+
+        async def go() -> None:
+            async with serving(answering(500, lambda _r: body)) as server:
+                await send_once(webhook_sink(tokened(server.port)[0]))
+
         with pytest.raises(RetryableSinkError) as info:
-            asyncio.run(webhook_sink(TOKENED, lambda _r: httpx.Response(500, text=body)).send([event()]))
+            asyncio.run(go())
         assert TOKEN[:6] not in str(info.value)
 
-    def test_transport_error_quoting_the_url_leaves_no_token_in_the_reason(self) -> None:
-        """An httpx connection error whose message names the URL is retryable and its
-        reason shows the URL redacted."""
-
-        def handler(request: httpx.Request) -> httpx.Response:
-            raise httpx.ConnectError(f"cannot connect to {request.url}", request=request)
-
+    def test_connection_refused_names_the_url_redacted(self) -> None:
+        """Nothing listening at a tokened URL is retryable, and the reason names the URL
+        as shown redacted, without the token."""
+        url, shown = tokened(free_port())
         with pytest.raises(RetryableSinkError, match="connection failed") as info:
-            asyncio.run(webhook_sink(TOKENED, handler).send([event()]))
+            asyncio.run(send_once(webhook_sink(url)))
+        assert shown in str(info.value)
         assert TOKEN not in str(info.value)
+
+    def test_transport_error_quoting_the_url_leaves_no_token_in_the_reason(self) -> None:
+        """aiohttp's connect timeout names the whole URL; as a sink error it is a retryable
+        timeout whose reason shows the URL redacted."""
+        url, shown = tokened(8080)
+        exc = aiohttp.ConnectionTimeoutError(f"Connection timeout to host {url}")
+        reason = str(transport_error("webhook", exc, SecretUrl(url)))
+        assert reason == f"sink webhook: timeout ({shown}): Connection timeout to host {shown}"
 
     def test_influx_error_quoting_its_url_leaves_no_password_in_the_reason(self) -> None:
         """The InfluxDB sink's URL may carry user and password; a 400 quoting the request
-        URL is dead-lettered without them."""
-        url = f"http://admin:{TOKEN}@influx.example:8086"
+        URL and the user is dead-lettered without them."""
+        quote_it = answering(400, lambda r: f"database not found for {r.url} user admin:{TOKEN}")
 
-        def handler(request: httpx.Request) -> httpx.Response:
-            return httpx.Response(400, text=f"database not found for {request.url} user admin:{TOKEN}")
+        async def go() -> None:
+            async with serving(quote_it) as server:
+                url = f"http://admin:{TOKEN}@127.0.0.1:{server.port}"
+                await send_once(InfluxSink(InfluxSettings(url=SecretUrl(url), database="nope")))
 
-        sink = InfluxSink(
-            InfluxSettings(url=SecretUrl(url), database="nope"),
-            client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
-        )
         with pytest.raises(PermanentSinkError) as info:
-            asyncio.run(sink.send([event()]))
+            asyncio.run(go())
         assert TOKEN not in str(info.value)
-        assert "http://***@influx.example:8086/write" in str(info.value)
+        assert "/write?db=***&precision=*** user ***" in str(info.value)
 
 
 @pytest.fixture
@@ -296,7 +336,7 @@ def root_logging() -> Iterator[None]:
     """configure_logging() replaces the root handler; put pytest's logging back after."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    third_party = {name: logging.getLogger(name).level for name in ("httpx", "httpcore")}
+    third_party = {name: logging.getLogger(name).level for name in ("httpx", "httpcore", "aiohttp")}
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
@@ -328,14 +368,35 @@ class TestLogs:
     def test_httpx_request_lines_stay_out_of_the_journal_even_at_debug(
         self, root_logging: None, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        """httpx logs every request URL at INFO; with sensord at DEBUG, httpx and httpcore
-        are still held at WARNING, so a POST to a tokened URL writes nothing. (This guards
-        what main already does.)"""
+        """httpx (the dispatch channels' client) logs every request URL at INFO; with
+        sensord at DEBUG, httpx and httpcore are still held at WARNING, so a POST to a
+        tokened URL writes nothing. (This guards what main already does.)"""
         configure_logging(LogSettings(level="DEBUG", format="json"))
-        sink = webhook_sink(TOKENED, lambda _r: httpx.Response(200))
-        asyncio.run(sink.send([event()]))
+
+        async def post() -> None:
+            transport = httpx.MockTransport(lambda _r: httpx.Response(200))
+            async with httpx.AsyncClient(transport=transport) as client:
+                await client.post(TOKENED, content=b"{}")
+
+        asyncio.run(post())
         assert logging.getLogger("httpx").getEffectiveLevel() >= logging.WARNING
         assert logging.getLogger("httpcore").getEffectiveLevel() >= logging.WARNING
+        assert TOKEN not in capsys.readouterr().err
+
+    def test_sink_client_lines_stay_out_of_the_journal_even_at_debug(
+        self, root_logging: None, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """With sensord at DEBUG, aiohttp (the event sinks' client) is held at WARNING, and
+        a webhook sink posting to a tokened URL writes nothing with the token."""
+        configure_logging(LogSettings(level="DEBUG", format="json"))
+
+        async def go() -> None:
+            async with serving() as server:
+                await send_once(webhook_sink(tokened(server.port)[0]))
+
+        asyncio.run(go())
+        assert logging.getLogger("aiohttp.client").getEffectiveLevel() >= logging.WARNING
+        assert logging.getLogger("aiohttp.internal").getEffectiveLevel() >= logging.WARNING
         assert TOKEN not in capsys.readouterr().err
 
 

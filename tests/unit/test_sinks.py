@@ -1,16 +1,19 @@
-"""Unit tests for the outbox, sinks and delivery workers (fakes only: MemorySink, MockTransport)."""
+"""Unit tests for the outbox, sinks and delivery workers (fakes: MemorySink; the HTTP sinks
+against a real loopback server)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import hashlib
 import random
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import orjson
 import pytest
+from aiohttp import web
 from pydantic import SecretStr
 
 from sensord import SecretUrl
@@ -24,13 +27,17 @@ from sensord.sinks import (
     InfluxSink,
     MemorySink,
     WebhookSink,
+    alert_line,
     backoff,
     deliver_forever,
     line,
     retry_after,
     sign,
     verify,
+    webhook_body,
 )
+from sensord.testing import free_port
+from tests.unit._sink_server import Answer, Post, serving
 
 SPEC_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
@@ -177,65 +184,174 @@ class TestWebhookSigning:
         assert not verify(SPEC_SECRET, headers, body, now=1614265330 + 3600)
 
 
-def _client(handler: Callable[[httpx.Request], httpx.Response]) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
+def webhook_sink(url: str, *, timeout_s: float = 10.0) -> WebhookSink:
+    return WebhookSink(
+        WebhookSettings(url=SecretUrl(url), secret=SecretRef(file=Path("x")), timeout_s=timeout_s),
+        secret=SecretStr(SPEC_SECRET),
+    )
+
+
+async def send_and_close(sink: WebhookSink | InfluxSink, events: list[AlertEvent]) -> None:
+    """Send through the sink, then close its HTTP session (left open, aiohttp warns)."""
+    async with contextlib.aclosing(sink):
+        await sink.send(events)
+
+
+def answering(status: int, headers: dict[str, str] | None = None, text: str = "") -> Answer:
+    async def answer(_request: web.Request) -> web.StreamResponse:
+        return web.Response(status=status, headers=headers, text=text)
+
+    return answer
 
 
 class TestWebhookSink:
+    """Against a real HTTP server on a loopback port (tests/unit/_sink_server.py)."""
+
     def test_signed_post_with_event_id(self) -> None:
         """Each event is one POST whose webhook-id is the event id and whose signature verifies."""
-        seen: list[httpx.Request] = []
 
-        def handler(req: httpx.Request) -> httpx.Response:
-            seen.append(req)
-            return httpx.Response(200)
+        async def go() -> list[Post]:
+            async with serving() as server:
+                await send_and_close(webhook_sink(server.url()), [event(1)])
+                return server.posts
 
-        sink = WebhookSink(
-            WebhookSettings(url=SecretUrl("http://dispatch/alerts"), secret=SecretRef(file=Path("x"))),
-            secret=SecretStr(SPEC_SECRET),
-            client=_client(handler),
-        )
-        asyncio.run(sink.send([event(1)]))
-        req = seen[0]
-        assert req.headers["webhook-id"] == "id-1"
-        assert verify(SPEC_SECRET, dict(req.headers), req.content)
-        body = orjson.loads(req.content)
+        (post,) = asyncio.run(go())
+        assert (post.path_qs, post.headers["webhook-id"]) == ("/alerts", "id-1")
+        assert post.headers["content-type"] == "application/json"
+        assert verify(SPEC_SECRET, post.headers, post.body)
+        body = orjson.loads(post.body)
         assert (body["device"], body["status"], body["startsAt"]) == (
             "bin-1",
             "firing",
             "2026-09-21T14:13:21.000Z",
         )
 
+    def test_body_is_the_documented_json(self) -> None:
+        """The bytes posted are the orjson encoding of webhook_body(event), nothing else."""
+
+        async def go() -> bytes:
+            async with serving() as server:
+                await send_and_close(webhook_sink(server.url()), [event(3)])
+                return server.posts[0].body
+
+        assert asyncio.run(go()) == orjson.dumps(webhook_body(event(3)))
+
     @pytest.mark.parametrize(
         ("code", "error", "after"),
-        [(500, RetryableSinkError, None), (429, RetryableSinkError, 7.0), (400, PermanentSinkError, None)],
+        [
+            (500, RetryableSinkError, None),
+            (503, RetryableSinkError, None),
+            (429, RetryableSinkError, 7.0),
+            (400, PermanentSinkError, None),
+            (404, PermanentSinkError, None),
+            (302, PermanentSinkError, None),
+        ],
     )
     def test_failure_classes(self, code: int, error: type[Exception], after: float | None) -> None:
-        """5xx and 429 (with Retry-After) are retryable; other 4xx are permanent."""
-        sink = WebhookSink(
-            WebhookSettings(url=SecretUrl("http://dispatch/alerts"), secret=SecretRef(file=Path("x"))),
-            secret=SecretStr(SPEC_SECRET),
-            client=_client(
-                lambda _r: httpx.Response(code, headers={"retry-after": "7"} if code == 429 else {})
-            ),
-        )
-        with pytest.raises(error) as info:
-            asyncio.run(sink.send([event(1)]))
+        """5xx and 429 (with Retry-After) are retryable; other 4xx, and a redirect (not
+        followed), are permanent; the reason names the status."""
+        headers = {"retry-after": "7"} if code == 429 else {}
+        if code == 302:
+            headers["location"] = "/elsewhere"
+
+        async def go() -> None:
+            async with serving(answering(code, headers, text="refused")) as server:
+                await send_and_close(webhook_sink(server.url()), [event(1)])
+
+        with pytest.raises(error, match=f"HTTP {code}: refused") as info:
+            asyncio.run(go())
         assert getattr(info.value, "retry_after", None) == after
 
     def test_timeout_is_retryable(self) -> None:
-        """A timeout is a retryable failure."""
+        """An answer slower than timeout_s is a retryable timeout."""
+        release = asyncio.Event()
 
-        def handler(req: httpx.Request) -> httpx.Response:
-            raise httpx.ReadTimeout("slow", request=req)
+        async def hang(_request: web.Request) -> web.StreamResponse:
+            await release.wait()
+            return web.Response(status=200)
 
-        sink = WebhookSink(
-            WebhookSettings(url=SecretUrl("http://d/a"), secret=SecretRef(file=Path("x"))),
-            secret=SecretStr(SPEC_SECRET),
-            client=_client(handler),
-        )
+        async def go() -> None:
+            async with serving(hang) as server:
+                try:
+                    await send_and_close(webhook_sink(server.url(), timeout_s=0.2), [event(1)])
+                finally:
+                    release.set()
+
         with pytest.raises(RetryableSinkError, match="timeout"):
-            asyncio.run(sink.send([event(1)]))
+            asyncio.run(go())
+
+    def test_timeout_bounds_each_wait_not_the_whole_answer(self) -> None:
+        """timeout_s bounds each wait for the answer's bytes: an answer that trickles in
+        pieces, each sooner than timeout_s, is taken although the whole takes longer."""
+
+        async def trickle(request: web.Request) -> web.StreamResponse:
+            response = web.StreamResponse(status=200)
+            await response.prepare(request)
+            for _ in range(4):
+                await asyncio.sleep(0.1)
+                await response.write(b"ok ")
+            await response.write_eof()
+            return response
+
+        async def go() -> int:
+            async with serving(trickle) as server:
+                await send_and_close(webhook_sink(server.url(), timeout_s=0.3), [event(1)])
+                return len(server.posts)
+
+        assert asyncio.run(go()) == 1
+
+    def test_proxy_from_the_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """With HTTP_PROXY set when the sink is made, the POST goes to the proxy, naming
+        the sink's URL."""
+
+        async def go() -> Post:
+            async with serving() as proxy:
+                monkeypatch.setenv("HTTP_PROXY", proxy.url("/"))
+                monkeypatch.delenv("NO_PROXY", raising=False)
+                monkeypatch.delenv("no_proxy", raising=False)
+                await send_and_close(webhook_sink("http://dispatch.invalid/alerts"), [event(1)])
+                return proxy.posts[0]
+
+        post = asyncio.run(go())
+        assert (post.headers["host"], post.path_qs) == ("dispatch.invalid", "/alerts")
+        assert verify(SPEC_SECRET, post.headers, post.body)
+
+    def test_connection_refused_is_retryable_naming_the_redacted_url(self) -> None:
+        """Nothing listening is a retryable failure whose reason names the URL redacted."""
+        url = f"http://127.0.0.1:{free_port()}/alerts?token=s3cretT0ken"
+        with pytest.raises(RetryableSinkError, match="connection failed") as info:
+            asyncio.run(send_and_close(webhook_sink(url, timeout_s=2), [event(1)]))
+        assert str(SecretUrl(url)) in str(info.value)
+        assert "s3cretT0ken" not in str(info.value)
+
+    def test_connection_is_kept_alive(self) -> None:
+        """Events sent one after another reuse one connection."""
+
+        async def go() -> list[Post]:
+            async with serving() as server:
+                sink = webhook_sink(server.url())
+                async with contextlib.aclosing(sink):
+                    for n in range(3):
+                        await sink.send([event(n)])
+                return server.posts
+
+        posts = asyncio.run(go())
+        assert len(posts) == 3
+        assert len({p.peer for p in posts}) == 1
+
+    def test_closed_sink_refuses_as_retryable(self) -> None:
+        """After aclose() a send is refused as retryable (the event stays in the outbox),
+        and no new connection is opened."""
+
+        async def go() -> list[Post]:
+            async with serving() as server:
+                sink = webhook_sink(server.url())
+                await send_and_close(sink, [event(1)])
+                with pytest.raises(RetryableSinkError, match="closed"):
+                    await sink.send([event(2)])
+                return server.posts
+
+        assert [p.headers["webhook-id"] for p in asyncio.run(go())] == ["id-1"]
 
     def test_retry_after_http_date(self) -> None:
         """Retry-After may be an HTTP date."""
@@ -248,21 +364,66 @@ class TestLineProtocol:
         out = line("m", {"b": "x y,z=1", "a": ""}, {"s": 'say "hi" \\', "n": 1.5, "i": 3, "t": True}, 10)
         assert out == 'm,b=x\\ y\\,z\\=1 s="say \\"hi\\" \\\\",n=1.5,i=3i,t=true 10'
 
+
+class TestInfluxSink:
+    """Against a real HTTP server on a loopback port (tests/unit/_sink_server.py)."""
+
     def test_v2_uses_token_and_bucket(self) -> None:
-        """api v2 posts to /api/v2/write with org, bucket and a Token header."""
-        seen: list[httpx.Request] = []
+        """api v2 posts line protocol to /api/v2/write with org, bucket and a Token header."""
 
-        def handler(req: httpx.Request) -> httpx.Response:
-            seen.append(req)
-            return httpx.Response(204)
+        async def go() -> Post:
+            async with serving(answering(204)) as server:
+                settings = InfluxSettings(url=SecretUrl(server.url("/")), api="v2", org="o", bucket="b")
+                await send_and_close(InfluxSink(settings, token=SecretStr("tok")), [event(1)])
+                return server.posts[0]
 
-        settings = InfluxSettings(url=SecretUrl("http://influx:8086"), api="v2", org="o", bucket="b")
-        sink = InfluxSink(settings, token=SecretStr("tok"), client=_client(handler))
-        asyncio.run(sink.send([event(1)]))
-        assert seen[0].url.path == "/api/v2/write"
-        assert seen[0].url.params["bucket"] == "b"
-        assert seen[0].headers["authorization"] == "Token tok"
-        assert seen[0].content.startswith(b"sensord_alert,community=maple")
+        post = asyncio.run(go())
+        assert post.path_qs == "/api/v2/write?org=o&bucket=b&precision=ns"
+        assert post.headers["authorization"] == "Token tok"
+        assert post.headers["content-type"] == "text/plain; charset=utf-8"
+        assert post.body == alert_line("sensord_alert", event(1)).encode()
+
+    def test_v1_basic_auth_database_and_retention_policy(self) -> None:
+        """api v1 posts a batch as one body to /write?db=…&rp=… with the user and password
+        as Basic auth, which take the place of credentials written in the URL."""
+
+        async def go() -> Post:
+            async with serving(answering(204)) as server:
+                url = f"http://old:creds@127.0.0.1:{server.port}"
+                settings = InfluxSettings(
+                    url=SecretUrl(url), database="d", retention_policy="week", username="sensord"
+                )
+                sink = InfluxSink(settings, password=SecretStr("pässword"))
+                await send_and_close(sink, [event(1), event(2)])
+                return server.posts[0]
+
+        post = asyncio.run(go())
+        assert post.path_qs == "/write?db=d&precision=ns&rp=week"
+        userpass = base64.b64encode("sensord:pässword".encode()).decode()
+        assert post.headers["authorization"] == f"Basic {userpass}"
+        assert post.body.decode().splitlines() == [alert_line("sensord_alert", event(n)) for n in (1, 2)]
+
+    def test_credentials_in_the_url_are_basic_auth(self) -> None:
+        """Without a configured user, credentials written in the URL are sent as Basic auth."""
+
+        async def go() -> Post:
+            async with serving(answering(204)) as server:
+                settings = InfluxSettings(url=SecretUrl(f"http://u:p%40ss@127.0.0.1:{server.port}"))
+                await send_and_close(InfluxSink(settings), [event(1)])
+                return server.posts[0]
+
+        assert asyncio.run(go()).headers["authorization"] == "Basic " + base64.b64encode(b"u:p@ss").decode()
+
+    def test_server_error_with_retry_after_is_retryable(self) -> None:
+        """A 503 with Retry-After from InfluxDB is retryable after that many seconds."""
+
+        async def go() -> None:
+            async with serving(answering(503, {"retry-after": "3"})) as server:
+                await send_and_close(InfluxSink(InfluxSettings(url=SecretUrl(server.url("/")))), [event(1)])
+
+        with pytest.raises(RetryableSinkError) as info:
+            asyncio.run(go())
+        assert info.value.retry_after == 3.0
 
 
 class TestDelivery:

@@ -93,11 +93,17 @@ class _Unknown:
 TEMPLATE_ERROR = "template_error"
 
 
+def fillable(values: dict[str, Any]) -> dict[str, Any]:
+    """The values as templates see them: a missing field stays `{name}`, a field never
+    reported shows "?". Built once per event for all its texts."""
+    return _Safe({k: _Unknown() if v is None else v for k, v in values.items()})
+
+
 def render(template: str, values: dict[str, Any]) -> tuple[str, str | None]:
     """Fill a summary template: (text, None), or (the template text, why) when it cannot be
     filled. Never raises: the state change behind the event has already happened, and an
     operator's template typo must not be what loses a fire alert."""
-    filled = _Safe({k: _Unknown() if v is None else v for k, v in values.items()})
+    filled = values if isinstance(values, _Safe) else fillable(values)
     try:
         return template.format_map(filled), None
     except Exception as exc:  # noqa: BLE001 - any failure of a user template, by design
@@ -165,7 +171,7 @@ def make_event(  # noqa: PLR0913 - one event has this many facts
         "building": device.entry.building or "",
     }
     fallback = functools.partial(_fallback, rule, device, status, values)
-    (summary, description), texts, problem = _render_texts(rule, ctx, fallback)
+    (summary, description), texts, problem = _render_texts(rule, fillable(ctx), fallback)
     extra: dict[str, Any] = {TEMPLATE_ERROR: problem} if problem else {}
     return AlertEvent(
         event_id=event_id(fp, status, starts_at, event_time, repeat=repeat),

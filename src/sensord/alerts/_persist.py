@@ -148,24 +148,26 @@ class Persistence(EngineBase):
         for family, fr in self._rules.by_family.items():
             for rule, st in zip(fr.rules, self._state[family], strict=True):
                 key = f"{family.value}/{rule.name}"
-                manifest["rules"][key] = {
+                # Shallow copies (C speed) on the loop; the keys become strings when the
+                # manifest is encoded, off the loop (orjson's OPT_NON_STR_KEYS).
+                saved: dict[str, object] = {
                     "definition": rule.definition,
-                    "start_values": {str(k): v for k, v in st.start_values.items()},
-                    "acked": sorted(st.acked),
-                    "level": {str(k): v for k, v in st.level.items()},
-                    "flap_hist": {str(k): v for k, v in st.flap_hist.items()},
-                    "flapping": sorted(st.flapping),
-                    "told": {str(k): v for k, v in st.told.items()},
-                    **{m: {str(k): v for k, v in getattr(st, m).items()} for m in _RuleState.MAPS},
+                    "start_values": dict(st.start_values),
+                    "acked": list(st.acked),
+                    "level": dict(st.level),
+                    "flap_hist": dict(st.flap_hist),
+                    "flapping": list(st.flapping),
+                    "told": dict(st.told),
+                    **{m: dict(getattr(st, m)) for m in _RuleState.MAPS},
                 }
+                manifest["rules"][key] = saved
                 for a in _RuleState.FLAGS:
                     arrays[f"rule/{key}/{a}"] = getattr(st, a)
                 for k, latch in enumerate(self._latches[family][fr.rules.index(rule)]):
                     arrays[f"rule/{key}/level{k}"] = latch.active
         # Copies: the engine changes its arrays in place with the next batch.
         copied = {name: arr.copy() for name, arr in arrays.items()}
-        copied["manifest"] = np.frombuffer(orjson.dumps(manifest), dtype=np.uint8)
-        return SnapshotState(copied)
+        return SnapshotState(copied, manifest)
 
     def load_snapshot(self, blob: bytes) -> int:
         """Restore a snapshot taken with the same registry; rules whose definition changed
@@ -227,12 +229,16 @@ class Persistence(EngineBase):
 class SnapshotState:
     """A copy of the engine's whole state, to be encoded (np.savez) off the event loop."""
 
-    __slots__ = ("_arrays",)
+    __slots__ = ("_arrays", "_manifest")
 
-    def __init__(self, arrays: dict[str, npt.NDArray[Any]]) -> None:
+    def __init__(self, arrays: dict[str, npt.NDArray[Any]], manifest: dict[str, Any]) -> None:
         self._arrays = arrays
+        self._manifest = manifest
 
     def encode(self) -> bytes:
+        # Device indexes become string keys, as `load_snapshot` reads them.
+        manifest = orjson.dumps(self._manifest, option=orjson.OPT_NON_STR_KEYS)
         buf = io.BytesIO()
-        np.savez(buf, **self._arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds loosely
+        arrays = {"manifest": np.frombuffer(manifest, dtype=np.uint8), **self._arrays}
+        np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds loosely
         return buf.getvalue()

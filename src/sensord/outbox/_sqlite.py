@@ -39,6 +39,7 @@ from sensord._settings import OutboxSettings
 from sensord._types import AlertEvent, AlertStatus, Message, Recipient, Severity
 from sensord.outbox._silences import SCHEMA as SILENCES_SCHEMA
 from sensord.outbox._silences import SilenceStore
+from sensord.outbox._snapshot import SnapshotFile
 from sensord.outbox._workorders import SCHEMA as WORK_ORDERS_SCHEMA
 from sensord.outbox._workorders import AuditEntry, WorkOrderRow, WorkOrderStore
 
@@ -180,6 +181,8 @@ class Outbox:
         self._writer: ThreadPoolExecutor | None = None
         self._writer_thread: int | None = None
         self._deferred_shed: list[tuple[str, AlertEvent]] = []
+        # The engine snapshot, in a file of its own beside the database (see _snapshot).
+        self.snapshots = SnapshotFile(path.with_name(path.stem + ".engine.npz"))
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -270,7 +273,6 @@ class Outbox:
         *,
         upsert_active: Sequence[tuple[str, bytes]] = (),
         delete_active: Sequence[str] = (),
-        snapshot: bytes | None = None,
         clock: float | None = None,
         notices: Sequence[Notice] = (),
         groups: Mapping[str, bytes | None] | None = None,
@@ -303,7 +305,7 @@ class Outbox:
                     self._db.execute("DELETE FROM dispatch_state WHERE key = ?", (key,))
                 else:
                     self._db.execute("INSERT OR REPLACE INTO dispatch_state VALUES (?, ?)", (key, body))
-            self._write_state(upsert_active, delete_active, snapshot, clock, now)
+            self._write_state(upsert_active, delete_active, clock)
             self.work_orders.write(work_orders, audit)
             for sink in self._sinks:
                 self._depth[sink] += new
@@ -372,18 +374,14 @@ class Outbox:
         self,
         upsert_active: Sequence[tuple[str, bytes]],
         delete_active: Sequence[str],
-        snapshot: bytes | None,
         clock: float | None,
-        now: float,
     ) -> None:
-        """Inside the commit: the checkpoint of active alerts, the snapshot, the clock."""
+        """Inside the commit: the checkpoint of active alerts and the clock."""
         if delete_active:
             gone = [(f,) for f in delete_active]
             self._db.executemany("DELETE FROM active_alerts WHERE fingerprint = ?", gone)
         if upsert_active:
             self._db.executemany("INSERT OR REPLACE INTO active_alerts VALUES (?, ?)", upsert_active)
-        if snapshot is not None:
-            self._db.execute("INSERT OR REPLACE INTO engine_snapshot VALUES (1, ?, ?)", (now, snapshot))
         if clock is not None:
             self._db.execute("INSERT OR REPLACE INTO stream_clock VALUES (1, ?)", (clock,))
 
@@ -424,7 +422,11 @@ class Outbox:
         )
 
     def snapshot(self) -> bytes | None:
-        """The last saved engine state, if any."""
+        """The last saved engine state, if any: its file, else the row an older sensord
+        kept in the database."""
+        saved = self.snapshots.load()
+        if saved is not None:
+            return saved
         with self._lock:
             row = self._db.execute("SELECT body FROM engine_snapshot WHERE id = 1").fetchone()
         return bytes(row[0]) if row else None
@@ -519,6 +521,7 @@ class Outbox:
 
     def close(self) -> None:
         self.finish_writes()  # a write under way finishes first
+        self.snapshots.finish()
         with self._lock:
             self._reader.close()
             self._db.close()

@@ -6,8 +6,8 @@ Order. The outbox hands out every waiting life-safety event first, then the rest
 commit order. A round stops at the first retryable failure, and the whole sink backs
 off: the events stay where they are, so after an outage the sink gets its waiting
 life-safety events first and the events of one alert in the order they happened (a
-`resolved` never overtakes its `firing`). Between two attempts the worker checks
-whether a new life-safety event was committed; if so it goes next.
+`resolved` never overtakes its `firing`). Before each wave of ordinary events the worker
+checks whether a new life-safety event was committed; if so it goes next.
 
 Fan-out. A sink that takes one event per request gets the round's first event alone,
 then waves of up to `_FAN_OUT` requests at once, each for a different alert and never
@@ -241,11 +241,15 @@ class _Worker(Generic[T]):
         waves = [[due]] if self.target.batched else self._waves(due)
         try:
             for wave in waves:
+                if self.outbox.life_safety_epoch != epoch and not self._life_safety(wave):
+                    # A new life-safety event was committed: it goes before these ordinary
+                    # ones. Older life-safety ones still in the round go first anyway (at
+                    # hundreds of SOS a second, breaking off every wave for the next one
+                    # re-read and re-decoded a whole page to send eight).
+                    break
                 sent = await asyncio.gather(*(self._deliver(group) for group in wave))
                 if not all(sent):
                     break  # the sink backs off as a whole; the rest keep their place
-                if self.outbox.life_safety_epoch != epoch:
-                    break  # a new life-safety event was committed: it goes next
                 if len(self._taken) >= _ACK_EVERY:
                     await self._ack_taken()
         finally:
@@ -253,6 +257,10 @@ class _Worker(Generic[T]):
             await self._ack_taken()
         self.metrics.outbox_depth.labels(self.name).set(self.outbox.depth(self.name))
         return True
+
+    def _life_safety(self, wave: list[list[tuple[int, T]]]) -> bool:
+        """Whether a wave is of life-safety items (a wave never mixes the two)."""
+        return self.target.lane(wave[0][0][1])[1]
 
     def _waves(self, due: list[tuple[int, T]]) -> list[list[list[tuple[int, T]]]]:
         """One item per request, sent in waves of up to `_FAN_OUT` at once. The round's

@@ -11,7 +11,6 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
 import numpy as np
 from pydantic import SecretStr
 
@@ -19,7 +18,7 @@ from sensord._registry import Registry
 from sensord._settings import InfluxSettings
 from sensord._types import AlertEvent, Message
 from sensord.decode import FamilyBatch, field_specs
-from sensord.sinks._http import classify, transport_error
+from sensord.sinks._client import SinkClient
 
 _KEY_ESC = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
 _MEAS_ESC = str.maketrans({",": r"\,", " ": r"\ "})
@@ -121,37 +120,35 @@ class InfluxSink:
         *,
         password: SecretStr | None = None,
         token: SecretStr | None = None,
-        client: httpx.AsyncClient | None = None,
     ) -> None:
         self._settings = settings
-        auth = None
-        if settings.api == "v1" and settings.username and password is not None:
-            auth = httpx.BasicAuth(settings.username, password.get_secret_value())
-        self._client = client or httpx.AsyncClient(timeout=settings.timeout_s, auth=auth)
         base = settings.url.reveal().rstrip("/")
-        self._headers: dict[str, str] = {"content-type": "text/plain; charset=utf-8"}
+        headers = {"content-type": "text/plain; charset=utf-8"}
+        auth = None
         if settings.api == "v1":
-            self._url = f"{base}/write"
-            self._params = {"db": settings.database, "precision": "ns"}
+            target = f"{base}/write"
+            params = {"db": settings.database, "precision": "ns"}
             if settings.retention_policy:
-                self._params["rp"] = settings.retention_policy
-            self._auth = (
-                (settings.username, password.get_secret_value()) if settings.username and password else None
-            )
+                params["rp"] = settings.retention_policy
+            if settings.username and password is not None:
+                auth = (settings.username, password.get_secret_value())
         else:
-            self._url = f"{base}/api/v2/write"
-            self._params = {"org": settings.org, "bucket": settings.bucket, "precision": "ns"}
+            target = f"{base}/api/v2/write"
+            params = {"org": settings.org, "bucket": settings.bucket, "precision": "ns"}
             if token is not None:
-                self._headers["authorization"] = f"Token {token.get_secret_value()}"
+                headers["authorization"] = f"Token {token.get_secret_value()}"
+        self._client = SinkClient(
+            self.name,
+            settings.url,
+            timeout_s=settings.timeout_s,
+            target=target,
+            params=params,
+            headers=headers,
+            auth=auth,
+        )
 
     async def _write(self, body: str) -> None:
-        try:
-            response = await self._client.post(
-                self._url, params=self._params, content=body.encode(), headers=self._headers
-            )
-        except httpx.HTTPError as exc:
-            raise transport_error(self.name, exc, self._settings.url) from None
-        classify(self.name, response, self._settings.url)
+        await self._client.post(body.encode(), {})
 
     async def send(self, events: Sequence[AlertEvent]) -> None:
         if events:

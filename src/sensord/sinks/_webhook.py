@@ -55,6 +55,7 @@ from pydantic import SecretStr
 from sensord._secret_url import SecretUrl
 from sensord._settings import WebhookSettings, signing_key
 from sensord._types import LOCALES, AlertEvent
+from sensord.sinks._client import SinkClient
 from sensord.sinks._http import classify, transport_error
 
 
@@ -120,18 +121,23 @@ def webhook_body(e: AlertEvent) -> dict[str, Any]:
     }
 
 
-async def post_signed(  # noqa: PLR0913 - one signed request's parts
-    client: httpx.AsyncClient, sink: str, url: SecretUrl, secret: SecretStr, *, msg_id: str, body: bytes
-) -> None:
-    """POST a JSON body signed per Standard Webhooks (the id is the same on every retry);
-    raise the sink error the answer means. Shared with the receivers' webhook channels."""
+def signed_headers(secret: SecretStr, msg_id: str, body: bytes) -> dict[str, str]:
+    """The headers of one signed POST, stamped now (the id is the same on every retry)."""
     ts = int(time.time())
-    headers = {
+    return {
         "content-type": "application/json",
         "webhook-id": msg_id,
         "webhook-timestamp": str(ts),
         "webhook-signature": sign(secret.get_secret_value(), msg_id, ts, body),
     }
+
+
+async def post_signed(  # noqa: PLR0913 - one signed request's parts
+    client: httpx.AsyncClient, sink: str, url: SecretUrl, secret: SecretStr, *, msg_id: str, body: bytes
+) -> None:
+    """POST a JSON body signed per Standard Webhooks with httpx; raise the sink error the
+    answer means. The receivers' webhook channels send this way (the sink: `WebhookSink`)."""
+    headers = signed_headers(secret, msg_id, body)
     try:
         response = await client.post(url.reveal(), content=body, headers=headers)
     except httpx.HTTPError as exc:
@@ -140,17 +146,15 @@ async def post_signed(  # noqa: PLR0913 - one signed request's parts
 
 
 class WebhookSink:
-    """POSTs each event to the dispatch platform, signed."""
+    """POSTs each event to the dispatch platform, signed, over one keep-alive connection pool."""
 
     name = "webhook"
     batched = False
 
-    def __init__(
-        self, settings: WebhookSettings, *, secret: SecretStr, client: httpx.AsyncClient | None = None
-    ) -> None:
+    def __init__(self, settings: WebhookSettings, *, secret: SecretStr) -> None:
         self._settings = settings
         self._secret = secret
-        self._client = client or httpx.AsyncClient(timeout=settings.timeout_s)
+        self._client = SinkClient(self.name, settings.url, timeout_s=settings.timeout_s)
 
     async def send(self, events: Sequence[AlertEvent]) -> None:
         for e in events:
@@ -159,8 +163,7 @@ class WebhookSink:
 
     async def _post(self, e: AlertEvent) -> None:
         body = orjson.dumps(webhook_body(e))
-        url, secret = self._settings.url, self._secret
-        await post_signed(self._client, self.name, url, secret, msg_id=e.event_id, body=body)
+        await self._client.post(body, signed_headers(self._secret, e.event_id, body))
 
     async def aclose(self) -> None:
         await self._client.aclose()
