@@ -347,16 +347,18 @@ def finish(plan: Plan, *, out: list[str]) -> str | None:
                     f"copies <outbox>.before-{handover} of every outbox and run finish again"
                 )
             writes = _compute(plan, boxes)
-            for db in boxes:
-                _backup(db, handover)
+            for db, box in boxes.items():
+                _backup(box, db, handover)
             for db, w in writes.items():
                 box = boxes[db]
                 box.commit(
-                    [], upsert_active=w.upsert, delete_active=w.delete, snapshot=w.snapshot, clock=w.clock,
+                    [], upsert_active=w.upsert, delete_active=w.delete, clock=w.clock,
                     groups={**w.state, FINISHED + handover: b"1"}, work_orders=w.orders, audit=w.audit,
                     before=lambda box=box, w=w: (box.work_orders.remove(w.drop_orders),  # type: ignore[misc]
                                                  box.silences.copy_in(w.silences)),
                 )  # fmt: skip
+                if w.snapshot is not None:  # after the checkpoint it goes with, as the daemon saves it
+                    box.snapshots.save(w.snapshot)
                 out.append(f"{db}: {len(w.upsert)} open alerts in, {len(w.delete)} out; "
                            f"{len(w.orders)} work orders in, {len(w.drop_orders)} out")  # fmt: skip
         finally:
@@ -388,8 +390,9 @@ def _check_drained(plan: Plan, boxes: Mapping[Path, Outbox]) -> str | None:
     return ids.pop() if ids else None
 
 
-def _backup(db: Path, handover: str) -> None:
-    """A copy of the outbox as it was, beside it: finish is undone by putting it back."""
+def _backup(box: Outbox, db: Path, handover: str) -> None:
+    """A copy of the outbox and its engine snapshot as they were, beside them: finish is
+    undone by putting them back."""
     target = db.with_name(f"{db.name}.before-{handover}")
     try:
         src = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)
@@ -398,6 +401,10 @@ def _backup(db: Path, handover: str) -> None:
             src.backup(dst)
     except sqlite3.Error as exc:
         raise OutboxError(f"cannot copy {db} to {target}: {exc}") from None
+    blob = box.snapshots.load()
+    if blob is not None:
+        snap = box.snapshots.path
+        snap.with_name(f"{snap.name}.before-{handover}").write_bytes(blob)
 
 
 def _engine(inst: Instance, box: Outbox | None) -> Engine:
