@@ -157,8 +157,11 @@ def _check(config: Path) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    from sensord._shard_cli import check_lines, check_share  # noqa: PLC0415 - only when needed
+
     try:
         registry = load_registry(settings.input_path(settings.registry))
+        check_share(settings, registry)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -173,8 +176,6 @@ def _check(config: Path) -> int:
     if errors:
         return 1
     print(f"ok: {config}: {len(registry.by_id)} devices, rules in {rules_dir}")
-    from sensord._shard_cli import check_lines  # noqa: PLC0415 - only when needed
-
     for line in check_lines(settings, registry):
         print(line)
     for name, sink in (("influx", settings.sinks.influx), ("webhook", settings.sinks.webhook)):

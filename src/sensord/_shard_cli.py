@@ -19,7 +19,7 @@ from sensord._registry import Registry
 from sensord._settings import LogSettings, Settings, load_settings
 from sensord._state_lock import StateLock
 from sensord.outbox import Outbox
-from sensord.shard import PREFIX, GateRow, Shard, assignment
+from sensord.shard import PREFIX, GateRow, Shard, assignment, split_registry
 
 log = logging.getLogger("sensord")
 
@@ -162,6 +162,13 @@ async def _drain_daemon(settings: Settings, max_wait: float, *, retire: bool) ->
     else:
         print("drained: the handover markers have passed")
     return True
+
+
+def check_share(settings: Settings, registry: Registry) -> None:
+    """The registry splits for this shard (community names, the reserved device id), as
+    `sensord run` would split it; ConfigError with the reason if not."""
+    if settings.shard is not None:
+        split_registry(registry, Shard(settings.shard), source=str(settings.input_path(settings.registry)))
 
 
 def check_lines(settings: Settings, registry: Registry) -> list[str]:

@@ -526,6 +526,7 @@ class TestFinish:
             assert [e.community for e in gave_group.alerts.values()] == [kept]
             assert [s.comment for s in took.silences.all()] == ["c"]
             assert f"{FINISHED}h1" in dict(took.dispatch_state())
+            assert took.snapshots.load() is not None  # the new owner's rule state, for its registry
             assert giver.db.with_name(f"{giver.db.name}.before-h1").is_file()
         finally:
             gave.close()
