@@ -134,6 +134,15 @@ def make_plan(old_configs: Sequence[Path], new_configs: Sequence[Path]) -> Plan:
     """The moves from the old configs to the new ones; ConfigError if the change cannot be
     done in one handover."""
     plan = Plan([load_instance(c) for c in old_configs], [load_instance(c) for c in new_configs])
+    for prior in plan.old:
+        for later in plan.new:
+            was, will = session_broker(prior.settings).client_id, session_broker(later.settings).client_id
+            if prior.db == later.db and was != will:
+                # What the broker queued for the old session would never be read.
+                raise ConfigError(
+                    f"the broker session of the instance of {prior.db} would change from {was!r} to "
+                    f"{will!r}; keep its broker.client_id (and shard index) across a handover"
+                )
     topics = {_topics(i.settings) for i in [*plan.old, *plan.new]}
     if len(topics) > 1:
         # The markers must lie in both the old and the new owner's subscriptions.

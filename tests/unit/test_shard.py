@@ -229,6 +229,10 @@ class TestSubscriptions:
             "acks": f"sensord-dispatch/ack/a/shard/{MARKER_DEVICE}",
         }
 
+    def test_instance_zero_keeps_the_configured_session(self) -> None:
+        """A single instance becomes instance 0 with its broker session."""
+        assert Shard(settings(shard={"index": 0, "count": 3}).shard).client_id("sensord") == "sensord"  # type: ignore[arg-type]
+
     def test_client_id_carries_the_index_not_the_count(self) -> None:
         """Instance 1 keeps its broker session whatever the count."""
         ids = {Shard(settings(shard={"index": 1, "count": n}).shard).client_id("sensord") for n in (2, 3)}  # type: ignore[arg-type]
@@ -468,6 +472,13 @@ class TestPlan:
         old = configs(tmp_path, "old", [{"communities": a}, {"communities": b}])
         new = configs(tmp_path, "new", [{"communities": a[:5] + b[:1]}, {"communities": b[1:] + a[5:]}])
         with pytest.raises(ConfigError, match="both give and take"):
+            make_plan(old, new)
+
+    def test_a_changed_session_id_is_refused(self, tmp_path: Path) -> None:
+        """An instance whose broker session id would change loses what was queued for it."""
+        old = configs(tmp_path, "old", [{"index": i, "count": 2} for i in range(2)])
+        new = configs(tmp_path, "new", [{"index": i, "count": 2} for i in range(2)], client_id="other")
+        with pytest.raises(ConfigError, match="broker session of the instance"):
             make_plan(old, new)
 
     def test_other_topics_on_one_side_are_refused(self, tmp_path: Path) -> None:

@@ -73,9 +73,11 @@ class Shard:
 
     def client_id(self, client_id: str) -> str:
         """The broker session id of this instance. With index/count it is the configured
-        id with `-shard-<index>`: the index, not the count, so an instance keeps its
-        session (and what the broker queued for it) when the count changes."""
-        if self.settings.index is None:
+        id with `-shard-<index>`, except for instance 0, which keeps it: a single instance
+        becomes instance 0 of a shard with its session. The index, not the count, so an
+        instance keeps its session (and what the broker queued for it) when the count
+        changes."""
+        if not self.settings.index:
             return client_id
         return f"{client_id}-shard-{self.settings.index}"
 
