@@ -93,7 +93,11 @@ def _status(config: Path) -> int:
     from sensord._handover import gate_summary  # noqa: PLC0415
 
     settings = load_settings(config)
-    box = Outbox(settings.data_path(settings.outbox.path), (), settings.outbox, Metrics())
+    path = settings.data_path(settings.outbox.path)
+    if not path.is_file():
+        print(f"no outbox at {path} yet: nothing handed over")
+        return 0
+    box = Outbox(path, (), settings.outbox, Metrics())
     try:
         lines = gate_summary(box)
     finally:
