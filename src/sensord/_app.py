@@ -8,11 +8,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from sensord._daemon import Daemon
+from sensord._errors import ConfigError
 from sensord._http import HttpServer
 from sensord._metrics import Metrics
 from sensord._pipeline import Pipeline
 from sensord._registry import Registry, load_registry
-from sensord._settings import Settings
+from sensord._settings import BrokerSettings, Settings
 from sensord.alerts import Engine
 from sensord.channels import Channel
 from sensord.decode import Decoder, FamilyBatch
@@ -21,6 +22,7 @@ from sensord.dispatch._build import build_dispatch
 from sensord.ingest import MqttSource
 from sensord.outbox import Outbox
 from sensord.rules import load_rules
+from sensord.shard import HandoverGate, Shard, Split, shard_filters, split_registry
 from sensord.sinks import (
     DeadLetter,
     DeadLetterForwarder,
@@ -131,6 +133,83 @@ def _dispatch(  # noqa: PLR0913, PLR0917 - the stages dispatch is built from
     )  # fmt: skip
 
 
+def session_broker(settings: Settings) -> BrokerSettings:
+    """The broker settings of this instance's session: with a shard of index/count, the
+    client id carries `-shard-<index>` (README: Several instances)."""
+    if settings.shard is None:
+        return settings.broker
+    client_id = Shard(settings.shard).client_id(settings.broker.client_id)
+    return settings.broker.model_copy(update={"client_id": client_id})
+
+
+def _registry_share(settings: Settings, metrics: Metrics) -> tuple[Registry, Split | None]:
+    """The devices this instance serves (with a shard, its part of the registry)."""
+    path = settings.input_path(settings.registry)
+    registry = load_registry(path)
+    if settings.shard is None:
+        metrics.shard_devices.set(len(registry.by_id))
+        return registry, None
+    shard = Shard(settings.shard)
+    split = split_registry(registry, shard, source=str(path))
+    if not split.communities:
+        log.warning("shard: this instance serves no community of the registry", extra={"fields": {
+            "shard": shard.label}})
+    metrics.shard_devices.set(len(split.registry.by_id))
+    metrics.shard_communities.set(len(split.communities))
+    log.info(
+        "shard: serving part of the registry",
+        extra={"fields": {"shard": shard.label, "communities": len(split.communities),
+                          "devices": len(split.registry.by_id), "others": len(split.foreign)}},
+    )  # fmt: skip
+    return split.registry, split
+
+
+def _elsewhere(
+    settings: Settings, split: Split | None, gate: HandoverGate
+) -> Callable[[str], tuple[str, str] | None] | None:
+    """Why a device of the registry is not processed here: another instance serves it
+    (`not_this_shard`), or its community was handed over from here (`handed_over`: the
+    new owner processes what is still queued for this instance's session). None without
+    a shard: every device is served here."""
+    if split is None or settings.shard is None:
+        return None
+    shard, foreign, gone = Shard(settings.shard), split.foreign, gate.handed_over
+
+    def elsewhere(device_id: str) -> tuple[str, str] | None:
+        community = foreign.get(device_id)
+        if community is None:
+            return None
+        if community in gone:
+            return "handed_over", f"community {community} was handed over to {gone[community]}"
+        return "not_this_shard", (
+            f"device {device_id} is in community {community}, which {shard.owner_of(community)} serves; "
+            f"this is {shard.label} (check broker.subscriptions, or a subscription left in the session)"
+        )
+
+    return elsewhere
+
+
+def _subscriptions(settings: Settings, split: Split | None) -> tuple[str, ...] | None:
+    """With a shard, its communities' own topic filters; else the configured ones (None)."""
+    return shard_filters(settings, split.communities) if split is not None else None
+
+
+def _gate(
+    settings: Settings, split: Split | None, outbox: Outbox, deadletter: DeadLetter, metrics: Metrics
+) -> HandoverGate:
+    """The handover gate, idle unless a handover is under way (README: Changing the number
+    of instances); an instance without a shard may be handing its communities to sharded
+    ones. ConfigError when this config must not run yet (a drain or a finish comes first)."""
+    gate = HandoverGate(settings.broker.topic_template, settings.broker.ack_topic_template, metrics)
+    served = set(split.communities) if split is not None else None
+    gate.load(outbox.dispatch_state(), served=served)
+    if (refused := gate.refusal(served)) is not None:
+        outbox.close()
+        deadletter.close()
+        raise ConfigError(refused, source=str(settings.data_path(settings.outbox.path)))
+    return gate
+
+
 async def build_daemon(
     settings: Settings,
     *,
@@ -139,7 +218,7 @@ async def build_daemon(
 ) -> tuple[Daemon, HttpServer | None]:
     """Load registry and rules, open the outbox, start the HTTP listener; return the daemon."""
     metrics = metrics or Metrics()
-    registry = load_registry(settings.input_path(settings.registry))
+    registry, split = _registry_share(settings, metrics)
     rules = load_rules(settings.input_path(settings.rules_dir), registry)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     sink_list = list(sinks) if sinks is not None else build_sinks(settings)
@@ -184,8 +263,11 @@ async def build_daemon(
         def telemetry(batch: FamilyBatch) -> None:
             w(batch, registry)
 
+    gate = _gate(settings, split, outbox, deadletter, metrics)
+    elsewhere = _elsewhere(settings, split, gate)
     pipeline = Pipeline(
-        decoder=Decoder(registry, settings.decode, settings.broker.topic_template),
+        decoder=Decoder(registry, settings.decode, settings.broker.topic_template, elsewhere=elsewhere),
+        gate=gate,
         engine=Engine(rules, registry, settings.alerts),
         ack_topic_template=settings.broker.ack_topic_template,
         ack_slack_s=settings.alerts.ack_slack_s,
@@ -195,12 +277,13 @@ async def build_daemon(
         dispatcher=dispatcher,
     )
     source = MqttSource(
-        settings.broker,
+        session_broker(settings),
         settings.secret("broker.password"),
         metrics,
         settings.batch,
         # The filters of the last session, to unsubscribe those the config dropped.
         session_file=settings.state_dir / "mqtt-session.json",
+        filters=_subscriptions(settings, split),
     )
     daemon = Daemon(
         settings,

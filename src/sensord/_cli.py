@@ -103,6 +103,9 @@ def _operator_args(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     from sensord._audit_cli import add_parser as add_audit  # noqa: PLC0415 - argparse only
 
     add_audit(sub)
+    from sensord._shard_cli import add_parser as add_shard  # noqa: PLC0415 - argparse only
+
+    add_shard(sub)
     secret = sub.add_parser("secret", help="make secrets")
     secret.add_subparsers(dest="secret_command", required=True).add_parser(
         "new", help="print a new webhook signing secret (whsec_ + base64 of 32 random bytes)"
@@ -154,8 +157,11 @@ def _check(config: Path) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    from sensord._shard_cli import check_lines, check_share  # noqa: PLC0415 - only when needed
+
     try:
         registry = load_registry(settings.input_path(settings.registry))
+        check_share(settings, registry)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -170,6 +176,8 @@ def _check(config: Path) -> int:
     if errors:
         return 1
     print(f"ok: {config}: {len(registry.by_id)} devices, rules in {rules_dir}")
+    for line in check_lines(settings, registry):
+        print(line)
     for name, sink in (("influx", settings.sinks.influx), ("webhook", settings.sinks.webhook)):
         if sink is not None:
             # Redacted by SecretUrl: enough to tell which endpoint, never its token.
@@ -195,6 +203,17 @@ def _check_dispatch(settings: Settings, registry: Registry) -> list[str]:
 
 
 async def _run_daemon(settings: Settings) -> None:
+    from sensord._state_lock import StateLock  # noqa: PLC0415
+
+    # One process per state_dir: a second instance given the same one is refused.
+    lock = StateLock(settings.state_dir).acquire()
+    try:
+        await _serve(settings)
+    finally:
+        lock.release()
+
+
+async def _serve(settings: Settings) -> None:
     from sensord._app import build_daemon  # noqa: PLC0415 - keeps `sensord --version` fast
     from sensord._daemon import run_until_cancelled  # noqa: PLC0415
 
@@ -294,6 +313,12 @@ def _audit(args: argparse.Namespace) -> int:
     return audit_command(args)
 
 
+def _shard(args: argparse.Namespace) -> int:
+    from sensord._shard_cli import shard_command  # noqa: PLC0415 - only when needed
+
+    return shard_command(args)
+
+
 def _outbox(args: argparse.Namespace) -> int:
     from sensord import _ops  # noqa: PLC0415 - opens SQLite and metrics; only when needed
 
@@ -307,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands |= {"record": lambda: _live(args), "play": lambda: _live(args)}
     commands |= {"outbox": lambda: _outbox(args), "deadletter": lambda: _deadletter(args)}
     commands |= {"secret": _new_secret, "routes": lambda: _routes(args), "silence": lambda: _silence(args)}
-    commands |= {"kpi": lambda: _kpi(args), "audit": lambda: _audit(args)}
+    commands |= {"kpi": lambda: _kpi(args), "audit": lambda: _audit(args), "shard": lambda: _shard(args)}
     return commands.get(args.command, lambda: _simulate(args))()
 
 

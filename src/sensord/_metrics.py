@@ -127,6 +127,24 @@ class Metrics:
             registry=r,
         )
         self._work_order_metrics(r)
+        self._shard_metrics(r)
+
+    def _shard_metrics(self, r: CollectorRegistry) -> None:
+        """Several instances sharing a district (README: Several instances)."""
+        self.shard_devices = Gauge(
+            "sensord_shard_devices", "Devices of the registry this instance serves (all without a shard)",
+            registry=r,
+        )
+        self.shard_communities = Gauge(
+            "sensord_shard_communities", "Communities this instance serves", registry=r
+        )
+        self.handed_over = Counter(
+            "sensord_shard_handed_over",
+            "Messages of a community in handover left to its other owner (give: after the marker, "
+            "take: before it) and stray markers",
+            ["side"],
+            registry=r,
+        )
 
     def _work_order_metrics(self, r: CollectorRegistry) -> None:
         """Response times the community is judged on, from the desk's changes (event time)."""

@@ -26,6 +26,7 @@ from sensord.alerts import TEMPLATE_ERROR, ActiveAlert, Engine, EngineResult, Sn
 from sensord.decode import Decoder, DecodeResult, FamilyBatch, TopicTemplate, shown
 from sensord.dispatch import AckSeen, Dispatcher
 from sensord.outbox import Notice, Outbox, WorkOrderRow
+from sensord.shard import HandoverGate
 from sensord.sinks import DeadLetter
 
 log = logging.getLogger("sensord")
@@ -50,6 +51,7 @@ class Evaluated:
     groups: dict[str, bytes | None] = field(default_factory=dict)  # dispatch state changed
     acks: list[AckSeen] = field(default_factory=list)  # applied acks, for the work orders
     work_orders: list[WorkOrderRow] = field(default_factory=list)  # work orders changed
+    shard: dict[str, bytes | None] = field(default_factory=dict)  # handover gate rows changed
 
     def drop(self, fingerprints: Iterable[str]) -> None:
         for fp in fingerprints:
@@ -122,8 +124,11 @@ class Pipeline:
         telemetry: Callable[[FamilyBatch], None] | None = None,
         dispatcher: Dispatcher | None = None,
         clock: Callable[[], float] = time.time,
+        gate: HandoverGate | None = None,
     ) -> None:
         self.decoder = decoder
+        # With a shard during a handover: which of a community's messages are processed here.
+        self.gate = gate
         self._acks = TopicTemplate(ack_topic_template) if ack_topic_template is not None else None
         self._ack_slack_s = ack_slack_s
         self.engine = engine
@@ -152,6 +157,8 @@ class Pipeline:
         the messages it had not applied yet are dead-lettered (replayable), never dropped.
         """
         out = Evaluated(tokens=[m.token for m in messages if m.token is not None])
+        if self.gate is not None and self.gate.active:
+            messages, out.shard = self.gate.filter(messages)
         steps = [self._prepare(run, out, acks=is_ack) for is_ack, run in self._runs(messages)]
         try:
             for i, step in enumerate(steps):
@@ -336,6 +343,9 @@ class Pipeline:
         parts = self._acks.parse(m.topic)
         assert parts is not None
         device = self.decoder.device(parts.device_id)
+        elsewhere = self.decoder.elsewhere
+        if device is None and elsewhere is not None and (owner := elsewhere(parts.device_id)):
+            raise DecodeError(*owner)
         if device is None:
             raise DecodeError("unknown_device", f"ack for {shown(parts.device_id)}, not in the registry")
         where = (parts.community or device.entry.community, parts.family or device.family.value)
@@ -420,7 +430,8 @@ def commit(outbox: Outbox, ev: Evaluated) -> None:
         delete_active=delete,
         clock=ev.clock,
         notices=ev.notices,
-        groups=ev.groups,
+        # The handover gate's rows live beside the dispatch state, committed with the batch.
+        groups={**ev.groups, **ev.shard} if ev.shard else ev.groups,
         work_orders=ev.work_orders,
     )
     if ev.snapshot is not None:  # after its checkpoint, so never ahead of it

@@ -364,6 +364,35 @@ class LogSettings(_Frozen):
     format: Literal["json", "text"] = "json"
 
 
+class ShardSettings(_Frozen):
+    """This instance's share of a district (README: Several instances): either `index` of
+    `count` instances, each taking the communities that rendezvous hashing gives it, or an
+    explicit list of `communities`."""
+
+    index: Annotated[int, Field(ge=0)] | None = None
+    count: Annotated[int, Field(ge=1, le=1000)] | None = None
+    communities: tuple[Annotated[str, Field(min_length=1)], ...] | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ShardSettings:
+        if self.communities is not None:
+            if self.index is not None or self.count is not None:
+                raise ValueError("give either index and count, or communities, not both")
+            if not self.communities:
+                raise ValueError("communities is empty: an instance needs at least one")
+            if len(set(self.communities)) != len(self.communities):
+                raise ValueError("communities names one community twice")
+            return self
+        if self.index is None or self.count is None:
+            raise ValueError("give index and count (instance index of count instances), or communities")
+        if self.index >= self.count:
+            raise ValueError(
+                f"index {self.index} is not below count {self.count}: the instances of a shard of "
+                f"{self.count} are numbered 0 to {self.count - 1}"
+            )
+        return self
+
+
 class Settings(_Frozen):
     """The whole configuration. Relative paths are relative to `state_dir` (data) or the
     config file's folder (inputs)."""
@@ -386,6 +415,8 @@ class Settings(_Frozen):
     api: ApiSettings = ApiSettings()
     alerts: AlertSettings = AlertSettings()
     log: LogSettings = LogSettings()
+    # None: one instance takes every community of the registry.
+    shard: ShardSettings | None = None
     # Filled by load_settings(); never written in YAML.
     secrets: dict[str, SecretStr] = Field(default_factory=dict, exclude=True)
     config_dir: Path = Field(default=Path(), exclude=True)
@@ -398,6 +429,36 @@ class Settings(_Frozen):
             raise ValueError(
                 f"broker.max_packet_bytes ({self.broker.max_packet_bytes}) must be larger than "
                 f"decode.max_payload_bytes ({self.decode.max_payload_bytes})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _shard_needs_community_topics(self) -> Settings:
+        if self.shard is None:
+            return self
+        b = self.broker
+        if "{community}" not in b.topic_template:
+            raise ValueError(
+                "shard: broker.topic_template must contain {community}: an instance subscribes to its "
+                "own communities' topics only"
+            )
+        if len(b.subscriptions) != 1:
+            # One filter per community: the handover marker travels in it (README: Changing
+            # the number of instances), so it is ordered with every message it cuts.
+            raise ValueError(
+                f"shard: broker.subscriptions must be one filter (got {len(b.subscriptions)}); each "
+                "instance narrows it to its own communities"
+            )
+        if b.ack_topic_template is not None and "{community}" not in b.ack_topic_template:
+            raise ValueError(
+                "shard: broker.ack_topic_template must contain {community} (or be null): each instance "
+                "takes only its own communities' acknowledgements"
+            )
+        if self.shard.communities is not None and "client_id" not in b.model_fields_set:
+            # With index/count the id gets `-shard-<index>`; a list has no index to add.
+            raise ValueError(
+                "shard.communities: set broker.client_id, one per instance: two instances with one "
+                "client id take the broker session from each other"
             )
         return self
 

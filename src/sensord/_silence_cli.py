@@ -62,6 +62,9 @@ def silence_command(args: argparse.Namespace, *, now: float | None = None) -> in
                 return 1
             print(f"silence {args.id} expired")
             return 0
+        from sensord._shard_cli import refuse_foreign_silence  # noqa: PLC0415
+
+        refuse_foreign_silence(settings, args.match)
         return _add(args, outbox, now, max_silence(settings))
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -20,6 +20,7 @@ PACKAGES = [
     "sensord.report",
     "sensord.rules",
     "sensord.ruletest",
+    "sensord.shard",
     "sensord.simulate",
     "sensord.sinks",
     "sensord.testing",

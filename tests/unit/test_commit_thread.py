@@ -210,3 +210,26 @@ class TestShedOnTheWriterThread:
         asyncio.run(scenario())
         box.close()
         assert reported == [("id-1", threading.current_thread().name)]
+
+
+class TestStopDuringAQueuedWrite:
+    def test_a_write_queued_behind_another_lands_though_its_caller_is_cancelled(self, tmp_path: Path) -> None:
+        """A batch commit waiting behind another write (a delivery ack) when the daemon is
+        stopped still runs: `finish_writes` returns only after it, so the stop-time snapshot
+        never holds a batch whose events and checkpoint were not written."""
+        outbox = Outbox(tmp_path / "o.sqlite3", ["webhook"], OutboxSettings(), Metrics())
+        hold = threading.Event()
+
+        async def scenario() -> None:
+            first = asyncio.ensure_future(outbox.run_in_writer(lambda: hold.wait(5)))
+            queued = asyncio.ensure_future(outbox.run_in_writer(lambda: outbox.commit([event(1)])))
+            await asyncio.sleep(0.05)
+            queued.cancel()
+            await asyncio.sleep(0.05)
+            hold.set()
+            await first
+
+        asyncio.run(scenario())
+        outbox.finish_writes()
+        assert [e.event_id for _, e in outbox.due("webhook", 10)] == ["id-1"]
+        outbox.close()

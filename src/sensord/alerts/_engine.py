@@ -33,6 +33,7 @@ import math
 import numpy as np
 
 from sensord._types import AlertStatus, Family
+from sensord.alerts._adopt import Adoption
 from sensord.alerts._event_rules import EventRules
 from sensord.alerts._events import fingerprint
 from sensord.alerts._level_rules import LevelRules
@@ -51,7 +52,7 @@ from sensord.decode import FamilyBatch
 from sensord.rules import CompiledRule, FamilyRules
 
 
-class Engine(RowsMixin, StateRules, EventRules, LevelRules, Silence, Persistence):
+class Engine(RowsMixin, StateRules, EventRules, LevelRules, Silence, Persistence, Adoption):
     """Rule evaluation and alert lifecycle for all families: each rule kind's evaluation
     and timers, silences and persistence live in their own modules; this class runs them
     for a batch, on the clock, for an acknowledgement and across a rule reload."""

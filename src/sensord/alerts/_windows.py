@@ -157,6 +157,29 @@ class WindowHistory:
         for fname in self._unchanged.keys() & other._unchanged.keys():
             self._unchanged[fname] = other._unchanged[fname]
 
+    def take(self, other: WindowHistory, new: IntArr, old: IntArr) -> None:
+        """Another instance's history of the devices `old`, as our devices `new` (same
+        devices, other indices): what this history held for `new` is replaced."""
+        for fname, (last, since) in self._unchanged.items():
+            if fname in other._unchanged:
+                their_last, their_since = other._unchanged[fname]
+                last[new], since[new] = their_last[old], their_since[old]
+        lookup = np.full(max(int(old.max()) + 1, 1), -1, dtype=np.int64)
+        lookup[old] = new
+        for fname, (hdev, hts, hval) in self._hist.items():
+            keep = ~np.isin(hdev, new)
+            dev, ts, val = hdev[keep], hts[keep], hval[keep]
+            if fname in other._hist:
+                odev, ots, oval = other._hist[fname]
+                mapped = np.where(odev < lookup.shape[0], lookup[np.minimum(odev, lookup.shape[0] - 1)], -1)
+                take = mapped >= 0
+                dev = np.concatenate([dev, mapped[take]])
+                ts = np.concatenate([ts, ots[take]])
+                val = np.concatenate([val, oval[take]])
+                order = np.lexsort((ts, dev))
+                dev, ts, val = dev[order], ts[order], val[order]
+            self._hist[fname] = (dev, ts, val)
+
     def arrays(self) -> dict[str, npt.NDArray[np.float64] | IntArr]:
         out: dict[str, npt.NDArray[np.float64] | IntArr] = {}
         for fname, (last, since) in self._unchanged.items():

@@ -29,7 +29,7 @@ from sensord.decode._topic import TopicTemplate
 from sensord.decode._typed import TS, TypedPayload
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from sensord._registry import Device, Registry
     from sensord._settings import DecodeSettings
@@ -113,8 +113,18 @@ def _timestamp(value: object, received_at: float) -> float:
 class Decoder:
     """Decode stage. Built once from the registry and settings; called once per batch."""
 
-    def __init__(self, registry: Registry, settings: DecodeSettings, topic_template: str) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        settings: DecodeSettings,
+        topic_template: str,
+        *,
+        elsewhere: Callable[[str], tuple[str, str] | None] | None = None,
+    ) -> None:
         self._registry = registry
+        # With a shard: why a device of the registry is not in this instance's part, as
+        # (reject reason, detail naming its owner); None for a device of no instance.
+        self.elsewhere = elsewhere
         self._settings = settings
         self._topic = TopicTemplate(topic_template)
         self.topic = self._topic
@@ -254,6 +264,8 @@ class Decoder:
             families = sorted(_FAMILIES)
             raise DecodeError("unknown_family", f"family {shown(parts.family)} is not one of {families}")
         known = self._registry.get(parts.device_id)
+        if known is None and self.elsewhere is not None and (owner := self.elsewhere(parts.device_id)):
+            raise DecodeError(*owner)
         if known is None:
             result.unknown.setdefault(family, []).append(parts.device_id)
             raise DecodeError(

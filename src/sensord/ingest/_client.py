@@ -39,6 +39,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import orjson
 from pydantic import SecretStr
@@ -52,12 +53,22 @@ from sensord.ingest._connection import Connection, reconnect_delay, tls_context,
 
 log = logging.getLogger("sensord.ingest")
 
+# Packet ids of the n-th packet of each kind: 1 + 3n SUBSCRIBE, 2 + 3n UNSUBSCRIBE, 3 + 3n
+# the SUBSCRIBE again of a dropped filter (see _subscribe).
 _SUBSCRIBE_ID, _UNSUBSCRIBE_ID, _RESUBSCRIBE_ID = 1, 2, 3
 # A connection that lasted this long was a working one: the backoff starts over after it.
 _STABLE_S = 10.0
 # Connections the broker closed with our publish to one topic unconfirmed, in a row,
 # before the topic counts as refused (one could be a broker restart at that moment).
 _REFUSED_AFTER = 3
+# Filters per SUBSCRIBE/UNSUBSCRIBE packet: a SUBACK of 100 results is 104 bytes, and 100
+# filters of a community's topics stay far below any broker's packet limit.
+_FILTERS_PER_PACKET = 100
+_T = TypeVar("_T")
+
+
+def _chunks(items: Sequence[_T]) -> list[Sequence[_T]]:
+    return [items[i : i + _FILTERS_PER_PACKET] for i in range(0, len(items), _FILTERS_PER_PACKET)]
 
 
 class MqttSource:
@@ -72,8 +83,11 @@ class MqttSource:
         *,
         high_water: int | None = None,
         session_file: Path | None = None,
+        filters: Sequence[str] | None = None,
     ) -> None:
         self._settings = settings
+        # What to subscribe to: the settings' filters, or (a shard) its communities' own.
+        self._filters = tuple(filters) if filters is not None else settings.filters
         self._password = password
         self._metrics = metrics
         self._batch = batch
@@ -212,25 +226,36 @@ class MqttSource:
 
     async def _subscribe(self, proto: Connection) -> None:
         qos = self._settings.qos
-        filters = [(f, qos) for f in self._settings.filters]
-        gone = [f for f in self._previous_filters() if f not in self._settings.filters]
+        filters = [(f, qos) for f in self._filters]
+        wanted = set(self._filters)
+        gone = [f for f in self._previous_filters() if f not in wanted]
         if gone and self.session_present:
             # RabbitMQ 3.10 unsubscribes only filters subscribed on the same connection
             # (it keeps them per connection, not per session), so they are subscribed
             # again first. Elsewhere that replaces the subscription with itself (and may
             # bring its retained messages once).
-            again = p.subscribe(_RESUBSCRIBE_ID, [(f, qos) for f in gone])
-            await self._request(proto, p.SUBACK, _RESUBSCRIBE_ID, again, gone)
-            drop = p.unsubscribe(_UNSUBSCRIBE_ID, gone)
-            await self._request(proto, p.UNSUBACK, _UNSUBSCRIBE_ID, drop, gone)
-            log.info("unsubscribed filters no longer in the config", extra={"fields": {"filters": gone}})
+            for n, part in enumerate(_chunks(gone)):
+                again = p.subscribe(_RESUBSCRIBE_ID + 3 * n, [(f, qos) for f in part])
+                await self._request(proto, p.SUBACK, _RESUBSCRIBE_ID + 3 * n, again, list(part))
+                drop = p.unsubscribe(_UNSUBSCRIBE_ID + 3 * n, list(part))
+                await self._request(proto, p.UNSUBACK, _UNSUBSCRIBE_ID + 3 * n, drop, list(part))
+            log.info(
+                "unsubscribed filters no longer in the config",
+                extra={"fields": {"filters": gone[:50], "count": len(gone)}},
+            )
         if not filters:  # a publish-only client (simulator, dead-letter forwarder)
             return
-        subscribe = p.subscribe(_SUBSCRIBE_ID, filters)
-        codes = await self._request(proto, p.SUBACK, _SUBSCRIBE_ID, subscribe, [f for f, _ in filters])
-        if len(codes) != len(filters):
-            proto.close()
-            raise IngestError(f"broker answered {len(codes)} subscription results for {len(filters)} filters")
+        codes = b""
+        # A shard subscribes per community: hundreds of filters go in packets of at most
+        # _FILTERS_PER_PACKET, so neither a SUBSCRIBE nor its SUBACK meets a broker's (or our
+        # own max_packet_bytes) packet limit.
+        for n, chunk in enumerate(_chunks(filters)):
+            packet = p.subscribe(_SUBSCRIBE_ID + 3 * n, list(chunk))
+            got = await self._request(proto, p.SUBACK, _SUBSCRIBE_ID + 3 * n, packet, [f for f, _ in chunk])
+            if len(got) != len(chunk):
+                proto.close()
+                raise IngestError(f"broker answered {len(got)} subscription results for {len(chunk)} filters")
+            codes += got
         for (filt, want), code in zip(filters, codes, strict=True):
             if code == p.SUBACK_FAILURE:
                 proto.close()
@@ -275,7 +300,7 @@ class MqttSource:
         if self._session_file is None:
             return
         try:
-            self._session_file.write_bytes(orjson.dumps({"filters": list(self._settings.filters)}))
+            self._session_file.write_bytes(orjson.dumps({"filters": list(self._filters)}))
         except OSError as exc:
             log.warning("could not record the subscriptions", extra={"fields": {"error": str(exc)}})
 

@@ -84,6 +84,16 @@ class SilenceStore:
             )  # fmt: skip
         return int(cur.lastrowid or 0)
 
+    def copy_in(self, rows: Sequence[SilenceRow]) -> None:
+        """Inside a commit: silences made on another instance (a handover brings them with
+        their communities), with who made them and why; ids are this store's own."""
+        self._db.executemany(
+            "INSERT INTO silences (matchers, starts_at, ends_at, created_by, comment, created_at, "
+            "life_safety, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(orjson.dumps(list(r.matchers)), r.starts_at, r.ends_at, r.created_by, r.comment, r.created_at,
+              int(r.life_safety), r.reason) for r in rows],
+        )  # fmt: skip
+
     def expire(self, silence_id: int, *, at: float) -> bool:
         """End a silence now (kept, listed as expired). False if there is no such active one."""
         with self._tx():

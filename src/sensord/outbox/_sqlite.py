@@ -225,8 +225,13 @@ class Outbox:
             self._writer = ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix="outbox-writer", initializer=self._mark_writer
             )
+        # Submitted now, and shielded: cancelling the caller (a stop) must not cancel a
+        # write still queued behind another (`run_in_executor` would), or a batch whose
+        # engine state is in the stop-time snapshot would lose its events and checkpoint.
+        # `finish_writes` waits for it.
+        done = asyncio.wrap_future(self._writer.submit(fn))
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._writer, fn)
+            return await asyncio.shield(done)
         finally:
             # Shed deliveries are reported here, on the loop's thread: `on_shed` writes the
             # dead-letter file and may hand the record to the event loop.

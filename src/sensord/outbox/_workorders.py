@@ -153,6 +153,25 @@ class WorkOrderStore:
         rows = self._read(f"SELECT body FROM work_orders WHERE state IN ({marks})", _UNFINISHED)  # noqa: S608
         return [bytes(r[0]) for r in rows]
 
+    def unfinished_rows(self) -> list[WorkOrderRow]:
+        """Unfinished work orders with their columns (a handover moves them by community)."""
+        marks = ",".join("?" * len(_UNFINISHED))
+        rows = self._read(
+            "SELECT id, state, community, grid, family, rule, life_safety, opened_at, updated_at, body "  # noqa: S608
+            f"FROM work_orders WHERE state IN ({marks})",
+            _UNFINISHED,
+        )
+        return [
+            WorkOrderRow(str(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), str(r[5]), bool(r[6]),
+                         float(r[7]), float(r[8]), bytes(r[9]))
+            for r in rows
+        ]  # fmt: skip
+
+    def remove(self, ids: Sequence[str]) -> None:
+        """Inside a commit: forget these work orders here (handed to another instance,
+        which keeps them from now on; the audit log keeps what happened here)."""
+        self._db.executemany("DELETE FROM work_orders WHERE id = ?", [(i,) for i in ids])
+
     def query(self, f: Filter) -> tuple[list[bytes], int]:
         """Matching work orders, life-safety first then oldest first, and how many match."""
         where, args = ["1"], list[object]()
