@@ -17,17 +17,26 @@ from __future__ import annotations
 import base64
 import contextlib
 from collections.abc import Mapping
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-import aiohttp
-from aiohttp.helpers import get_env_proxy_for_url
 from yarl import URL
 
 from sensord._errors import RetryableSinkError
 from sensord._secret_url import SecretUrl
 from sensord.sinks._http import check_answer, transport_error
 
+if TYPE_CHECKING:
+    import aiohttp
+
 _KEEPALIVE_S = 5.0  # as httpx: under the 5 s idle close of Node's and uvicorn's servers
 _MAX_CONNECTIONS = 100  # as httpx; the delivery worker sends at most 8 at once
+
+
+def _aiohttp() -> ModuleType:
+    import aiohttp  # noqa: PLC0415 - see SinkClient._open
+
+    return aiohttp
 
 
 def basic_auth(username: str, password: str) -> str:
@@ -66,15 +75,22 @@ class SinkClient:
         self._target = parsed.with_user(None)
         self._proxy: URL | None = None
         self._proxy_auth: aiohttp.BasicAuth | None = None
-        with contextlib.suppress(LookupError):
-            self._proxy, self._proxy_auth = get_env_proxy_for_url(self._target)
         self._session: aiohttp.ClientSession | None = None
+        self._errors: tuple[type[aiohttp.ClientError | OSError], ...] = (OSError,)
         self._closed = False
 
     def _open(self) -> aiohttp.ClientSession:
         if self._closed:
             raise RetryableSinkError(self._sink, "the sink is closed (sensord is stopping)")
         if self._session is None:
+            # Imported here, with the first request: importing aiohttp took 90-150 ms of
+            # the daemon's start-up, before it was ready to read the broker.
+            aiohttp = _aiohttp()
+            from aiohttp.helpers import get_env_proxy_for_url  # noqa: PLC0415
+
+            with contextlib.suppress(LookupError):
+                self._proxy, self._proxy_auth = get_env_proxy_for_url(self._target)
+            self._errors = (aiohttp.ClientError, OSError)
             step = self._timeout_s
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=_MAX_CONNECTIONS, keepalive_timeout=_KEEPALIVE_S),
@@ -101,7 +117,7 @@ class SinkClient:
                     return
                 text = raw.decode(response.get_encoding(), errors="replace")
                 retry = response.headers.get("retry-after")
-        except (aiohttp.ClientError, OSError) as exc:
+        except self._errors as exc:
             raise transport_error(self._sink, exc, self._url) from None
         check_answer(self._sink, response.status, text, retry, self._url)
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import time
 from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING
 
-import aiohttp
 import httpx
 
 from sensord._errors import PermanentSinkError, RetryableSinkError
@@ -55,7 +55,10 @@ def classify(sink: str, response: httpx.Response, url: SecretUrl) -> None:
 
 # What either client raises when the request did not get an answer: timeouts, refused or
 # dropped connections, DNS failures (aiohttp's timeouts are TimeoutError, an OSError).
-TransportError = httpx.HTTPError | aiohttp.ClientError | OSError
+if TYPE_CHECKING:  # aiohttp is imported with the first request (start-up time)
+    import aiohttp
+
+    TransportError = httpx.HTTPError | aiohttp.ClientError | OSError
 
 
 def transport_error(sink: str, exc: TransportError, url: SecretUrl) -> RetryableSinkError:
