@@ -139,11 +139,12 @@ class BrokerSettings(_Frozen):
     # Several nodes of one clustered broker (or brokers sharing our session): on the loss
     # of a connection the next one is tried. Empty: the one `host`/`port`.
     hosts: tuple[BrokerHost, ...] = ()
-    # After a reconnect with the session present, how long to gather what arrives before
-    # processing it: a broker that redelivers unacknowledged messages only after its ack
+    # After a connect with the session present, what arrives is gathered into one batch
+    # until this long has passed since the connect and since the first message of each
+    # subscription: a broker that redelivers unacknowledged messages only after its ack
     # timeout (nats-server's `mqtt.ack_wait`) sends them behind newer readings, which the
-    # rules would then skip as late; gathered into one batch they are sorted by time.
-    # 0: process at once (Mosquitto redelivers first, in order).
+    # rules would skip as late; in one batch they are sorted by time. Must exceed that ack
+    # timeout. 0: process at once (Mosquitto redelivers first, in order).
     redelivery_wait_s: Annotated[float, Field(ge=0, le=300)] = 0.0
     client_id: Annotated[str, Field(min_length=1, max_length=64)] = "sensord"
     # The daemon keeps its session (False) so the broker queues for it while it restarts;

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -14,10 +15,12 @@ from sensord._errors import ConfigError
 from sensord._metrics import Metrics
 from sensord._settings import BatchSettings, BrokerHost, BrokerSettings, ReconnectSettings, load_settings
 from sensord.ingest import Failover, MqttSource, reconnect_delay
+from sensord.ingest._packets import Publish
 from tests.unit.test_config import write_config
 
 A, B, C = (BrokerHost(host=h, port=1883) for h in ("a.example", "b.example", "c.example"))
 BACKOFF = ReconnectSettings(initial_s=1.0, max_s=8.0)
+Script = list[tuple[float, list[Publish]]]  # (seconds to wait, then these PUBLISHes received)
 
 
 class TestHostsSetting:
@@ -110,42 +113,66 @@ class _FakeConnection:
 
 
 class TestRedeliveryGathering:
+    @staticmethod
+    def _source(wait: float, max_size: int = 5000) -> MqttSource:
+        settings = BrokerSettings(
+            redelivery_wait_s=wait, subscriptions=("t/+",), ack_topic_template="ack/{device_id}"
+        )
+        return MqttSource(settings, None, Metrics(), BatchSettings(max_size=max_size, max_wait_ms=1))
+
+    @staticmethod
+    async def _first_batch(src: MqttSource, script: Script) -> tuple[list[bytes], float]:
+        """Feed `script` ((delay, publishes) in turn) and return the first batch handed out
+        and the seconds from the connect to it."""
+        conn = _FakeConnection()
+        t0 = time.monotonic()
+
+        async def feed() -> None:
+            for delay, pubs in script:
+                await asyncio.sleep(delay)
+                src._received(conn, pubs)  # type: ignore[arg-type]
+
+        feeder = asyncio.create_task(feed())
+        batch: list[bytes] = []
+        async for got in src.batches():
+            batch = [m.payload for m in got]
+            break
+        await feeder
+        return batch, time.monotonic() - t0
+
     def test_messages_after_a_reconnect_are_one_batch_with_resent_ids_dropped(self) -> None:
         """With `redelivery_wait_s`, what arrives after a reconnect with the session
         present is handed out as one batch once the wait is over (larger than max_size),
         and a message sent again under the same packet id meanwhile is there once."""
-
-        async def body() -> tuple[list[list[bytes]], float]:
-            settings = BrokerSettings(redelivery_wait_s=0.3)
-            src = MqttSource(settings, None, Metrics(), BatchSettings(max_size=2, max_wait_ms=1))
-            src.session_present = True
-            src._hold_for_redeliveries()
-            conn = _FakeConnection()
-            loop = asyncio.get_running_loop()
-            t0 = loop.time()
-            got: list[list[bytes]] = []
-
-            async def feed() -> None:
-                src._received(conn, [("t/a", b"new-1", 1, 1), ("t/a", b"new-2", 1, 2)])  # type: ignore[arg-type]
-                await asyncio.sleep(0.1)
-                # The broker's redeliveries, behind newer messages; then id 2 again.
-                src._received(conn, [("t/a", b"old-1", 1, 7), ("t/a", b"new-2", 1, 2)])  # type: ignore[arg-type]
-
-            feeder = asyncio.create_task(feed())
-            async for batch in src.batches():
-                got.append([m.payload for m in batch])
-                break
-            await feeder
-            return got, loop.time() - t0
-
-        batches, waited = asyncio.run(body())
-        assert batches == [[b"new-1", b"new-2", b"old-1"]]
+        src = self._source(0.3, max_size=2)
+        src.session_present = True
+        src._hold_for_redeliveries()
+        script: Script = [
+            (0.0, [("t/a", b"new-1", 1, 1), ("t/a", b"new-2", 1, 2)]),
+            # The broker's redeliveries, behind newer messages; then id 2 again.
+            (0.05, [("t/a", b"old-1", 1, 7), ("t/a", b"new-2", 1, 2)]),
+        ]
+        batch, waited = asyncio.run(self._first_batch(src, script))
+        assert batch == [b"new-1", b"new-2", b"old-1"]
         assert waited >= 0.3
+
+    def test_first_message_of_another_subscription_extends_the_wait(self) -> None:
+        """A subscription whose first message comes late (its consumer was electing a
+        leader) is waited for from that message on."""
+        src = self._source(0.3)
+        src.session_present = True
+        src._hold_for_redeliveries()
+        script: Script = [
+            (0.0, [("t/a", b"reading", 1, 1)]),
+            (0.2, [("ack/d1", b"ack", 1, 2)]),
+        ]
+        batch, waited = asyncio.run(self._first_batch(src, script))
+        assert batch == [b"reading", b"ack"]
+        assert waited >= 0.5
 
     def test_no_gathering_without_the_session(self) -> None:
         """A connect where the broker had no session (nothing to redeliver) holds nothing."""
-        src = MqttSource(BrokerSettings(redelivery_wait_s=5), None, Metrics(), BatchSettings())
+        src = self._source(5.0)
         src.session_present = False
         src._hold_for_redeliveries()
         assert src._hold_until == 0.0
-

@@ -38,6 +38,7 @@ from sensord._errors import ConnectRefused, IngestError
 from sensord._metrics import Metrics
 from sensord._settings import BatchSettings, BrokerHost, BrokerSettings
 from sensord._types import RawMessage
+from sensord.decode import filter_matches
 from sensord.ingest import _packets as p
 from sensord.ingest._connection import Connection, Failover, tls_context, tls_failure
 
@@ -85,6 +86,7 @@ class MqttSource:
         # message the broker sends again under the same packet id meanwhile.
         self._hold_until = 0.0
         self._held: set[int] = set()
+        self._hold_filters: set[str] = set()  # filters whose first message of the hold came
         self._had_session = False
         self._closing = False
 
@@ -222,19 +224,31 @@ class MqttSource:
 
     def _hold_for_redeliveries(self) -> None:
         """With the session present, a broker that redelivers only after its ack timeout
-        sends what it had sent the last connection behind newer messages; gathered for
-        `redelivery_wait_s` into one batch, they are put back in time order by the rules
-        (which sort a batch per device), instead of being skipped as late readings."""
+        (nats-server) sends what it had sent the last connection behind newer messages,
+        which the rules would skip as late readings. So what arrives is gathered into one
+        batch, which the rules sort per device, until `redelivery_wait_s` has passed
+        since the connect and since the first message of each subscription: a cluster
+        delivers nothing on a subscription whose consumer is electing a new leader, and
+        that leader redelivers shortly after it starts delivering again."""
         wait = self._settings.redelivery_wait_s
+        self._held.clear()
+        self._hold_filters.clear()
         if not (self.session_present and wait > 0):
             self._hold_until = 0.0
             return
         self._hold_until = time.monotonic() + wait
-        self._held.clear()
         log.info(
             "gathering messages for the broker's redeliveries before processing them",
             extra={"fields": {"seconds": wait}},
         )
+
+    def _extend_hold(self, topic: str, now: float) -> None:
+        """The first message of a subscription during the hold: wait from it on."""
+        for f in self._settings.filters:
+            if f not in self._hold_filters and filter_matches(f, topic):
+                self._hold_filters.add(f)
+                self._hold_until = max(self._hold_until, now + self._settings.redelivery_wait_s)
+                return
 
     async def _subscribe(self, proto: Connection) -> None:
         filters = [(f, self._settings.qos) for f in self._settings.filters]
@@ -316,12 +330,16 @@ class MqttSource:
         gen = proto.generation << 16
         q = self._queue
         held = self._held if self._hold_until else None
+        waiting = held is not None and len(self._hold_filters) < len(self._settings.filters)
+        mono = time.monotonic()
         for topic, payload, qos, pid in pubs:
             token = (gen | pid) if qos else None
             if held is not None and token is not None:
                 if token in held:
                     continue  # sent again (its ack timeout passed while gathered): once is enough
                 held.add(token)
+            if waiting:
+                self._extend_hold(topic, mono)
             q.append(RawMessage(topic, payload, now, token))
         self.progress += len(pubs)
         self._has_data.set()
@@ -375,6 +393,7 @@ class MqttSource:
             await asyncio.sleep(left)
         self._hold_until = 0.0
         self._held.clear()
+        self._hold_filters.clear()
         out = list(self._queue)
         self._queue.clear()
         self._handed_out += sum(1 for m in out if m.token is not None)
