@@ -53,6 +53,34 @@ class Broker:
     def stop(self) -> None:
         self._stop()
 
+    def waiting(self) -> tuple[int, int] | None:
+        """NATS: (messages not yet acknowledged by a session, pending or delivered, and
+        redeliveries so far) over the MQTT sessions' consumers, as a running node sees
+        them; None for Mosquitto, which keeps no such count."""
+        if self._cluster is None:
+            return None
+        for node in self._cluster.nodes:
+            if not node.running():
+                continue
+            try:
+                info = httpx.get(
+                    f"http://127.0.0.1:{node.http_port}/jsz",
+                    params={"accounts": "true", "streams": "true", "consumers": "true"},
+                    timeout=5,
+                ).json()
+            except (httpx.HTTPError, ValueError):
+                continue
+            left = redelivered = 0
+            for account in info.get("account_details") or []:
+                for stream in account.get("stream_detail") or []:
+                    if stream["name"] != "$MQTT_msgs":
+                        continue
+                    for c in stream.get("consumer_detail") or []:
+                        left += int(c.get("num_pending", 0)) + int(c.get("num_ack_pending", 0))
+                        redelivered += int(c.get("num_redelivered", 0))
+            return left, redelivered
+        return None
+
 
 def mosquitto(work: Path) -> Broker:
     server = start_mosquitto(work / "mosquitto", extra_conf=BENCH_CONF)
@@ -130,14 +158,25 @@ class Instance:
                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.folder,
             )  # fmt: skip
 
-    def connected_at(self) -> float | None:
-        """When this start first connected to the broker (time.time(), from its log)."""
+    def started_at(self) -> float | None:
+        """When this start began to connect to the broker, its registry and state loaded
+        (time.time(), from its log): a broker that has a backlog for the session sends it
+        right after the CONNACK, before the subscriptions are renewed and the connection
+        is logged."""
         with (self.folder / "daemon.log").open("rb") as log:
             log.seek(self._log_from)
             for line in log:
-                if b'"connected to broker"' in line:
+                if b'"sensord starting"' in line:
                     return float(orjson.loads(line)["ts"])
         return None
+
+    def metric(self, name: str) -> float:
+        """The sum of a metric's samples on /metrics (0 if absent or unreachable)."""
+        try:
+            text = httpx.get(f"{self.url}/metrics", timeout=5).text
+        except httpx.HTTPError:
+            return 0.0
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
     def health(self, client: httpx.Client | None = None) -> dict[str, Any]:
         try:
@@ -234,16 +273,21 @@ class Sampler:
                         tr.changes.append((now, n))
                 self._stop.wait(self.interval)
 
-    def wait(self, expected: Sequence[int], timeout: float, settle_s: float = 0.0) -> None:
-        """Until every instance has processed its expected count (and then `settle_s`
-        without a change, for redeliveries to show up in the counts)."""
+    def wait(self, expected: Sequence[int], broker: Broker, timeout: float, settle_s: float = 2.0) -> float:
+        """Until every instance has processed its expected count, nothing has changed
+        for `settle_s` and the broker holds nothing for them; returns the time of the
+        last change. Not the moment the counts reach what was published: a count includes
+        the messages processed twice (a broker redelivers what was not acknowledged
+        within its ack_wait), so it gets there before the last original is processed."""
         deadline = time.time() + timeout
         while True:
             now = time.time()
             if all(tr.processed >= e for tr, e in zip(self.traces, expected, strict=True)):
                 last = max(tr.changes[-1][0] for tr in self.traces if tr.changes)
                 if now - last >= settle_s:
-                    return
+                    waiting = broker.waiting()
+                    if waiting is None or waiting[0] == 0:
+                        return last
             if now > deadline:
                 got = [tr.processed for tr in self.traces]
                 raise TimeoutError(f"instances processed {got} of {list(expected)} within {timeout:.0f}s")
@@ -252,14 +296,6 @@ class Sampler:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
-
-
-def gap_around(changes: Sequence[tuple[float, int]], at: float) -> float:
-    """The time without a new processed count that spans `at` (a kill): from the last
-    change before it to the first after it."""
-    before = max((t for t, _ in changes if t <= at), default=at)
-    after = min((t for t, _ in changes if t > at), default=at)
-    return after - before
 
 
 def longest_gap(changes: Sequence[tuple[float, int]], start: float, end: float) -> float:

@@ -4,7 +4,7 @@ three nodes, its own node first) against a three-node NATS cluster (MQTT, JetStr
 side by side in one run, with one instance on a single Mosquitto as the reference; then
 the cost of a broker node's death.
 
-    .venv/bin/python bench/scale.py                   # ~4 min: 60,000 messages
+    .venv/bin/python bench/scale.py                   # ~4 min: 40,000 messages
     .venv/bin/python bench/scale.py --instances 1,3 --messages 120000 --html out/
 
 Capacity: a backlog of the large scenario's device mix (six families, 12,000 devices
@@ -51,7 +51,6 @@ from _scale_rig import (
     Instance,
     Sampler,
     Stream,
-    gap_around,
     longest_gap,
     mosquitto,
     nats_cluster,
@@ -83,6 +82,7 @@ class Share:
     expected: int
     processed: int
     msg_s: float
+    late: int  # readings older than their device's last one, not applied (sensord_late_readings)
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,7 @@ class CapacityRow:
     publish_msg_s: float
     total_msg_s: float
     shares: list[Share]
+    redelivered: int | None  # by the broker (NATS's count; None: Mosquitto)
     check: Check
     load: Load
 
@@ -116,12 +117,15 @@ class FailoverRow:
     instances: int
     rate: float
     node: str
+    on_node: list[int]  # the instances connected to it when it was killed
     killed_at_s: float  # into the stream
-    no_ingest_s: float  # instance 0, around the kill
-    others_pause_s: float  # the longest pause of the other instances over the stream
-    publisher_pause_s: float
+    no_ingest_s: float  # the longest pause of the instances on that node, from the kill
+    others_pause_s: float  # the longest pause of the other instances, from the kill
+    publisher_pause_s: float  # the longest wait between two acknowledgements
     tail_s: float  # from the last acknowledgement to every instance done
-    redelivered: list[int]
+    processed_twice: list[int]  # per instance: processed less published
+    late: list[int]
+    redelivered: int  # by the broker
     check: Check
     load: Load
 
@@ -179,24 +183,31 @@ def capacity(broker: Broker, n: int, bl: Backlog, reference: set[str] | None) ->
         sampler = Sampler(insts)
         try:
             start_all(insts)
-            sampler.wait(expected, timeout=900)
+            sampler.wait(expected, broker, timeout=900)
         finally:
             sampler.stop()
+        waiting = broker.waiting()
+        late = [int(inst.metric("sensord_late_readings_total")) for inst in insts]
     finally:
         stop_all(insts)
-    traces = sampler.traces
     out: list[Share] = []
-    starts = [inst.connected_at() for inst in insts]
-    for (comms, devs, m), tr, start in zip(shares, traces, starts, strict=True):
-        done = tr.reached(m)
-        assert done is not None
+    starts = [inst.started_at() for inst in insts]
+    for (comms, devs, m), tr, start, k in zip(shares, sampler.traces, starts, late, strict=True):
         assert start is not None
-        out.append(Share(comms, devs, m, tr.processed, m / max(done - start, 1e-9) if m else 0.0))
+        done = tr.changes[-1][0] if tr.changes else start
+        out.append(Share(comms, devs, m, tr.processed, m / max(done - start, 1e-9) if m else 0.0, k))
     first = min(s for s in starts if s is not None)
-    last = max(tr.reached(m) or 0.0 for tr, m in zip(traces, expected, strict=True))
+    last = max(tr.changes[-1][0] for tr in sampler.traces if tr.changes)
     chk, ids = check(insts, reference)
     row = CapacityRow(
-        broker.kind, n, len(bl.msgs) / publish_s, len(bl.msgs) / (last - first), out, chk, os.getloadavg()
+        broker=broker.kind,
+        instances=n,
+        publish_msg_s=len(bl.msgs) / publish_s,
+        total_msg_s=len(bl.msgs) / (last - first),
+        shares=out,
+        redelivered=waiting[1] if waiting is not None else None,
+        check=chk,
+        load=os.getloadavg(),
     )
     return row, ids
 
@@ -207,8 +218,8 @@ def failover(broker: Broker, n: int, bl: Backlog, rate: float, reference: set[st
     expected = [m for _, _, m in shares_of(bl, n)]
     try:
         start_all(insts)
-        node = str(insts[0].health().get("broker"))
-        victim = int(node.rsplit(":", 1)[1])
+        nodes = [str(inst.health().get("broker")) for inst in insts]
+        victim = int(nodes[0].rsplit(":", 1)[1])
         others = [p for p in broker.ports if p != victim]
         sampler = Sampler(insts)
         try:
@@ -218,29 +229,34 @@ def failover(broker: Broker, n: int, bl: Backlog, rate: float, reference: set[st
             t0 = time.time()
             duration = len(bl.msgs) / rate
             time.sleep(max(0.0, t0 + 0.4 * duration - time.time()))
+            nodes = [str(inst.health().get("broker")) for inst in insts]  # a start may have moved one
             killed = time.time()
             broker.kill(victim)
             stream.join(timeout=duration * 4 + 120)
-            sampler.wait(expected, timeout=600, settle_s=3.0)
+            done = sampler.wait(expected, broker, timeout=600, settle_s=3.0)
         finally:
             sampler.stop()
+        waiting = broker.waiting()
+        late = [int(inst.metric("sensord_late_readings_total")) for inst in insts]
     finally:
         stop_all(insts)
-    traces = sampler.traces
     end = float(stream.counts[3])
-    done = max(tr.reached(m) or end for tr, m in zip(traces, expected, strict=True))
-    pauses = [longest_gap(tr.changes, killed - 1.0, end) for tr in traces[1:]]
+    on_victim = [i for i, node in enumerate(nodes) if node == f"127.0.0.1:{victim}"]
+    gaps = [longest_gap(tr.changes, killed - 0.5, done) for tr in sampler.traces]
     chk, _ = check(insts, reference)
     return FailoverRow(
         instances=n,
         rate=rate,
-        node=node,
+        node=f"127.0.0.1:{victim}",
+        on_node=on_victim,
         killed_at_s=killed - t0,
-        no_ingest_s=gap_around(traces[0].changes, killed),
-        others_pause_s=max(pauses, default=0.0),
+        no_ingest_s=max(gaps[i] for i in on_victim),
+        others_pause_s=max((g for i, g in enumerate(gaps) if i not in on_victim), default=0.0),
         publisher_pause_s=float(stream.counts[2]),
         tail_s=max(0.0, done - end),
-        redelivered=[tr.processed - m for tr, m in zip(traces, expected, strict=True)],
+        processed_twice=[tr.processed - m for tr, m in zip(sampler.traces, expected, strict=True)],
+        redelivered=waiting[1] if waiting is not None else 0,
+        late=late,
         check=chk,
         load=os.getloadavg(),
     )
@@ -248,7 +264,7 @@ def failover(broker: Broker, n: int, bl: Backlog, rate: float, reference: set[st
 
 CAPACITY_HEAD = (
     "broker", "inst", "publish msg/s", "total msg/s", "per instance msg/s", "communities", "devices",
-    "alert events", "load 1/5/15",
+    "processed twice", "redelivered", "late", "alert events", "load 1/5/15",
 )  # fmt: skip
 
 
@@ -266,14 +282,17 @@ def capacity_cells(r: CapacityRow) -> list[str]:
         " / ".join(f"{s.msg_s:,.0f}" for s in r.shares),
         " / ".join(str(s.communities) for s in r.shares),
         " / ".join(f"{s.devices:,}" for s in r.shares),
+        " / ".join(f"{s.processed - s.expected:,}" for s in r.shares),
+        "-" if r.redelivered is None else f"{r.redelivered:,}",
+        " / ".join(f"{s.late:,}" for s in r.shares),
         str(r.check),
         _load(r.load),
     ]
 
 
 FAILOVER_HEAD = (
-    "inst", "rate", "killed at", "inst 0 no ingest", "others' pause", "publisher pause",
-    "done after last ack", "processed twice", "alert events", "load 1/5/15",
+    "inst", "rate", "killed at", "on it", "their pause", "others' pause", "publisher pause",
+    "done after last ack", "processed twice", "redelivered", "late", "alert events", "load 1/5/15",
 )  # fmt: skip
 
 
@@ -282,11 +301,14 @@ def failover_cells(r: FailoverRow) -> list[str]:
         str(r.instances),
         f"{r.rate:,.0f}/s",
         f"{r.killed_at_s:.1f} s",
+        ",".join(f"i{i}" for i in r.on_node),
         f"{r.no_ingest_s:.2f} s",
         f"{r.others_pause_s:.2f} s",
         f"{r.publisher_pause_s:.2f} s",
         f"{r.tail_s:.2f} s",
-        " / ".join(str(k) for k in r.redelivered),
+        " / ".join(f"{k:,}" for k in r.processed_twice),
+        f"{r.redelivered:,}",
+        " / ".join(f"{k:,}" for k in r.late),
         str(r.check),
         _load(r.load),
     ]
@@ -305,7 +327,7 @@ def _ints(text: str) -> list[int]:
 
 def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--messages", type=int, default=60_000, help="backlog size (default 60,000)")
+    ap.add_argument("--messages", type=int, default=40_000, help="backlog size (default 40,000)")
     ap.add_argument("--devices", type=int, default=12_000, help="devices over the six families (12,000)")
     ap.add_argument("--communities", type=int, default=48, help="communities of the devices (48)")
     ap.add_argument("--instances", type=_ints, default=[1, 2, 3], help="instance counts (1,2,3)")
