@@ -53,10 +53,10 @@ class Broker:
     def stop(self) -> None:
         self._stop()
 
-    def waiting(self) -> tuple[int, int] | None:
-        """NATS: (messages not yet acknowledged by a session, pending or delivered, and
-        redeliveries so far) over the MQTT sessions' consumers, as a running node sees
-        them; None for Mosquitto, which keeps no such count."""
+    def waiting(self) -> int | None:
+        """NATS: the messages not yet acknowledged by a session (pending or delivered)
+        over the MQTT sessions' consumers, as a running node sees them; None for
+        Mosquitto, which keeps no such count."""
         if self._cluster is None:
             return None
         for node in self._cluster.nodes:
@@ -70,15 +70,14 @@ class Broker:
                 ).json()
             except (httpx.HTTPError, ValueError):
                 continue
-            left = redelivered = 0
+            left = 0
             for account in info.get("account_details") or []:
                 for stream in account.get("stream_detail") or []:
                     if stream["name"] != "$MQTT_msgs":
                         continue
                     for c in stream.get("consumer_detail") or []:
                         left += int(c.get("num_pending", 0)) + int(c.get("num_ack_pending", 0))
-                        redelivered += int(c.get("num_redelivered", 0))
-            return left, redelivered
+            return left
         return None
 
 
@@ -286,7 +285,7 @@ class Sampler:
                 last = max(tr.changes[-1][0] for tr in self.traces if tr.changes)
                 if now - last >= settle_s:
                     waiting = broker.waiting()
-                    if waiting is None or waiting[0] == 0:
+                    if waiting is None or waiting == 0:
                         return last
             if now > deadline:
                 got = [tr.processed for tr in self.traces]
