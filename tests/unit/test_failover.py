@@ -140,20 +140,21 @@ class TestRedeliveryGathering:
         await feeder
         return batch, time.monotonic() - t0
 
-    def test_messages_after_a_reconnect_are_one_batch_with_resent_ids_dropped(self) -> None:
+    def test_messages_after_a_reconnect_are_one_batch_none_dropped(self) -> None:
         """With `redelivery_wait_s`, what arrives after a reconnect with the session
         present is handed out as one batch once the wait is over (larger than max_size),
-        and a message sent again under the same packet id meanwhile is there once."""
+        including a different message under a packet id still unacknowledged (which
+        nats-server 2.9.10 sends while the first is gathered)."""
         src = self._source(0.3, max_size=2)
         src.session_present = True
         src._hold_for_redeliveries()
         script: Script = [
             (0.0, [("t/a", b"new-1", 1, 1), ("t/a", b"new-2", 1, 2)]),
             # The broker's redeliveries, behind newer messages; then id 2 again.
-            (0.05, [("t/a", b"old-1", 1, 7), ("t/a", b"new-2", 1, 2)]),
+            (0.05, [("t/a", b"old-1", 1, 7), ("t/a", b"old-2", 1, 2)]),
         ]
         batch, waited = asyncio.run(self._first_batch(src, script))
-        assert batch == [b"new-1", b"new-2", b"old-1"]
+        assert batch == [b"new-1", b"new-2", b"old-1", b"old-2"]
         assert waited >= 0.3
 
     def test_first_message_of_another_subscription_extends_the_wait(self) -> None:

@@ -82,10 +82,8 @@ class MqttSource:
         self.session_present = False
         self.node: BrokerHost | None = None  # the node of the last connection that came up
         # Until then (time.monotonic()), what arrives is gathered for one batch: see
-        # BrokerSettings.redelivery_wait_s. `_held` holds the tokens gathered, to drop a
-        # message the broker sends again under the same packet id meanwhile.
+        # BrokerSettings.redelivery_wait_s.
         self._hold_until = 0.0
-        self._held: set[int] = set()
         self._hold_filters: set[str] = set()  # filters whose first message of the hold came
         self._had_session = False
         self._closing = False
@@ -231,7 +229,6 @@ class MqttSource:
         delivers nothing on a subscription whose consumer is electing a new leader, and
         that leader redelivers shortly after it starts delivering again."""
         wait = self._settings.redelivery_wait_s
-        self._held.clear()
         self._hold_filters.clear()
         if not (self.session_present and wait > 0):
             self._hold_until = 0.0
@@ -329,18 +326,15 @@ class MqttSource:
         now = time.time()
         gen = proto.generation << 16
         q = self._queue
-        held = self._held if self._hold_until else None
-        waiting = held is not None and len(self._hold_filters) < len(self._settings.filters)
-        mono = time.monotonic()
+        # Every PUBLISH is kept, even one under a packet id still unacknowledged: that is
+        # a resend of the same message, or (nats-server 2.9.10, seen while gathering) a
+        # different message under a reused id, which must not be dropped.
+        if self._hold_until and len(self._hold_filters) < len(self._settings.filters):
+            mono = time.monotonic()
+            for pub in pubs:
+                self._extend_hold(pub[0], mono)
         for topic, payload, qos, pid in pubs:
-            token = (gen | pid) if qos else None
-            if held is not None and token is not None:
-                if token in held:
-                    continue  # sent again (its ack timeout passed while gathered): once is enough
-                held.add(token)
-            if waiting:
-                self._extend_hold(topic, mono)
-            q.append(RawMessage(topic, payload, now, token))
+            q.append(RawMessage(topic, payload, now, (gen | pid) if qos else None))
         self.progress += len(pubs)
         self._has_data.set()
         if len(q) + self._handed_out >= self._high:
@@ -392,7 +386,6 @@ class MqttSource:
         while (left := self._hold_until - time.monotonic()) > 0:  # noqa: ASYNC110
             await asyncio.sleep(left)
         self._hold_until = 0.0
-        self._held.clear()
         self._hold_filters.clear()
         out = list(self._queue)
         self._queue.clear()
