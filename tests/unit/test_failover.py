@@ -15,6 +15,7 @@ from sensord._errors import ConfigError
 from sensord._metrics import Metrics
 from sensord._settings import BatchSettings, BrokerHost, BrokerSettings, ReconnectSettings, load_settings
 from sensord.ingest import Failover, MqttSource, reconnect_delay
+from sensord.ingest._connection import Connection
 from sensord.ingest._packets import Publish
 from tests.unit.test_config import write_config
 
@@ -108,8 +109,29 @@ class _FakeConnection:
     generation = 1
     paused = False
 
+    def __init__(self) -> None:
+        self.unacked: set[int] = set()
+
     def pause(self) -> None:
         self.paused = True
+
+
+class TestPacketIdCopies:
+    def test_a_second_copy_under_an_unacknowledged_id_is_kept_without_a_token(self) -> None:
+        """Two PUBLISHes under one QoS 1 packet id before its PUBACK are both handed out,
+        only the first with a token (one PUBACK answers the id); once acknowledged, the
+        id is new again and a PUBLISH under it carries a token."""
+
+        async def body() -> list[tuple[bytes, int | None]]:
+            src = MqttSource(BrokerSettings(), None, Metrics(), BatchSettings(max_wait_ms=0))
+            conn = Connection(src, 1, 1024)
+            src._proto = conn
+            src._received(conn, [("t/a", b"first", 1, 9), ("t/a", b"copy", 1, 9)])
+            src.ack([1 << 16 | 9])
+            src._received(conn, [("t/a", b"new", 1, 9)])
+            return [(m.payload, m.token) for m in src._queue]
+
+        assert asyncio.run(body()) == [(b"first", 1 << 16 | 9), (b"copy", None), (b"new", 1 << 16 | 9)]
 
 
 class TestRedeliveryGathering:

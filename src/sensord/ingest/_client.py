@@ -326,15 +326,26 @@ class MqttSource:
         now = time.time()
         gen = proto.generation << 16
         q = self._queue
-        # Every PUBLISH is kept, even one under a packet id still unacknowledged: that is
-        # a resend of the same message, or (nats-server 2.9.10, seen while gathering) a
-        # different message under a reused id, which must not be dropped.
         if self._hold_until and len(self._hold_filters) < len(self._settings.filters):
             mono = time.monotonic()
             for pub in pubs:
                 self._extend_hold(pub[0], mono)
+        # Every PUBLISH is kept, even one under a QoS 1 packet id not yet acknowledged:
+        # the broker resending it (nats-server after its ack_wait), or (nats-server 2.9.10)
+        # another message under a reused id, which must not be dropped. Only the first
+        # copy carries the token: one PUBACK answers the id, and a second, sent later,
+        # could acknowledge a new message the broker had meanwhile given that id before
+        # it was processed. What the broker then still waits for, it sends again.
+        unacked = proto.unacked
         for topic, payload, qos, pid in pubs:
-            q.append(RawMessage(topic, payload, now, (gen | pid) if qos else None))
+            token = None
+            if qos == 1:
+                if pid not in unacked:
+                    unacked.add(pid)
+                    token = gen | pid
+            elif qos:
+                token = gen | pid
+            q.append(RawMessage(topic, payload, now, token))
         self.progress += len(pubs)
         self._has_data.set()
         if len(q) + self._handed_out >= self._high:

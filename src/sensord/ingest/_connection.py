@@ -120,6 +120,9 @@ class Connection(asyncio.Protocol):
         self.qos2_held: set[int] = set()
         # QoS 2 received: PUBREC sent, waiting for PUBREL (a DUP of these is not new).
         self.qos2_released: set[int] = set()
+        # QoS 1 received and not yet acknowledged: a PUBLISH under one of these ids is a
+        # further copy, processed but not acknowledged again (MqttSource._received).
+        self.unacked: set[int] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -193,6 +196,7 @@ class Connection(asyncio.Protocol):
 
     def ack(self, pids: list[int]) -> None:
         """PUBACK (QoS 1) or PUBREC (QoS 2) for these received messages, in one write."""
+        self.unacked.difference_update(pids)
         out = []
         for pid in pids:
             if pid in self.qos2_held:
