@@ -368,6 +368,12 @@ class MqttSource:
             if not self._queue:
                 self._has_data.clear()
                 await self._has_data.wait()
+            if self._settings.redelivery_wait_s and not self.connected.is_set():
+                # What the lost connection brought waits for the next connect: redelivered
+                # then (session present) it is gathered with the rest, and an ack cannot
+                # take effect ahead of a reading of another subscription lost in flight.
+                await self.connected.wait()
+                continue
             if self._hold_until:
                 out = await self._gathered()
                 if out:
