@@ -14,8 +14,11 @@ import pytest
 from sensord._errors import ConfigError
 from sensord._metrics import Metrics
 from sensord._settings import BatchSettings, BrokerHost, BrokerSettings, ReconnectSettings, load_settings
+from sensord._types import RawMessage
 from sensord.ingest import Failover, MqttSource, reconnect_delay
+from sensord.ingest._connection import Connection
 from sensord.ingest._packets import Publish
+from sensord.testing._nats_cluster import CLUSTER_MQTT
 from tests.unit.test_config import write_config
 
 A, B, C = (BrokerHost(host=h, port=1883) for h in ("a.example", "b.example", "c.example"))
@@ -108,8 +111,29 @@ class _FakeConnection:
     generation = 1
     paused = False
 
+    def __init__(self) -> None:
+        self.unacked: set[int] = set()
+
     def pause(self) -> None:
         self.paused = True
+
+
+class TestPacketIdCopies:
+    def test_a_second_copy_under_an_unacknowledged_id_is_kept_without_a_token(self) -> None:
+        """Two PUBLISHes under one QoS 1 packet id before its PUBACK are both handed out,
+        only the first with a token (one PUBACK answers the id); once acknowledged, the
+        id is new again and a PUBLISH under it carries a token."""
+
+        async def body() -> list[tuple[bytes, int | None]]:
+            src = MqttSource(BrokerSettings(), None, Metrics(), BatchSettings(max_wait_ms=0))
+            conn = Connection(src, 1, 1024)
+            src._proto = conn
+            src._received(conn, [("t/a", b"first", 1, 9), ("t/a", b"copy", 1, 9)])
+            src.ack([1 << 16 | 9])
+            src._received(conn, [("t/a", b"new", 1, 9)])
+            return [(m.payload, m.token) for m in src._queue]
+
+        assert asyncio.run(body()) == [(b"first", 1 << 16 | 9), (b"copy", None), (b"new", 1 << 16 | 9)]
 
 
 class TestRedeliveryGathering:
@@ -125,6 +149,7 @@ class TestRedeliveryGathering:
         """Feed `script` ((delay, publishes) in turn) and return the first batch handed out
         and the seconds from the connect to it."""
         conn = _FakeConnection()
+        src.connected.set()
         t0 = time.monotonic()
 
         async def feed() -> None:
@@ -140,20 +165,21 @@ class TestRedeliveryGathering:
         await feeder
         return batch, time.monotonic() - t0
 
-    def test_messages_after_a_reconnect_are_one_batch_with_resent_ids_dropped(self) -> None:
+    def test_messages_after_a_reconnect_are_one_batch_none_dropped(self) -> None:
         """With `redelivery_wait_s`, what arrives after a reconnect with the session
         present is handed out as one batch once the wait is over (larger than max_size),
-        and a message sent again under the same packet id meanwhile is there once."""
+        including a different message under a packet id still unacknowledged (which
+        nats-server 2.9.10 sends while the first is gathered)."""
         src = self._source(0.3, max_size=2)
         src.session_present = True
         src._hold_for_redeliveries()
         script: Script = [
             (0.0, [("t/a", b"new-1", 1, 1), ("t/a", b"new-2", 1, 2)]),
             # The broker's redeliveries, behind newer messages; then id 2 again.
-            (0.05, [("t/a", b"old-1", 1, 7), ("t/a", b"new-2", 1, 2)]),
+            (0.05, [("t/a", b"old-1", 1, 7), ("t/a", b"old-2", 1, 2)]),
         ]
         batch, waited = asyncio.run(self._first_batch(src, script))
-        assert batch == [b"new-1", b"new-2", b"old-1"]
+        assert batch == [b"new-1", b"new-2", b"old-1", b"old-2"]
         assert waited >= 0.3
 
     def test_first_message_of_another_subscription_extends_the_wait(self) -> None:
@@ -170,9 +196,50 @@ class TestRedeliveryGathering:
         assert batch == [b"reading", b"ack"]
         assert waited >= 0.5
 
+    def test_messages_of_a_lost_connection_wait_for_the_next_connect(self) -> None:
+        """With `redelivery_wait_s`, what the lost connection brought is not handed out
+        while disconnected (the next connect decides: redelivered, or kept)."""
+
+        async def body() -> tuple[bool, list[bytes]]:
+            src = self._source(0.3)
+            src._received(_FakeConnection(), [("t/a", b"before-the-loss", 1, 1)])  # type: ignore[arg-type]
+            async def first() -> list[RawMessage]:
+                async for batch in src.batches():
+                    return batch
+                return []
+
+            early = asyncio.create_task(first())
+            await asyncio.sleep(0.2)
+            waited = not early.done()
+            src.connected.set()
+            batch = await asyncio.wait_for(early, 5)
+            return waited, [m.payload for m in batch]
+
+        assert asyncio.run(body()) == (True, [b"before-the-loss"])
+
     def test_no_gathering_without_the_session(self) -> None:
         """A connect where the broker had no session (nothing to redeliver) holds nothing."""
         src = self._source(5.0)
         src.session_present = False
         src._hold_for_redeliveries()
         assert src._hold_until == 0.0
+
+
+def _settings_of(block: str) -> dict[str, str]:
+    """`key: value` lines of a nats-server block, comments and `listen` aside."""
+    out = {}
+    for raw in block.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if ":" in line and not line.startswith(("listen", "tls")):
+            key, value = line.split(":", 1)
+            out[key.strip()] = value.strip()
+    return out
+
+
+def test_shipped_cluster_config_has_the_tested_mqtt_settings() -> None:
+    """config/nats-cluster.conf's `mqtt` block holds exactly the settings the cluster
+    tests and the benchmark run with (CLUSTER_MQTT)."""
+    text = (Path(__file__).resolve().parents[2] / "config" / "nats-cluster.conf").read_text()
+    block = text.split("\nmqtt {", 1)[1].split("\n}", 1)[0]
+    assert _settings_of(block) == _settings_of(CLUSTER_MQTT)
+    assert "stream_replicas" in _settings_of(CLUSTER_MQTT)

@@ -116,10 +116,8 @@ class MqttSource:
         self._had_session = session_file is not None and session_file.exists()
         self.node: BrokerHost | None = None  # the node of the last connection that came up
         # Until then (time.monotonic()), what arrives is gathered for one batch: see
-        # BrokerSettings.redelivery_wait_s. `_held` holds the tokens gathered, to drop a
-        # message the broker sends again under the same packet id meanwhile.
+        # BrokerSettings.redelivery_wait_s.
         self._hold_until = 0.0
-        self._held: set[int] = set()
         self._hold_filters: set[str] = set()  # filters whose first message of the hold came
         self._closing = False
 
@@ -269,7 +267,6 @@ class MqttSource:
         delivers nothing on a subscription whose consumer is electing a new leader, and
         that leader redelivers shortly after it starts delivering again."""
         wait = self._settings.redelivery_wait_s
-        self._held.clear()
         self._hold_filters.clear()
         if not (self.session_present and wait > 0):
             self._hold_until = 0.0
@@ -443,17 +440,25 @@ class MqttSource:
         now = time.time()
         gen = proto.generation << 16
         q = self._queue
-        held = self._held if self._hold_until else None
-        waiting = held is not None and len(self._hold_filters) < len(self._settings.filters)
-        mono = time.monotonic()
+        if self._hold_until and len(self._hold_filters) < len(self._settings.filters):
+            mono = time.monotonic()
+            for pub in pubs:
+                self._extend_hold(pub[0], mono)
+        # Every PUBLISH is kept, even one under a QoS 1 packet id not yet acknowledged:
+        # the broker resending it (nats-server after its ack_wait), or (nats-server 2.9.10)
+        # another message under a reused id, which must not be dropped. Only the first
+        # copy carries the token: one PUBACK answers the id, and a second, sent later,
+        # could acknowledge a new message the broker had meanwhile given that id before
+        # it was processed. What the broker then still waits for, it sends again.
+        unacked = proto.unacked
         for topic, payload, qos, pid in pubs:
-            token = (gen | pid) if qos else None
-            if held is not None and token is not None:
-                if token in held:
-                    continue  # sent again (its ack timeout passed while gathered): once is enough
-                held.add(token)
-            if waiting:
-                self._extend_hold(topic, mono)
+            token = None
+            if qos == 1:
+                if pid not in unacked:
+                    unacked.add(pid)
+                    token = gen | pid
+            elif qos:
+                token = gen | pid
             q.append(RawMessage(topic, payload, now, token))
         self.progress += len(pubs)
         self._has_data.set()
@@ -477,6 +482,12 @@ class MqttSource:
             if not self._queue:
                 self._has_data.clear()
                 await self._has_data.wait()
+            if self._settings.redelivery_wait_s and not self.connected.is_set():
+                # What the lost connection brought waits for the next connect: redelivered
+                # then (session present) it is gathered with the rest, and an ack cannot
+                # take effect ahead of a reading of another subscription lost in flight.
+                await self.connected.wait()
+                continue
             if self._hold_until:
                 out = await self._gathered()
                 if out:
@@ -506,7 +517,6 @@ class MqttSource:
         while (left := self._hold_until - time.monotonic()) > 0:  # noqa: ASYNC110
             await asyncio.sleep(left)
         self._hold_until = 0.0
-        self._held.clear()
         self._hold_filters.clear()
         out = list(self._queue)
         self._queue.clear()

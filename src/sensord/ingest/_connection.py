@@ -131,6 +131,9 @@ class Connection(asyncio.Protocol):
         self.unpinged: list[str] = []  # topics published since the last PINGREQ
         self._settled: asyncio.Future[None] | None = None
         self.closed_by_us = False
+        # QoS 1 received and not yet acknowledged: a PUBLISH under one of these ids is a
+        # further copy, processed but not acknowledged again (MqttSource._received).
+        self.unacked: set[int] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -243,6 +246,7 @@ class Connection(asyncio.Protocol):
 
     def ack(self, pids: list[int]) -> None:
         """PUBACK (QoS 1) or PUBREC (QoS 2) for these received messages, in one write."""
+        self.unacked.difference_update(pids)
         out = []
         for pid in pids:
             if pid in self.qos2_held:

@@ -19,12 +19,10 @@ import httpx
 
 from sensord.testing._servers import NatsServer, free_port
 
-# What makes a QoS 1 message acknowledged by the cluster survive any single node: the
-# MQTT streams (sessions, messages) and each session's consumer on all three nodes, on
-# disk. Without `stream_replicas` nats-server 2.9.10 counts the `routes` lines to choose
-# (two on a node that does not list itself), and an R2 stream stops when either of its
-# two nodes dies. `ack_wait` is how long a message delivered to a connection that died
-# waits before it is sent again: sensord's `broker.redelivery_wait_s` must cover it.
+# The `mqtt` settings of config/nats-cluster.conf (a unit test keeps the two equal; the
+# file says why each is needed): the MQTT streams and each subscription's consumer on all
+# three nodes, on disk; a 4 s ack_wait, which sensord's broker.redelivery_wait_s (6 s in
+# the tests) must exceed; room for what arrives while sensord gathers after a failover.
 CLUSTER_MQTT = """\
   stream_replicas: 3
   consumer_replicas: 3
