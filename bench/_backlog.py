@@ -28,13 +28,18 @@ REPORT_INTERVAL_S = 10
 
 
 def scenario(
-    devices_per_family: int = 2000, *, messages: int | None = None, incidents: bool = True
+    devices_per_family: int = 2000,
+    *,
+    messages: int | None = None,
+    incidents: bool = True,
+    communities: int = 4,
 ) -> Scenario:
     """A large neighbourhood; the first messages of it make up the backlog. A few
     incidents make the rules fire as they would on a real day (`incidents=False`: none,
     for a backlog whose alerts are shaped afterwards). With `messages`, the scenario lasts
     just long enough to hold that many: generating a whole day of 12,000 devices to keep
-    its first 200,000 messages takes minutes."""
+    its first 200,000 messages takes minutes. `communities`: how many (c0, c1, …) the
+    devices are spread over, two grids each."""
     kinds = [
         ("bin_overflow", "bin"),
         ("sos", "wb"),
@@ -59,7 +64,7 @@ def scenario(
             "name": "bench",
             "duration_s": duration,
             "report_interval_s": REPORT_INTERVAL_S,
-            "communities": [{"name": f"c{i}", "grids": ["g1", "g2"]} for i in range(4)],
+            "communities": [{"name": f"c{i}", "grids": ["g1", "g2"]} for i in range(communities)],
             "devices": dict.fromkeys((f.value for f in Family), devices_per_family),
             "incidents": planned if incidents else [],
         }

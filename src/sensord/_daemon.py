@@ -274,8 +274,10 @@ class Daemon:
         """Healthy when connected and no batch is stuck."""
         connected = self.source.connected.is_set()
         stuck = self._busy_since is not None and time.monotonic() - self._busy_since > 10
+        node = getattr(self.source, "node", None)  # a replay's source has no broker node
         detail: dict[str, object] = {
             "broker_connected": connected,
+            "broker": node.label if node is not None else None,
             "processing_stuck": stuck,
             "messages_processed": self.processed,
             "outbox_depth": {name: self.outbox.depth(name) for name in self._wake},
@@ -409,7 +411,8 @@ class Daemon:
     async def _watchdog(self) -> None:
         await self.source.connected.wait()
         self.notifier.ready("connected; outbox open")
-        log.info("sensord ready", extra={"fields": {"broker": self.settings.broker.host}})
+        node = getattr(self.source, "node", None)
+        log.info("sensord ready", extra={"fields": {"broker": node.label if node is not None else None}})
         interval = (self.notifier.watchdog_s or 10.0) / 3
         while True:
             await asyncio.sleep(interval)

@@ -67,6 +67,23 @@ class Metrics:
             registry=r,
         )
         self.connected = Gauge("sensord_broker_connected", "1 while connected", registry=r)
+        self.broker_node = Gauge(
+            "sensord_broker_node",
+            "1 for the broker node (host:port) of the connection last made, 0 for the others listed",
+            ["broker"],
+            registry=r,
+        )
+        self.broker_failovers = Counter(
+            "sensord_broker_failovers",
+            "Connections made to a different broker node than the one before",
+            registry=r,
+        )
+        self.broker_connect_failures = Counter(
+            "sensord_broker_connect_failures",
+            "Connection attempts that failed or were refused, by broker node (host:port)",
+            ["broker"],
+            registry=r,
+        )
         self.background_failures = Counter(
             "sensord_background_failures",
             "Failures of secondary tasks (telemetry, dead-letter forwarding), each restarted",

@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import orjson
 
+from sensord._ack_order import acks_after_their_alerts
 from sensord._errors import DecodeError
 from sensord._logging import RateLimited
 from sensord._metrics import Metrics
@@ -177,13 +178,14 @@ class Pipeline:
         return out
 
     def _runs(self, messages: Sequence[RawMessage]) -> list[tuple[bool, list[RawMessage]]]:
-        """The batch as consecutive runs of readings and of acks, in arrival order."""
+        """The batch as consecutive runs of readings and of acks, in arrival order (but an
+        ack naming its alert never before the reading that began it: `_ack_order`)."""
         acks = self._acks
         # Most batches hold no ack at all: one C-speed prefix test per message says so.
         if acks is None or not any(m.topic.startswith(acks.prefix) for m in messages):
             return [(False, list(messages))] if messages else []
         runs: list[tuple[bool, list[RawMessage]]] = []
-        for m in messages:
+        for m in acks_after_their_alerts(messages, acks, self.decoder.topic):
             is_ack = self._is_ack(m)
             if runs and runs[-1][0] == is_ack:
                 runs[-1][1].append(m)

@@ -97,6 +97,21 @@ class ReconnectSettings(_Frozen):
     max_s: Annotated[float, Field(gt=0)] = 30.0
 
 
+class BrokerHost(_Frozen):
+    """One broker node of `broker.hosts`, tried in turn."""
+
+    host: Annotated[str, Field(min_length=1)]
+    port: Annotated[int, Field(gt=0, lt=65536)] = 1883
+    # The name in this node's TLS certificate when `host` is an address or an alias
+    # (default: `host`): certificates are checked per node, never against another's name.
+    tls_server_name: str | None = None
+
+    @property
+    def label(self) -> str:
+        """`host:port`, as logs and metrics name the node."""
+        return f"{self.host}:{self.port}"
+
+
 class WillSettings(_Frozen):
     """A last will: what the broker publishes for sensord if the box dies without a
     goodbye, so the dispatch side learns the edge box is gone. `online` is published
@@ -121,6 +136,16 @@ class BrokerSettings(_Frozen):
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(gt=0, lt=65536)] = 1883
+    # Several nodes of one clustered broker (or brokers sharing our session): on the loss
+    # of a connection the next one is tried. Empty: the one `host`/`port`.
+    hosts: tuple[BrokerHost, ...] = ()
+    # After a connect with the session present, what arrives is gathered into one batch
+    # until this long has passed since the connect and since the first message of each
+    # subscription: a broker that redelivers unacknowledged messages only after its ack
+    # timeout (nats-server's `mqtt.ack_wait`) sends them behind newer readings, which the
+    # rules would skip as late; in one batch they are sorted by time. Must exceed that ack
+    # timeout. 0: process at once (Mosquitto redelivers first, in order).
+    redelivery_wait_s: Annotated[float, Field(ge=0, le=300)] = 0.0
     client_id: Annotated[str, Field(min_length=1, max_length=64)] = "sensord"
     # The daemon keeps its session (False) so the broker queues for it while it restarts;
     # throw-away clients (a recorder) start clean and leave nothing queued behind.
@@ -152,6 +177,26 @@ class BrokerSettings(_Frozen):
             # refuses the CONNECT, and the daemon would retry forever.
             raise ValueError("broker.password is set without broker.username: MQTT needs both")
         return self
+
+    @model_validator(mode="after")
+    def _one_host_list(self) -> BrokerSettings:
+        if not self.hosts:
+            return self
+        labels = [h.label for h in self.hosts]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"broker.hosts lists a node twice: {labels}")
+        given = {"host", "port"} & self.model_fields_set
+        if given and (self.host, self.port) != (self.hosts[0].host, self.hosts[0].port):
+            raise ValueError(
+                f"broker.host/port ({self.host}:{self.port}) and broker.hosts (first {labels[0]}) "
+                "disagree: give the nodes in broker.hosts only (host/port is the one-broker form)"
+            )
+        return self
+
+    @property
+    def endpoints(self) -> tuple[BrokerHost, ...]:
+        """The nodes to connect to, in the order they are tried."""
+        return self.hosts or (BrokerHost(host=self.host, port=self.port),)
 
     @field_validator("topic_template")
     @classmethod

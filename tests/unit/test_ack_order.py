@@ -112,6 +112,26 @@ def test_stale_ack_does_not_close_a_newer_alert(make: Make) -> None:
     assert shape(expiry.events) == [("wb-0", "resolved", 610.0)]
 
 
+def test_ack_naming_its_alert_ahead_of_the_press_in_a_batch_closes_it(make: Make) -> None:
+    """A batch where an ack naming its alert (startsAt) came before the press it answers
+    (two subscriptions out of order after a broker failover): the ack takes effect just
+    behind the press, so the alert closes; a later press in the batch still fires."""
+    p, _ = make()
+    batch = p.evaluate([ack(4, starts_at=2), reading(1, sos=False), reading(2, sos=True),
+                        reading(3, sos=False), reading(6, sos=True)])
+    assert [(d, s) for d, s, _ in shape(batch.events)] == [
+        ("wb-0", "firing"), ("wb-0", "resolved"), ("wb-0", "firing")
+    ]
+
+
+def test_ack_without_starts_at_ahead_of_the_press_is_not_moved(make: Make) -> None:
+    """An ack that does not name its alert keeps its place: before the press it closes
+    nothing, and the alert the press opens stays open."""
+    p, _ = make()
+    batch = p.evaluate([ack(4), reading(1, sos=False), reading(2, sos=True)])
+    assert shape(batch.events) == [("wb-0", "firing", 2.0)]
+
+
 def test_events_do_not_depend_on_where_acks_fall_in_batches(make: Make) -> None:
     """A random stream of presses, releases and acks (some retried) for five wristbands
     gives the same event ids cut into batches anywhere as one message at a time."""

@@ -46,10 +46,11 @@ from pydantic import SecretStr
 
 from sensord._errors import ConnectRefused, IngestError, PublishRefused, SubscribeRefused
 from sensord._metrics import Metrics
-from sensord._settings import BatchSettings, BrokerSettings
+from sensord._settings import BatchSettings, BrokerHost, BrokerSettings
 from sensord._types import RawMessage
+from sensord.decode import filter_matches
 from sensord.ingest import _packets as p
-from sensord.ingest._connection import Connection, reconnect_delay, tls_context, tls_failure
+from sensord.ingest._connection import Connection, Failover, tls_context, tls_failure
 
 log = logging.getLogger("sensord.ingest")
 
@@ -113,54 +114,76 @@ class MqttSource:
         # lost it (RabbitMQ's mqtt.subscription_ttl, Mosquitto's persistent_client_expiration
         # while sensord was down), and the messages it held for us with it.
         self._had_session = session_file is not None and session_file.exists()
+        self.node: BrokerHost | None = None  # the node of the last connection that came up
+        # Until then (time.monotonic()), what arrives is gathered for one batch: see
+        # BrokerSettings.redelivery_wait_s.
+        self._hold_until = 0.0
+        self._hold_filters: set[str] = set()  # filters whose first message of the hold came
         self._closing = False
 
     # -- connection -------------------------------------------------------------------
     async def run(self) -> None:
-        """Connect, subscribe, and reconnect with backoff, until cancelled."""
-        attempt = 0
+        """Connect, subscribe, and reconnect with backoff, until cancelled; on the loss
+        of a connection the next node of `broker.hosts` is tried first (`Failover`)."""
+        failover = Failover(self._settings.endpoints, self._settings.reconnect, self._rng)
         # Python 3.11's asyncio.wait_for can swallow a cancellation that arrives as its
         # inner future completes; `asyncio.timeout` does not, and `_closing` stops the loop
         # even if a cancellation was lost, so a stop never hangs on reconnecting.
         while not self._closing:
-            up_since = None
+            node = failover.node
+            up_since: float | None = None
             try:
-                proto = await self._connect()
+                proto = await self._connect(node)
                 up_since = time.monotonic()
                 await self._serve(proto)
             except (ConnectRefused, SubscribeRefused) as exc:
-                log.error("broker refused the connection", extra={"fields": {"reason": str(exc)}})  # noqa: TRY400
+                self._metrics.broker_connect_failures.labels(node.label).inc()
+                fields = {"broker": node.label, "reason": str(exc)}
+                log.error("broker refused the connection", extra={"fields": fields})  # noqa: TRY400
             except (OSError, IngestError, TimeoutError, ssl.SSLError) as exc:
+                if up_since is None:
+                    self._metrics.broker_connect_failures.labels(node.label).inc()
                 log.warning(
-                    "broker connection failed", extra={"fields": {"error": str(exc) or type(exc).__name__}}
+                    "broker connection lost" if up_since is not None else "broker connection failed",
+                    extra={"fields": {"broker": node.label, "error": str(exc) or type(exc).__name__}},
                 )
             if self._proto is not None:
                 self._proto.close()
             self.connected.clear()
             self._metrics.connected.set(0)
             # A broker that closes each new connection at once (a refused publish, another
-            # client taking our id over and over) gets a growing backoff, not a tight loop.
-            if up_since is not None and time.monotonic() - up_since >= _STABLE_S:
-                attempt = 0
-            delay = reconnect_delay(attempt, self._settings.reconnect, self._rng)
-            attempt += 1
-            await asyncio.sleep(delay)
+            # client taking our id over and over) gets a growing backoff, not a tight loop:
+            # only a connection that lasted _STABLE_S counts as one that was up.
+            stable = up_since is not None and time.monotonic() - up_since >= _STABLE_S
+            if stable:
+                failover.up()
+            delay = failover.down(was_up=stable)
+            if delay:
+                await asyncio.sleep(delay)
 
-    async def _connect(self) -> Connection:
+    async def _connect(self, node: BrokerHost | None = None) -> Connection:
+        """One connection attempt to `node` (default: the first listed), subscribed."""
         s = self._settings
+        node = node or s.endpoints[0]
         loop = asyncio.get_running_loop()
         self._generation += 1
         gen = self._generation
         ctx = tls_context(s.tls) if s.tls is not None else None
+        # Each node's certificate is checked against that node's own name.
+        server_name = (node.tls_server_name or node.host) if ctx is not None else None
         try:
             async with asyncio.timeout(10):
                 _, proto = await loop.create_connection(
-                    lambda: Connection(self, gen, s.max_packet_bytes), s.host, s.port, ssl=ctx
+                    lambda: Connection(self, gen, s.max_packet_bytes),
+                    node.host,
+                    node.port,
+                    ssl=ctx,
+                    server_hostname=server_name,
                 )
         except (ssl.SSLError, ConnectionResetError, BrokenPipeError) as exc:
             if ctx is None:
                 raise
-            raise tls_failure(exc, s.host, s.port) from None
+            raise tls_failure(exc, node.host, node.port) from None
         self._proto = proto
         password = self._password.get_secret_value() if self._password is not None else None
         will = None
@@ -185,6 +208,7 @@ class MqttSource:
             raise ConnectRefused(p.CONNACK_REASONS.get(code, f"CONNACK code {code}"))
         self.session_present = bool(present)
         self._after_connack()
+        self._hold_for_redeliveries()
         await self._subscribe(proto)
         await self._send_own(proto)
         # Only now may reading pause: the SUBACK and PINGRESPs above come behind the
@@ -192,11 +216,21 @@ class MqttSource:
         proto.established = True
         self.connected.set()
         self._metrics.connected.set(1)
-        log.info(
-            "connected to broker",
-            extra={"fields": {"host": s.host, "port": s.port, "session_present": self.session_present}},
-        )
+        self._now_on(node)
         return proto
+
+    def _now_on(self, node: BrokerHost) -> None:
+        """Metrics and log of the node in use; a different node than the last is a failover."""
+        previous, self.node = self.node, node
+        for other in self._settings.endpoints:
+            self._metrics.broker_node.labels(other.label).set(1 if other == node else 0)
+        fields: dict[str, object] = {"broker": node.label, "session_present": self.session_present}
+        if previous is not None and previous != node:
+            self._metrics.broker_failovers.inc()
+            fields["previous"] = previous.label
+            log.warning("failed over to another broker node", extra={"fields": fields})
+        else:
+            log.info("connected to broker", extra={"fields": fields})
 
     def _after_connack(self) -> None:
         """Apply what the broker said about our session to the messages still queued."""
@@ -223,6 +257,33 @@ class MqttSource:
             else:
                 log.info("no session on the broker yet (first start, or the broker lost it)")
         self._had_session = not self._settings.clean_session
+
+    def _hold_for_redeliveries(self) -> None:
+        """With the session present, a broker that redelivers only after its ack timeout
+        (nats-server) sends what it had sent the last connection behind newer messages,
+        which the rules would skip as late readings. So what arrives is gathered into one
+        batch, which the rules sort per device, until `redelivery_wait_s` has passed
+        since the connect and since the first message of each subscription: a cluster
+        delivers nothing on a subscription whose consumer is electing a new leader, and
+        that leader redelivers shortly after it starts delivering again."""
+        wait = self._settings.redelivery_wait_s
+        self._hold_filters.clear()
+        if not (self.session_present and wait > 0):
+            self._hold_until = 0.0
+            return
+        self._hold_until = time.monotonic() + wait
+        log.info(
+            "gathering messages for the broker's redeliveries before processing them",
+            extra={"fields": {"seconds": wait}},
+        )
+
+    def _extend_hold(self, topic: str, now: float) -> None:
+        """The first message of a subscription during the hold: wait from it on."""
+        for f in self._settings.filters:
+            if f not in self._hold_filters and filter_matches(f, topic):
+                self._hold_filters.add(f)
+                self._hold_until = max(self._hold_until, now + self._settings.redelivery_wait_s)
+                return
 
     async def _subscribe(self, proto: Connection) -> None:
         qos = self._settings.qos
@@ -379,8 +440,26 @@ class MqttSource:
         now = time.time()
         gen = proto.generation << 16
         q = self._queue
+        if self._hold_until and len(self._hold_filters) < len(self._settings.filters):
+            mono = time.monotonic()
+            for pub in pubs:
+                self._extend_hold(pub[0], mono)
+        # Every PUBLISH is kept, even one under a QoS 1 packet id not yet acknowledged:
+        # the broker resending it (nats-server after its ack_wait), or (nats-server 2.9.10)
+        # another message under a reused id, which must not be dropped. Only the first
+        # copy carries the token: one PUBACK answers the id, and a second, sent later,
+        # could acknowledge a new message the broker had meanwhile given that id before
+        # it was processed. What the broker then still waits for, it sends again.
+        unacked = proto.unacked
         for topic, payload, qos, pid in pubs:
-            q.append(RawMessage(topic, payload, now, (gen | pid) if qos else None))
+            token = None
+            if qos == 1:
+                if pid not in unacked:
+                    unacked.add(pid)
+                    token = gen | pid
+            elif qos:
+                token = gen | pid
+            q.append(RawMessage(topic, payload, now, token))
         self.progress += len(pubs)
         self._has_data.set()
         if len(q) + self._handed_out >= self._high:
@@ -403,6 +482,17 @@ class MqttSource:
             if not self._queue:
                 self._has_data.clear()
                 await self._has_data.wait()
+            if self._settings.redelivery_wait_s and not self.connected.is_set():
+                # What the lost connection brought waits for the next connect: redelivered
+                # then (session present) it is gathered with the rest, and an ack cannot
+                # take effect ahead of a reading of another subscription lost in flight.
+                await self.connected.wait()
+                continue
+            if self._hold_until:
+                out = await self._gathered()
+                if out:
+                    yield out
+                continue
             if len(self._queue) < max_size and wait > 0:
                 deadline = time.monotonic() + wait
                 while len(self._queue) < max_size:
@@ -419,6 +509,20 @@ class MqttSource:
             self._handed_out += sum(1 for m in out if m.token is not None)
             self._maybe_resume()
             yield out
+
+    async def _gathered(self) -> list[RawMessage]:
+        """Wait out the hold (a reconnect meanwhile starts a new one), then everything
+        received, as one batch whatever its size, so its readings are sorted together."""
+        # Polled, not an event: the deadline itself moves when a reconnect starts a new hold.
+        while (left := self._hold_until - time.monotonic()) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(left)
+        self._hold_until = 0.0
+        self._hold_filters.clear()
+        out = list(self._queue)
+        self._queue.clear()
+        self._handed_out += sum(1 for m in out if m.token is not None)
+        self._maybe_resume()
+        return out
 
     def _maybe_resume(self) -> None:
         proto = self._proto

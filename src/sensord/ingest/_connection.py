@@ -1,5 +1,6 @@
 """One broker connection (an asyncio Protocol): packets in, the source told; no
-reconnecting here. Also the TLS context and the reconnect backoff."""
+reconnecting here. Also the TLS context, the reconnect backoff and the choice of the
+next broker node (failover)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import time
 from typing import TYPE_CHECKING
 
 from sensord._errors import IngestError
-from sensord._settings import ReconnectSettings, TlsSettings
+from sensord._settings import BrokerHost, ReconnectSettings, TlsSettings
 from sensord.ingest import _packets as p
 
 if TYPE_CHECKING:
@@ -25,6 +26,52 @@ def reconnect_delay(attempt: int, settings: ReconnectSettings, rng: random.Rando
     """Capped exponential backoff, jittered: uniform in [initial_s/2, cap] (never zero)."""
     cap = min(settings.max_s, settings.initial_s * 2 ** min(attempt, 30))
     return rng.uniform(min(settings.initial_s, cap) / 2, cap)
+
+
+class Failover:
+    """Which broker node to try next and how long to wait before it (sans I/O).
+
+    A connection that was up and is lost, or an attempt that fails, moves on to the next
+    node at once: the node just lost is the one most likely down, and a cluster's other
+    nodes hold our session. Only once every node of a round has failed does the capped,
+    jittered backoff wait, growing per failed round and reset by a connection that comes
+    up, so a broker down as a whole is not hammered. With one node that is the plain
+    backoff: a wait before every new attempt, initial_s/2 to initial_s after a loss."""
+
+    def __init__(
+        self, nodes: tuple[BrokerHost, ...], reconnect: ReconnectSettings, rng: random.Random
+    ) -> None:
+        if not nodes:
+            raise ValueError("no broker node to connect to")
+        self._nodes = nodes
+        self._reconnect = reconnect
+        self._rng = rng
+        self._index = 0
+        self._failed_in_round = 0
+        self._rounds = 0  # rounds of failures since a connection was last up
+
+    @property
+    def node(self) -> BrokerHost:
+        """The node to try now."""
+        return self._nodes[self._index]
+
+    def up(self) -> None:
+        """The connection to `node` came up: the backoff starts over."""
+        self._rounds = 0
+        self._failed_in_round = 0
+
+    def down(self, *, was_up: bool) -> float:
+        """The connection to `node` ended (`was_up`) or the attempt failed: move to the
+        next node; returns the seconds to wait before trying it."""
+        # A node just lost counts as the first failure of a new round.
+        self._failed_in_round = 1 if was_up else self._failed_in_round + 1
+        self._index = (self._index + 1) % len(self._nodes)
+        if self._failed_in_round < len(self._nodes):
+            return 0.0
+        self._failed_in_round = 0
+        delay = reconnect_delay(self._rounds, self._reconnect, self._rng)
+        self._rounds += 1
+        return delay
 
 
 def tls_context(tls: TlsSettings) -> ssl.SSLContext:
@@ -84,6 +131,9 @@ class Connection(asyncio.Protocol):
         self.unpinged: list[str] = []  # topics published since the last PINGREQ
         self._settled: asyncio.Future[None] | None = None
         self.closed_by_us = False
+        # QoS 1 received and not yet acknowledged: a PUBLISH under one of these ids is a
+        # further copy, processed but not acknowledged again (MqttSource._received).
+        self.unacked: set[int] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -196,6 +246,7 @@ class Connection(asyncio.Protocol):
 
     def ack(self, pids: list[int]) -> None:
         """PUBACK (QoS 1) or PUBREC (QoS 2) for these received messages, in one write."""
+        self.unacked.difference_update(pids)
         out = []
         for pid in pids:
             if pid in self.qos2_held:

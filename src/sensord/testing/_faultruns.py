@@ -115,21 +115,24 @@ def _rig(  # noqa: PLR0913 - the rig's options
 
 
 def _settle(rig: _Rig, done: Callable[[], bool], timeout: float) -> bool:
+    return settle(rig.daemon, rig.receiver, done, timeout)
+
+
+def settle(daemon: Daemon, receiver: WebhookReceiver, done: Callable[[], bool], timeout: float) -> bool:
     """Wait for `done` and an empty outbox, then until deliveries stop for 2 s (a late
     duplicate would show then). False if `done` never held (the judge says what is missing)."""
-    daemon = rig.daemon
     with contextlib.suppress(TimeoutError):
         wait_until(daemon.ready, 60, "the daemon ready")
     try:
         wait_until(lambda: done() and daemon.outbox_empty(), timeout, "every expected delivery", every=0.25)
     except TimeoutError:
         return False
-    count, still_since = len(rig.receiver.received), time.monotonic()
+    count, still_since = len(receiver.received), time.monotonic()
     deadline = time.monotonic() + 30
     while time.monotonic() - still_since < 2.0 and time.monotonic() < deadline:
         time.sleep(0.2)
-        if len(rig.receiver.received) != count:
-            count, still_since = len(rig.receiver.received), time.monotonic()
+        if len(receiver.received) != count:
+            count, still_since = len(receiver.received), time.monotonic()
     return True
 
 

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ import yaml
 from sensord._errors import IngestError
 from sensord._metrics import Metrics
 from sensord._registry import load_registry
-from sensord._settings import BatchSettings, BrokerSettings, ReconnectSettings, load_settings
+from sensord._settings import BatchSettings, BrokerHost, BrokerSettings, ReconnectSettings, load_settings
 from sensord._types import AlertEvent, RawMessage
 from sensord.dispatch import Dispatcher, read_dispatch
 from sensord.dispatch._build import build_desk
@@ -59,6 +60,10 @@ class Workload:
     second_ack_share: float = 0.5
     smoke_per_tick: float = 0.3
     seed: int = 7
+    # Acks name the alert they answer (`startsAt`, as copied from the notification), so
+    # one that arrives late, after a newer press, is recognised as stale: across a broker
+    # failover, acks and readings are two subscriptions whose order is not kept.
+    ack_names_alert: bool = False
 
     @property
     def devices(self) -> int:
@@ -145,7 +150,12 @@ class _Generator:
 
     def _ack(self, i: int, ts: float) -> None:
         topic = f"sensord-dispatch/ack/{('maple', 'river')[i % 2]}/wristband/wb-{i:04d}"
-        self.emit(ts, topic, {"rule": "wristband_sos", "by": "desk 1"})
+        payload: dict[str, Any] = {"rule": "wristband_sos", "by": "desk 1"}
+        if self.w.ack_names_alert:
+            pressed = round(self.start + self.sos_open[i] * self.w.tick_s + i * 1e-3, 3)
+            stamp = datetime.fromtimestamp(pressed, UTC).isoformat(timespec="milliseconds")
+            payload["startsAt"] = stamp.replace("+00:00", "Z")
+        self.emit(ts, topic, payload)
 
 
 def daemon_config(  # noqa: PLR0913 - a test daemon's knobs
@@ -160,9 +170,11 @@ def daemon_config(  # noqa: PLR0913 - a test daemon's knobs
     snapshot_every_s: float = 10.0,
     rules_dir: Path = ROOT_RULES,
     dispatch: dict[str, Any] | None = None,
+    broker: dict[str, Any] | None = None,
 ) -> tuple[Path, int]:
     """A daemon config in `work`; returns (path, HTTP port of /metrics and /healthz).
-    `dispatch`: a dispatch file's content, written beside the config and named in it."""
+    `dispatch`: a dispatch file's content, written beside the config and named in it.
+    `broker`: settings over the broker's defaults here (`hosts` replaces host and port)."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "devices.yaml").write_text(yaml.safe_dump(registry))
     (work / "webhook-secret").write_text(webhook_secret)
@@ -172,14 +184,17 @@ def daemon_config(  # noqa: PLR0913 - a test daemon's knobs
     if influx_url is not None:
         sinks["influx"] = {"url": influx_url, "api": "v1", "database": "sensord", "timeout_s": 2}
     http_port = free_port()
+    broker_cfg: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": broker_port,
+        "client_id": "sensord-faults",
+        "keepalive_s": 10,
+        "reconnect": {"initial_s": 0.2, "max_s": 1.0},
+    }
+    if broker is not None and "hosts" in broker:
+        del broker_cfg["host"], broker_cfg["port"]
     cfg = {
-        "broker": {
-            "host": "127.0.0.1",
-            "port": broker_port,
-            "client_id": "sensord-faults",
-            "keepalive_s": 10,
-            "reconnect": {"initial_s": 0.2, "max_s": 1.0},
-        },
+        "broker": {**broker_cfg, **(broker or {})},
         "registry": "devices.yaml",
         "rules_dir": str(rules_dir),
         "state_dir": str(work / "state"),
@@ -296,8 +311,11 @@ class Publisher:
     wall_tick_s: float
     tick_s: float
     max_inflight: int = 500
+    # Further nodes of a cluster, tried after `port` in this order (broker.hosts).
+    more_ports: tuple[int, ...] = ()
     acked: int = 0
     resent: int = 0
+    started_at: float = 0.0  # time.monotonic() when the stream's first message was due
     error: BaseException | None = None
     done: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -325,7 +343,7 @@ class Publisher:
 
     async def _run(self) -> None:
         settings = BrokerSettings(
-            port=self.port,
+            hosts=tuple(BrokerHost(host="127.0.0.1", port=p) for p in (self.port, *self.more_ports)),
             client_id=f"fault-pub-{time.monotonic_ns()}",
             subscriptions=(),
             reconnect=ReconnectSettings(initial_s=0.1, max_s=0.5),
@@ -338,6 +356,7 @@ class Publisher:
             async with asyncio.timeout(20):
                 await client.connected.wait()
             origin, wall0 = self.stream[0][0], time.monotonic()
+            self.started_at = wall0
             for msg in self.stream:
                 delay = wall0 + (msg[0] - origin) / self.tick_s * self.wall_tick_s - time.monotonic()
                 if delay > 0:

@@ -1,0 +1,266 @@
+"""Broker failover under load: the daemon connected to a three-node NATS cluster
+(`broker.hosts` listing every node), a seeded workload published through another node,
+and the node the daemon is connected to SIGKILLed (then started again) while it runs.
+
+Judged exactly against an offline replay of the published stream: every event of the
+reference delivered, once per id, nothing else. Measured per kill: how long no message
+was processed, and from how long after the kill on a new reading's alert reached the
+webhook within `ALERT_DELAY_S` of its publication again.
+Used by `tests/faults` (one kill) and `bench/failover.py` (several).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import random
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import orjson
+
+from sensord.replay import Outgoing
+from sensord.testing._faultcheck import Delivery, Key, event_key, judge
+from sensord.testing._faultruns import Run, settle
+from sensord.testing._faults import Daemon, Publisher, Workload, daemon_config, reference, wait_until
+from sensord.testing._nats_cluster import NatsCluster, start_nats_cluster
+from sensord.testing._servers import Received, WebhookReceiver
+
+# A firing alert is "on time" once it reaches the webhook this soon after its reading
+# was published (a few batch cuts and one delivery on a busy 2-core box).
+ALERT_DELAY_S = 2.0
+# The daemon's gathering after a reconnect: above the cluster's `ack_wait` (4 s in
+# CLUSTER_MQTT), with a margin for the new consumer leader's first redelivery check.
+REDELIVERY_WAIT_S = 6.0
+
+
+@dataclass
+class Kill:
+    """One SIGKILL of the node the daemon was connected to, and what it cost."""
+
+    node: str  # host:port of its MQTT listener
+    leads: list[str]  # what it led: meta, stream:NAME, consumer:STREAM/NAME
+    at: float  # time.monotonic()
+    no_ingest_s: float = 0.0  # longest time without a message processed, from the kill on
+    back_on_time_s: float | None = None  # new readings alerted on within ALERT_DELAY_S from then on
+    worst_alert_delay_s: float = 0.0  # of readings published in the 30 s after the kill
+    failed_over_to: str = ""
+
+    def row(self) -> dict[str, object]:
+        back = self.back_on_time_s
+        return {"node": self.node, "led": ",".join(sorted({x.split(":")[0] for x in self.leads})) or "-",
+                "failed over to": self.failed_over_to, "no ingest s": round(self.no_ingest_s, 1),
+                "on time again s": "-" if back is None else round(back, 1),
+                "worst alert delay s": round(self.worst_alert_delay_s, 1)}
+
+
+@dataclass
+class ClusterRun(Run):
+    """A cluster failover run: the judged outcome and the figures of each kill."""
+
+    per_kill: list[Kill] = field(default_factory=list)
+    failovers: float = 0.0  # sensord_broker_failovers at the end
+    # Resolutions by an ack delivered under another id than the reference's: the ack came
+    # later relative to the readings than it was published, so it is dated later.
+    acks_redated: int = 0
+    # (published, delay to the webhook) of each firing alert, published as seconds since
+    # the first message, and the kills as seconds since then too.
+    alert_delays: list[tuple[float, float]] = field(default_factory=list, repr=False)
+    kills_at: list[float] = field(default_factory=list, repr=False)
+    processed: list[tuple[float, int]] = field(default_factory=list, repr=False)  # (same clock, count)
+
+
+class _Progress:
+    """Samples the daemon's processed-message count in a thread (time.monotonic(), count)."""
+
+    def __init__(self, daemon: Daemon, every: float = 0.1) -> None:
+        self.samples: list[tuple[float, int]] = []
+        self._daemon, self._every = daemon, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._main, name="failover-progress", daemon=True)
+
+    def start(self) -> _Progress:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _main(self) -> None:
+        while not self._stop.wait(self._every):
+            count = self._daemon.processed()
+            if count:
+                self.samples.append((time.monotonic(), count))
+
+    def longest_stall(self, start: float, within: float) -> float:
+        """The longest time without the count growing, for stalls starting in
+        [start, start + within]."""
+        longest, since, last = 0.0, start, -1
+        for t, count in self.samples:
+            if t < start:
+                last = count
+                continue
+            if count != last:
+                if since <= start + within:
+                    longest = max(longest, t - since)
+                since, last = t, count
+        return longest
+
+
+def _published_at(publisher: Publisher, stream: list[Outgoing], w: Workload, event_time: str) -> float:
+    """time.monotonic() when the reading stamped `event_time` was due to be published."""
+    ts = datetime.fromisoformat(event_time).timestamp()
+    return publisher.started_at + (ts - stream[0][0]) / w.tick_s * w.wall_tick_s
+
+
+def _alert_delays(received: list[Received], publisher: Publisher, stream: list[Outgoing],
+                  w: Workload) -> list[tuple[float, float]]:
+    """(published at, delay to the webhook) of every firing alert delivered, first copy only."""
+    seen: set[str] = set()
+    out = []
+    for r in sorted(received, key=lambda r: r.at):
+        if not (r.valid and r.answered == 200) or r.body.get("status") != "firing":
+            continue
+        if r.headers["webhook-id"] in seen:
+            continue
+        seen.add(r.headers["webhook-id"])
+        published = _published_at(publisher, stream, w, str(r.body["eventTime"]))
+        out.append((published, r.at - published))
+    return sorted(out)
+
+
+def _figures(kill: Kill, until: float, delays: list[tuple[float, float]], progress: _Progress) -> None:
+    kill.no_ingest_s = progress.longest_stall(kill.at, 15.0)
+    after = [(p, d) for p, d in delays if kill.at <= p < until]
+    kill.worst_alert_delay_s = max((d for p, d in after if p < kill.at + 30), default=0.0)
+    late = [p for p, d in after if d > ALERT_DELAY_S]
+    if after:
+        kill.back_on_time_s = (max(late) - kill.at) if late else 0.0
+
+
+@dataclass
+class _Cluster:
+    cluster: NatsCluster
+    receiver: WebhookReceiver
+    daemon: Daemon
+
+
+@contextlib.contextmanager
+def _rig(work: Path, w: Workload, redelivery_wait_s: float) -> Iterator[_Cluster]:
+    secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+    cluster = start_nats_cluster(work / "nats")
+    receiver = WebhookReceiver(secret).start()
+    daemon = None
+    try:
+        hosts = [{"host": "127.0.0.1", "port": p} for p in cluster.mqtt_ports]
+        config, http_port = daemon_config(
+            work / "daemon", broker_port=cluster.mqtt_ports[0], registry=w.registry(),
+            webhook_url=receiver.url, webhook_secret=secret,
+            broker={"hosts": hosts, "redelivery_wait_s": redelivery_wait_s, "keepalive_s": 5},
+        )
+        daemon = Daemon(config, http_port, work / "daemon" / "daemon.log")
+        daemon.start()
+        wait_until(daemon.ready, 60, "the daemon ready")
+        yield _Cluster(cluster, receiver, daemon)
+    finally:
+        if daemon is not None:
+            daemon.stop()
+        receiver.stop()
+        cluster.stop()
+
+
+def _daemon_node(daemon: Daemon) -> int:
+    broker = str(daemon.health().get("broker") or "")
+    return int(broker.rsplit(":", 1)[1]) if ":" in broker else 0
+
+
+def cluster_failover(  # noqa: PLR0913 - the scenario's knobs
+    work: Path,
+    w: Workload,
+    *,
+    kills: int,
+    seed: int = 4,
+    down_s: float | None = 3.0,
+    redelivery_wait_s: float = REDELIVERY_WAIT_S,
+    drain_s: float = 90,
+) -> ClusterRun:
+    """Publish `w` (its acks naming their alert) through a node other than the daemon's
+    and SIGKILL the daemon's node `kills` times at seeded points of the load (each
+    started again `down_s` later, or never with None; the cluster caught up before the
+    next kill)."""
+    t0 = time.monotonic()
+    rng = random.Random(seed)  # noqa: S311 - reproducible kill points
+    w = dataclasses.replace(w, ack_names_alert=True)
+    with _rig(work, w, redelivery_wait_s) as rig:
+        cluster, daemon = rig.cluster, rig.daemon
+        stream = w.stream(time.time() - w.ticks * w.tick_s - 60)
+        ref = reference(daemon.config, stream)
+        ports = cluster.mqtt_ports
+        first = ports.index(_daemon_node(daemon))
+        order = ports[first + 1 :] + ports[: first + 1]  # the publisher starts on another node
+        publisher = Publisher(order[0], stream, w.wall_tick_s, w.tick_s, more_ports=tuple(order[1:])).start()
+        progress = _Progress(daemon).start()
+        span = w.ticks * w.wall_tick_s
+        slots = [span * (0.2 + 0.65 * (k + rng.uniform(0.2, 0.8)) / kills) for k in range(kills)]
+        done: list[Kill] = []
+        for when in slots:
+            wait_until(lambda when=when: time.monotonic() - t0 >= when, span + 120, "the kill point")
+            wait_until(lambda: bool(daemon.health().get("broker_connected")), 60, "the daemon connected")
+            cluster.wait_healthy(90)
+            node = cluster.node_on(_daemon_node(daemon))
+            leads = cluster.leads().get(node.name, [])
+            done.append(Kill(f"127.0.0.1:{node.mqtt_port}", leads, time.monotonic()))
+            cluster.kill(node)
+            if down_s is not None:
+                time.sleep(down_s)
+                cluster.restart(node)
+        publisher.join(4 * span + 120)
+        want = {event_key(e) for e in ref}
+        settle(daemon, rig.receiver, lambda: want <= _delivered_keys(rig.receiver), drain_s)
+        progress.stop()
+        findings = judge(rig.receiver.received, ref)
+        ids = {r.headers["webhook-id"] for r in rig.receiver.delivered()}
+        lost_ids = [e for e in ref if e.event_id not in ids]
+        redated = [e for e in lost_ids if "acknowledged_by" in e.readings]
+        delays = _alert_delays(rig.receiver.received, publisher, stream, w)
+        for i, kill in enumerate(done):
+            _figures(kill, done[i + 1].at if i + 1 < len(done) else float("inf"), delays, progress)
+        metrics = daemon.metrics()
+        _failed_over_to(done, work / "daemon" / "daemon.log")
+        run = ClusterRun(
+            "cluster node SIGKILL", findings, len(stream), publisher.acked, exact=True, kills=len(done),
+            resent=publisher.resent, seconds=time.monotonic() - t0, received=list(rig.receiver.received),
+            reference=ref, per_kill=done, failovers=metrics.get("sensord_broker_failovers_total", 0.0),
+            acks_redated=len(redated),
+            alert_delays=[(p - publisher.started_at, d) for p, d in delays],
+            kills_at=[k.at - publisher.started_at for k in done],
+            processed=[(t - publisher.started_at, n) for t, n in progress.samples],
+        )
+        other = [event_key(e) for e in lost_ids if "acknowledged_by" not in e.readings]
+        if other:
+            run.notes.append(f"{len(other)} events not resolved by an ack delivered under another id "
+                             f"than the reference's, e.g. {other[:5]}")
+        return run
+
+
+def _delivered_keys(receiver: WebhookReceiver) -> set[Key]:
+    return {Delivery.of(r).key for r in receiver.delivered()}
+
+
+def _failed_over_to(kills: list[Kill], log: Path) -> None:
+    """The node each kill's connection moved to, from the daemon's JSON log, in order."""
+    moves: list[str] = []
+    for line in log.read_bytes().splitlines():
+        with contextlib.suppress(orjson.JSONDecodeError):
+            rec = orjson.loads(line)
+            if isinstance(rec, dict) and rec.get("msg") == "failed over to another broker node":
+                moves.append(str(rec.get("broker", "")))
+    for kill, move in zip(kills, moves, strict=False):
+        kill.failed_over_to = move
