@@ -56,7 +56,8 @@ def _post_mortem(run: ClusterRun, work: Path) -> Path:
     """For each device with a missing or extra transition: what was published for it,
     the reference's events and what the webhook got, on the publisher's clock (seconds
     since the first message was due), beside the kills."""
-    devices = {k[1] for k in run.findings.missing + run.findings.unexpected} | {x[2] for x in run.slowest[:3]}
+    keys = run.findings.missing + run.findings.unexpected + run.other_ids
+    devices = {k[1] for k in keys} | {x[2] for x in run.slowest[:3]}
     origin = run.stream[0][0] if run.stream else 0.0
     per_s = 0.5 / 2.5  # wall seconds per stream second (Workload: wall_tick_s / tick_s)
     started = run.per_kill[0].at - run.kills_at[0] if run.per_kill else 0.0

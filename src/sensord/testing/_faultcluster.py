@@ -71,6 +71,9 @@ class ClusterRun(Run):
     # Resolutions by an ack delivered under another id than the reference's: the ack came
     # later relative to the readings than it was published, so it is dated later.
     acks_redated: int = 0
+    # Transitions not resolved by an ack delivered under another id than the reference's
+    # (a reading skipped as late would do that).
+    other_ids: list[Key] = field(default_factory=list)
     # (published, delay to the webhook) of each firing alert, published as seconds since
     # the first message, and the kills as seconds since then too.
     alert_delays: list[tuple[float, float]] = field(default_factory=list, repr=False)
@@ -170,7 +173,8 @@ def _rig(work: Path, w: Workload, redelivery_wait_s: float) -> Iterator[_Cluster
         config, http_port = daemon_config(
             work / "daemon", broker_port=cluster.mqtt_ports[0], registry=w.registry(),
             webhook_url=receiver.url, webhook_secret=secret,
-            broker={"hosts": hosts, "redelivery_wait_s": redelivery_wait_s, "keepalive_s": 5},
+            broker={"hosts": hosts, "redelivery_wait_s": redelivery_wait_s, "keepalive_s": 5,
+                    "receive_maximum": 40000},
         )
         daemon = Daemon(config, http_port, work / "daemon" / "daemon.log")
         daemon.start()
@@ -260,6 +264,7 @@ def cluster_failover(  # noqa: PLR0913 - the scenario's knobs
             stream=stream,
         )
         other = [event_key(e) for e in lost_ids if "acknowledged_by" not in e.readings]
+        run.other_ids = other
         if other:
             run.notes.append(f"{len(other)} events not resolved by an ack delivered under another id "
                              f"than the reference's, e.g. {other[:5]}")
