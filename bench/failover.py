@@ -26,6 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import orjson
+
+from sensord.outbox import encode_event
 from sensord.testing import ClusterRun, Workload, cluster_failover
 
 RUN_COLUMNS = ("kills", "failovers", "published", "acked", "resent", "events", "LS events", "delivered",
@@ -47,6 +50,34 @@ def _run_row(run: ClusterRun) -> dict[str, object]:
             "acked": run.acked, "resent": run.resent, "events": f.expected, "LS events": f.expected_ls,
             "delivered": f.distinct_ids, "missing": len(f.missing), "extra": len(f.unexpected),
             "two ids": len(f.two_ids), "acks redated": run.acks_redated, "seconds": round(run.seconds)}
+
+
+def _post_mortem(run: ClusterRun, work: Path) -> Path:
+    """For each device with a missing or extra transition: what was published for it,
+    the reference's events and what the webhook got, on the publisher's clock (seconds
+    since the first message was due), beside the kills."""
+    keys = run.findings.missing + run.findings.unexpected + run.other_ids
+    devices = {k[1] for k in keys} | {x[2] for x in run.slowest[:3]}
+    origin = run.stream[0][0] if run.stream else 0.0
+    per_s = 0.5 / 2.5  # wall seconds per stream second (Workload: wall_tick_s / tick_s)
+    started = run.per_kill[0].at - run.kills_at[0] if run.per_kill else 0.0
+    doc = {
+        "kills_at": run.kills_at,
+        "processed": run.processed,
+        "devices": {
+            d: {
+                "published": [(round((ts - origin) * per_s, 3), topic, payload.decode())
+                              for ts, topic, payload, _ in run.stream if f"/{d}" in topic],
+                "reference": [orjson.loads(encode_event(e)) for e in run.reference if e.device_id == d],
+                "received": [{"at": round(r.at - started, 3), "id": r.headers.get("webhook-id"),
+                              "body": r.body} for r in run.received if r.body.get("device") == d],
+            }
+            for d in devices
+        },
+    }
+    path = work / "post-mortem.json"
+    path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+    return path
 
 
 def _args() -> argparse.Namespace:
@@ -80,7 +111,10 @@ def main() -> None:
     _table([_run_row(run)], RUN_COLUMNS)
     print()
     _table([k.row() for k in run.per_kill], KILL_COLUMNS)
+    print("slowest alerts (delay s, rule, device, published at s):", run.slowest)
     problems = run.problems()
+    if args.keep:
+        print(f"post-mortem: {_post_mortem(run, work)}")
     for p in problems:
         print(p)
     raise SystemExit(1 if problems else 0)

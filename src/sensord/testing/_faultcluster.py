@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import orjson
-
 from sensord.replay import Outgoing
 from sensord.testing._faultcheck import Delivery, Key, event_key, judge
 from sensord.testing._faultruns import Run, settle
@@ -38,6 +36,10 @@ ALERT_DELAY_S = 2.0
 # The daemon's gathering after a reconnect: above the cluster's `ack_wait` (4 s in
 # CLUSTER_MQTT), with a margin for the new consumer leader's first redelivery check.
 REDELIVERY_WAIT_S = 6.0
+
+
+# (published at, delay to the webhook, rule, device) of one firing alert.
+Delay = tuple[float, float, str, str]
 
 
 @dataclass
@@ -69,11 +71,18 @@ class ClusterRun(Run):
     # Resolutions by an ack delivered under another id than the reference's: the ack came
     # later relative to the readings than it was published, so it is dated later.
     acks_redated: int = 0
+    # Transitions not resolved by an ack delivered under another id than the reference's
+    # (a reading skipped as late would do that).
+    other_ids: list[Key] = field(default_factory=list)
     # (published, delay to the webhook) of each firing alert, published as seconds since
     # the first message, and the kills as seconds since then too.
     alert_delays: list[tuple[float, float]] = field(default_factory=list, repr=False)
     kills_at: list[float] = field(default_factory=list, repr=False)
     processed: list[tuple[float, int]] = field(default_factory=list, repr=False)  # (same clock, count)
+    stream: list[Outgoing] = field(default_factory=list, repr=False)  # what was published
+    # The firing alerts slowest to reach the webhook: (delay, rule, device, published), the
+    # publication in seconds since the first message.
+    slowest: list[tuple[float, str, str, float]] = field(default_factory=list)
 
 
 class _Progress:
@@ -121,8 +130,9 @@ def _published_at(publisher: Publisher, stream: list[Outgoing], w: Workload, eve
 
 
 def _alert_delays(received: list[Received], publisher: Publisher, stream: list[Outgoing],
-                  w: Workload) -> list[tuple[float, float]]:
-    """(published at, delay to the webhook) of every firing alert delivered, first copy only."""
+                  w: Workload) -> list[Delay]:
+    """(published at, delay to the webhook, rule, device) of every firing alert delivered,
+    first copy only."""
     seen: set[str] = set()
     out = []
     for r in sorted(received, key=lambda r: r.at):
@@ -132,13 +142,13 @@ def _alert_delays(received: list[Received], publisher: Publisher, stream: list[O
             continue
         seen.add(r.headers["webhook-id"])
         published = _published_at(publisher, stream, w, str(r.body["eventTime"]))
-        out.append((published, r.at - published))
+        out.append((published, r.at - published, str(r.body["rule"]), str(r.body["device"])))
     return sorted(out)
 
 
-def _figures(kill: Kill, until: float, delays: list[tuple[float, float]], progress: _Progress) -> None:
+def _figures(kill: Kill, until: float, delays: list[Delay], progress: _Progress) -> None:
     kill.no_ingest_s = progress.longest_stall(kill.at, 15.0)
-    after = [(p, d) for p, d in delays if kill.at <= p < until]
+    after = [(p, d) for p, d, _, _ in delays if kill.at <= p < until]
     kill.worst_alert_delay_s = max((d for p, d in after if p < kill.at + 30), default=0.0)
     late = [p for p, d in after if d > ALERT_DELAY_S]
     if after:
@@ -163,7 +173,8 @@ def _rig(work: Path, w: Workload, redelivery_wait_s: float) -> Iterator[_Cluster
         config, http_port = daemon_config(
             work / "daemon", broker_port=cluster.mqtt_ports[0], registry=w.registry(),
             webhook_url=receiver.url, webhook_secret=secret,
-            broker={"hosts": hosts, "redelivery_wait_s": redelivery_wait_s, "keepalive_s": 5},
+            broker={"hosts": hosts, "redelivery_wait_s": redelivery_wait_s, "keepalive_s": 5,
+                    "receive_maximum": 40000},
         )
         daemon = Daemon(config, http_port, work / "daemon" / "daemon.log")
         daemon.start()
@@ -218,9 +229,16 @@ def cluster_failover(  # noqa: PLR0913 - the scenario's knobs
             leads = cluster.leads().get(node.name, [])
             done.append(Kill(f"127.0.0.1:{node.mqtt_port}", leads, time.monotonic()))
             cluster.kill(node)
+            with contextlib.suppress(TimeoutError):
+                left = node.mqtt_port
+                wait_until(lambda left=left: _daemon_node(daemon) not in (0, left), down_s or 60,
+                           "the daemon on another node")
             if down_s is not None:
-                time.sleep(down_s)
+                time.sleep(max(0.0, done[-1].at + down_s - time.monotonic()))
                 cluster.restart(node)
+            with contextlib.suppress(TimeoutError):
+                wait_until(lambda: bool(daemon.health().get("broker_connected")), 60, "the daemon connected")
+                done[-1].failed_over_to = str(daemon.health().get("broker") or "")
         publisher.join(4 * span + 120)
         want = {event_key(e) for e in ref}
         settle(daemon, rig.receiver, lambda: want <= _delivered_keys(rig.receiver), drain_s)
@@ -233,17 +251,20 @@ def cluster_failover(  # noqa: PLR0913 - the scenario's knobs
         for i, kill in enumerate(done):
             _figures(kill, done[i + 1].at if i + 1 < len(done) else float("inf"), delays, progress)
         metrics = daemon.metrics()
-        _failed_over_to(done, work / "daemon" / "daemon.log")
         run = ClusterRun(
             "cluster node SIGKILL", findings, len(stream), publisher.acked, exact=True, kills=len(done),
             resent=publisher.resent, seconds=time.monotonic() - t0, received=list(rig.receiver.received),
             reference=ref, per_kill=done, failovers=metrics.get("sensord_broker_failovers_total", 0.0),
             acks_redated=len(redated),
-            alert_delays=[(p - publisher.started_at, d) for p, d in delays],
+            alert_delays=[(p - publisher.started_at, d) for p, d, _, _ in delays],
+            slowest=[(round(d, 1), rule, dev, round(p - publisher.started_at, 1))
+                     for p, d, rule, dev in sorted(delays, key=lambda x: -x[1])[:8]],
             kills_at=[k.at - publisher.started_at for k in done],
             processed=[(t - publisher.started_at, n) for t, n in progress.samples],
+            stream=stream,
         )
         other = [event_key(e) for e in lost_ids if "acknowledged_by" not in e.readings]
+        run.other_ids = other
         if other:
             run.notes.append(f"{len(other)} events not resolved by an ack delivered under another id "
                              f"than the reference's, e.g. {other[:5]}")
@@ -252,15 +273,3 @@ def cluster_failover(  # noqa: PLR0913 - the scenario's knobs
 
 def _delivered_keys(receiver: WebhookReceiver) -> set[Key]:
     return {Delivery.of(r).key for r in receiver.delivered()}
-
-
-def _failed_over_to(kills: list[Kill], log: Path) -> None:
-    """The node each kill's connection moved to, from the daemon's JSON log, in order."""
-    moves: list[str] = []
-    for line in log.read_bytes().splitlines():
-        with contextlib.suppress(orjson.JSONDecodeError):
-            rec = orjson.loads(line)
-            if isinstance(rec, dict) and rec.get("msg") == "failed over to another broker node":
-                moves.append(str(rec.get("broker", "")))
-    for kill, move in zip(kills, moves, strict=False):
-        kill.failed_over_to = move

@@ -28,7 +28,7 @@ CLUSTER_MQTT = """\
   consumer_replicas: 3
   consumer_memory_storage: false
   ack_wait: "4s"
-  max_ack_pending: 10000
+  max_ack_pending: 20000
 """
 
 
