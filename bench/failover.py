@@ -13,8 +13,9 @@ replay of the published stream.
 
 Prints the run's row (events missing, extra, under two ids: each must be 0), then one row
 per kill: what the node led, where the daemon went, how long no message was processed,
-from how long after the kill new readings were alerted on within 2 s again (the backlog
-drained), and the worst alert delay; then every broken promise; exit 1 if any.
+when the daemon had processed as many messages since the kill as were published since
+(backlog drained), from how long after the kill new readings' alerts reached the webhook
+within 2 s again, and the worst alert delay; then every broken promise; exit 1 if any.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from sensord.testing import ClusterRun, Workload, cluster_failover
 
 RUN_COLUMNS = ("kills", "failovers", "published", "acked", "resent", "events", "LS events", "delivered",
                "missing", "extra", "two ids", "acks redated", "seconds")  # fmt: skip
-KILL_COLUMNS = ("node", "led", "failed over to", "no ingest s", "on time again s", "worst alert delay s")
+KILL_COLUMNS = ("node", "led", "failed over to", "no ingest s", "backlog drained s", "on time again s",
+                "worst alert delay s")
 
 
 def _table(rows: list[dict[str, object]], columns: tuple[str, ...]) -> None:

@@ -50,6 +50,7 @@ class Kill:
     leads: list[str]  # what it led: meta, stream:NAME, consumer:STREAM/NAME
     at: float  # time.monotonic()
     no_ingest_s: float = 0.0  # longest time without a message processed, from the kill on
+    caught_up_s: float | None = None  # until as many processed since the kill as published
     back_on_time_s: float | None = None  # new readings alerted on within ALERT_DELAY_S from then on
     worst_alert_delay_s: float = 0.0  # of readings published in the 30 s after the kill
     failed_over_to: str = ""
@@ -58,6 +59,7 @@ class Kill:
         back = self.back_on_time_s
         return {"node": self.node, "led": ",".join(sorted({x.split(":")[0] for x in self.leads})) or "-",
                 "failed over to": self.failed_over_to, "no ingest s": round(self.no_ingest_s, 1),
+                "backlog drained s": "-" if self.caught_up_s is None else round(self.caught_up_s, 1),
                 "on time again s": "-" if back is None else round(back, 1),
                 "worst alert delay s": round(self.worst_alert_delay_s, 1)}
 
@@ -86,11 +88,12 @@ class ClusterRun(Run):
 
 
 class _Progress:
-    """Samples the daemon's processed-message count in a thread (time.monotonic(), count)."""
+    """Samples in a thread the daemon's processed-message count and the messages the
+    cluster acknowledged to the publisher: (time.monotonic(), processed, published)."""
 
-    def __init__(self, daemon: Daemon, every: float = 0.1) -> None:
-        self.samples: list[tuple[float, int]] = []
-        self._daemon, self._every = daemon, every
+    def __init__(self, daemon: Daemon, publisher: Publisher, every: float = 0.1) -> None:
+        self.samples: list[tuple[float, int, int]] = []
+        self._daemon, self._publisher, self._every = daemon, publisher, every
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._main, name="failover-progress", daemon=True)
 
@@ -106,13 +109,13 @@ class _Progress:
         while not self._stop.wait(self._every):
             count = self._daemon.processed()
             if count:
-                self.samples.append((time.monotonic(), count))
+                self.samples.append((time.monotonic(), count, self._publisher.acked))
 
     def longest_stall(self, start: float, within: float) -> float:
         """The longest time without the count growing, for stalls starting in
         [start, start + within]."""
         longest, since, last = 0.0, start, -1
-        for t, count in self.samples:
+        for t, count, _ in self.samples:
             if t < start:
                 last = count
                 continue
@@ -121,6 +124,23 @@ class _Progress:
                     longest = max(longest, t - since)
                 since, last = t, count
         return longest
+
+    def caught_up(self, start: float) -> float | None:
+        """Seconds from `start` until the daemon had processed as many messages since
+        then as were published since then (redelivered copies count too), or None."""
+        before = [(n, a) for t, n, a in self.samples if t <= start]
+        if not before:
+            return None
+        n0, a0 = before[-1]
+        behind = False
+        for t, n, a in self.samples:
+            if t <= start:
+                continue
+            if n - n0 < a - a0 - 50:  # a batch cut's worth of slack
+                behind = True
+            elif behind:
+                return t - start
+        return None
 
 
 def _published_at(publisher: Publisher, stream: list[Outgoing], w: Workload, event_time: str) -> float:
@@ -148,6 +168,7 @@ def _alert_delays(received: list[Received], publisher: Publisher, stream: list[O
 
 def _figures(kill: Kill, until: float, delays: list[Delay], progress: _Progress) -> None:
     kill.no_ingest_s = progress.longest_stall(kill.at, 15.0)
+    kill.caught_up_s = progress.caught_up(kill.at)
     after = [(p, d) for p, d, _, _ in delays if kill.at <= p < until]
     kill.worst_alert_delay_s = max((d for p, d in after if p < kill.at + 30), default=0.0)
     late = [p for p, d in after if d > ALERT_DELAY_S]
@@ -217,7 +238,7 @@ def cluster_failover(  # noqa: PLR0913 - the scenario's knobs
         first = ports.index(_daemon_node(daemon))
         order = ports[first + 1 :] + ports[: first + 1]  # the publisher starts on another node
         publisher = Publisher(order[0], stream, w.wall_tick_s, w.tick_s, more_ports=tuple(order[1:])).start()
-        progress = _Progress(daemon).start()
+        progress = _Progress(daemon, publisher).start()
         span = w.ticks * w.wall_tick_s
         slots = [span * (0.2 + 0.65 * (k + rng.uniform(0.2, 0.8)) / kills) for k in range(kills)]
         done: list[Kill] = []
@@ -260,7 +281,7 @@ def cluster_failover(  # noqa: PLR0913 - the scenario's knobs
             slowest=[(round(d, 1), rule, dev, round(p - publisher.started_at, 1))
                      for p, d, rule, dev in sorted(delays, key=lambda x: -x[1])[:8]],
             kills_at=[k.at - publisher.started_at for k in done],
-            processed=[(t - publisher.started_at, n) for t, n in progress.samples],
+            processed=[(t - publisher.started_at, n) for t, n, _ in progress.samples],
             stream=stream,
         )
         other = [event_key(e) for e in lost_ids if "acknowledged_by" not in e.readings]
