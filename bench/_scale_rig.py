@@ -63,11 +63,7 @@ class Broker:
             if not node.running():
                 continue
             try:
-                info = httpx.get(
-                    f"http://127.0.0.1:{node.http_port}/jsz",
-                    params={"accounts": "true", "streams": "true", "consumers": "true"},
-                    timeout=5,
-                ).json()
+                info = node.jsz(timeout=5)
             except (httpx.HTTPError, ValueError):
                 continue
             left = 0

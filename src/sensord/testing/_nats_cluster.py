@@ -51,6 +51,17 @@ class ClusterNode:
     def running(self) -> bool:
         return self.server.proc is not None and self.server.proc.poll() is None
 
+    def jsz(self, timeout: float = 2) -> dict[str, Any]:
+        """This node's /jsz with accounts, streams and consumers: who leads what, and
+        what each consumer holds. Raises httpx.HTTPError or ValueError when it cannot."""
+        r = httpx.get(
+            f"http://127.0.0.1:{self.http_port}/jsz",
+            params={"accounts": "true", "streams": "true", "consumers": "true"},
+            timeout=timeout,
+        )
+        info: dict[str, Any] = r.json()
+        return info
+
     def healthy(self) -> bool:
         """Caught up: see `health`."""
         return self.health() == "ok"
@@ -67,9 +78,7 @@ class ClusterNode:
             r = httpx.get(f"{base}/healthz", params={"js-server-only": "true"}, timeout=2)
             if r.status_code != 200:
                 return str(r.json().get("error", r.text))
-            info = httpx.get(
-                f"{base}/jsz", params={"accounts": "true", "streams": "true", "consumers": "true"}, timeout=2
-            ).json()
+            info = self.jsz()
         except (httpx.HTTPError, ValueError) as exc:
             return f"no answer ({type(exc).__name__})"
         for account in info.get("account_details") or []:
@@ -164,12 +173,7 @@ class NatsCluster:
             if not node.running():
                 continue
             try:
-                r = httpx.get(
-                    f"http://127.0.0.1:{node.http_port}/jsz",
-                    params={"accounts": "true", "streams": "true", "consumers": "true"},
-                    timeout=2,
-                )
-                info = r.json()
+                info = node.jsz()
             except (httpx.HTTPError, ValueError):
                 continue
             _add_leads(out, info)
