@@ -27,10 +27,11 @@ import yaml
 
 from _backlog import BENCH_CONF
 from sensord._metrics import Metrics
-from sensord._settings import BatchSettings, BrokerSettings
+from sensord._settings import BatchSettings, BrokerSettings, parse_settings
 from sensord.ingest import MqttSource
+from sensord.shard import NATS_SESSION_ACK_LIMIT, assignment, jetstream_consumers, shard_filters
 from sensord.testing import free_port, start_mosquitto
-from sensord.testing._nats_cluster import NatsCluster, start_nats_cluster
+from sensord.testing._nats_cluster import DEFAULT_MAX_ACK_PENDING, NatsCluster, start_nats_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,8 +83,21 @@ def mosquitto(work: Path) -> Broker:
     return Broker("mosquitto", [server.port], server.stop)
 
 
-def nats_cluster(work: Path) -> Broker:
-    cluster = start_nats_cluster(work / "nats")
+def nats_cluster(work: Path, communities: Sequence[str] = (), instances: int = 1) -> Broker:
+    """The three-node cluster, its mqtt.max_ack_pending lowered where the busiest of
+    `instances` sharded instances over `communities` would otherwise have subscriptions
+    refused (nats-server sums it over a session's consumers, at most 65535)."""
+    settings = parse_settings({}, source="bench", config_dir=ROOT)
+    owners = assignment(communities, instances)
+    most = max(
+        (jetstream_consumers(shard_filters(settings, [c for c, o in owners.items() if o == i]))
+         for i in range(instances)),
+        default=0,
+    )  # fmt: skip
+    limit = min(DEFAULT_MAX_ACK_PENDING, NATS_SESSION_ACK_LIMIT // max(most, 1))
+    print(f"  nats cluster for {instances}: mqtt.max_ack_pending {limit} ({most} consumers on the busiest "
+          "instance)", flush=True)  # fmt: skip
+    cluster = start_nats_cluster(work / "nats", max_ack_pending=limit)
     return Broker("nats", cluster.mqtt_ports, cluster.stop, cluster)
 
 

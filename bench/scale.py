@@ -353,7 +353,7 @@ def main() -> None:
         reference: set[str] | None = None
         for kind, n in runs:
             folder = work / f"broker-{kind}-{n}"
-            broker = mosquitto(folder) if kind == "mosquitto" else nats_cluster(folder)
+            broker = mosquitto(folder) if kind == "mosquitto" else nats_cluster(folder, list(bl.devices), n)
             try:
                 row, ids = capacity(broker, n, bl, reference)
             finally:
@@ -363,7 +363,7 @@ def main() -> None:
             print_table(CAPACITY_HEAD, [capacity_cells(row)])
         n_fo = max(args.instances)
         if not args.no_failover and n_fo >= 2 and reference is not None:
-            broker = nats_cluster(work / "b-failover")
+            broker = nats_cluster(work / "b-failover", list(bl.devices), n_fo)
             try:
                 fo = failover(broker, n_fo, bl, args.rate, reference)
             finally:

@@ -157,7 +157,7 @@ def _check(config: Path) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    from sensord._shard_cli import check_lines, check_share  # noqa: PLC0415 - only when needed
+    from sensord._shard_cli import check_lines, check_share, subscription_lines  # noqa: PLC0415
 
     try:
         registry = load_registry(settings.input_path(settings.registry))
@@ -176,7 +176,7 @@ def _check(config: Path) -> int:
     if errors:
         return 1
     print(f"ok: {config}: {len(registry.by_id)} devices, rules in {rules_dir}")
-    for line in check_lines(settings, registry):
+    for line in [*check_lines(settings, registry), *subscription_lines(settings, registry)]:
         print(line)
     for name, sink in (("influx", settings.sinks.influx), ("webhook", settings.sinks.webhook)):
         if sink is not None:

@@ -19,7 +19,16 @@ from sensord._registry import Registry
 from sensord._settings import LogSettings, Settings, load_settings
 from sensord._state_lock import StateLock
 from sensord.outbox import Outbox
-from sensord.shard import PREFIX, GateRow, Shard, assignment, split_registry
+from sensord.shard import (
+    NATS_SESSION_ACK_LIMIT,
+    PREFIX,
+    GateRow,
+    Shard,
+    assignment,
+    jetstream_consumers,
+    shard_filters,
+    split_registry,
+)
 
 log = logging.getLogger("sensord")
 
@@ -206,6 +215,37 @@ def check_lines(settings: Settings, registry: Registry) -> list[str]:
     if not any(o == settings.shard.index for o in owners.values()):
         lines.append("  warning: this instance serves no community of the registry")
     return lines
+
+
+def subscription_lines(settings: Settings, registry: Registry) -> list[str]:
+    """What `sensord check` prints about the subscriptions: how many filters this instance
+    subscribes, and the ceiling they put on a nats-server cluster's mqtt.max_ack_pending
+    (one setting for every session, so the instance with the most filters sets it)."""
+    if settings.shard is None:
+        mine = settings.broker.filters
+        most = mine
+    else:
+        per_community = Counter(d.entry.community for d in registry.by_id.values())
+        if settings.shard.communities is not None:
+            most = mine = shard_filters(settings, settings.shard.communities)
+        else:
+            count = settings.shard.count
+            assert count is not None
+            owners = assignment(per_community, count)
+            each = [shard_filters(settings, [c for c, o in owners.items() if o == i]) for i in range(count)]
+            mine = each[settings.shard.index]
+            most = max(each, key=jetstream_consumers)
+    consumers = jetstream_consumers(most)
+    busiest = " for the busiest instance" if consumers > jetstream_consumers(mine) else ""
+    if not consumers:
+        return [f"  subscriptions: {len(mine)} filters"]
+    line = (
+        f"  subscriptions: {len(mine)} filters; on nats-server (a JetStream consumer per filter, two for one "
+        f"ending in '/#'; {NATS_SESSION_ACK_LIMIT} unacknowledged messages per session in all) "
+        f"{consumers} consumers{busiest}, so its "
+        f"mqtt.max_ack_pending must be at most {NATS_SESSION_ACK_LIMIT // consumers}"
+    )
+    return [line]
 
 
 def refuse_foreign_silence(settings: Settings, matchers: list[str]) -> None:

@@ -45,6 +45,9 @@ class ScriptedBroker:
     # The first connection acknowledges no PUBLISH and closes after this many.
     swallow_first: int = 0
     deny_subscribe: set[str] = field(default_factory=set)
+    # SUBACK 0x80 for every filter of the first this many SUBSCRIBEs, as nats-server
+    # answers while a new cluster's JetStream has no leader yet.
+    fail_subscribes: int = 0
     close_after_suback: bool = False
     session_present: bool = True
     seen: list[tuple[int, str, object]] = field(default_factory=list)
@@ -88,6 +91,9 @@ class ScriptedBroker:
             self.seen.append((n, "SUBSCRIBE", filters))
             if self.deny_subscribe & set(filters):
                 return False
+            if sum(k == "SUBSCRIBE" for _, k, _ in self.seen) <= self.fail_subscribes:
+                writer.write(p.packet(p.SUBACK, pk.body[:2] + bytes([p.SUBACK_FAILURE] * len(filters))))
+                return True
             writer.write(p.packet(p.SUBACK, pk.body[:2] + bytes([1] * len(filters))))
             return not self.close_after_suback
         elif pk.kind == p.UNSUBSCRIBE:
@@ -293,6 +299,30 @@ class TestRefusedSubscription:
         reason = asyncio.run(body())
         assert "'secret/#'" in reason
         assert "permissions" in reason
+
+    def test_suback_failure_is_retried_until_granted(self, caplog: pytest.LogCaptureFixture) -> None:
+        """SUBACK 0x80 (an ACL, or a new NATS cluster not ready yet): logged at ERROR as a
+        refused subscription with both causes named, then retried with backoff until the
+        broker grants it; the source ends up connected and subscribed."""
+        broker = ScriptedBroker(fail_subscribes=3)
+
+        async def body() -> bool:
+            async with broker.running():
+                src = source(broker)
+                async with running(src):
+                    await settled(src)
+                    return src.connected.is_set()
+
+        with caplog.at_level(logging.INFO, "sensord.ingest"):
+            assert asyncio.run(body())
+        refusals = [r for r in caplog.records if r.getMessage() == "broker refused the subscription"]
+        assert len(refusals) == 3
+        assert all(r.levelno == logging.ERROR for r in refusals)
+        reason = refusals[0].fields["reason"]  # type: ignore[attr-defined]
+        assert "'conf/#'" in reason
+        assert "ACL" in reason
+        assert "not be ready" in reason
+        assert [k for _, k, _ in broker.seen].count("CONNECT") == 4
 
 
 class TestSessionGoneWhileAway:

@@ -21,7 +21,7 @@ from sensord._metrics import Metrics
 from sensord._pipeline import decode_active, encode_active
 from sensord._registry import Registry, parse_registry
 from sensord._settings import DecodeSettings, OutboxSettings, Settings, parse_settings
-from sensord._shard_cli import check_lines, refuse_foreign_silence
+from sensord._shard_cli import check_lines, refuse_foreign_silence, subscription_lines
 from sensord._state_lock import StateLock
 from sensord._types import AlertEvent, AlertStatus, Family, RawMessage
 from sensord.alerts import ActiveAlert, Engine
@@ -35,6 +35,7 @@ from sensord.shard import (
     HandoverGate,
     Shard,
     assignment,
+    jetstream_consumers,
     marker_payload,
     marker_topics,
     owner,
@@ -420,6 +421,32 @@ class TestOperator:
         mine = sum(1 for i in owners.values() if i == 1)
         assert f"  instance 1: {mine} communities, {3 * mine} devices  <- this instance" in lines
 
+    def test_jetstream_consumers_count_a_trailing_hash_twice(self) -> None:
+        """nats-server makes two consumers for 'a/#' (it also takes 'a'), one for '#' alone
+        and one for a filter of '+' levels."""
+        assert jetstream_consumers(["a/#", "#", "a/+/b", "x/y"]) == 5
+
+    def test_check_prints_the_nats_ack_pending_ceiling_of_the_busiest_instance(self) -> None:
+        """`sensord check` gives this instance's filter count and, from the instance with the
+        most consumers, the highest mqtt.max_ack_pending a nats-server cluster may use
+        before it refuses that instance's subscriptions (65535 summed per session)."""
+        s = settings(shard={"index": 1, "count": 3})
+        owners = assignment(COMMUNITIES[:8], 3)
+        per_instance = [sum(1 for o in owners.values() if o == i) for i in range(3)]
+        busiest = max(per_instance)
+        (line,) = subscription_lines(s, district())
+        # Each community: its device filter and its ack filter, one consumer each.
+        assert line.startswith(f"  subscriptions: {2 * per_instance[1]} filters;")
+        assert f"{2 * busiest} consumers" in line
+        assert line.endswith(f"mqtt.max_ack_pending must be at most {65535 // (2 * busiest)}")
+
+    def test_check_prints_the_ceiling_without_a_shard(self) -> None:
+        """Unsharded, the configured filters: 'sensord/#' is two consumers, the acks one."""
+        s = settings(broker={"subscriptions": ["sensord/#"]})
+        (line,) = subscription_lines(s, district())
+        assert line.startswith("  subscriptions: 2 filters;")
+        assert line.endswith("at most 21845")
+
     def test_silence_of_another_instances_community_is_refused(self) -> None:
         """`sensord silence add --match community=X` on an instance not serving X says who does."""
         s = settings(shard={"index": 0, "count": 3})
@@ -487,7 +514,6 @@ class TestPlan:
         new = configs(tmp_path, "new", [{"index": i, "count": 2} for i in range(2)], ack_topic_template=None)
         with pytest.raises(ConfigError, match="subscribe differently"):
             make_plan(old, new)
-
 
 
 class TestFinish:

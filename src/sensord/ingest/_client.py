@@ -62,9 +62,12 @@ _STABLE_S = 10.0
 # Connections the broker closed with our publish to one topic unconfirmed, in a row,
 # before the topic counts as refused (one could be a broker restart at that moment).
 _REFUSED_AFTER = 3
-# Filters per SUBSCRIBE/UNSUBSCRIBE packet: a SUBACK of 100 results is 104 bytes, and 100
-# filters of a community's topics stay far below any broker's packet limit.
-_FILTERS_PER_PACKET = 100
+# Filters per SUBSCRIBE/UNSUBSCRIBE packet, and how long its answer may take. nats-server
+# creates a replicated JetStream consumer per new filter before it answers, 2-4 s each on
+# a three-node cluster (it gives up on one after 4 s): 16 filters can take a minute, and
+# a shard's hundreds must not be one packet that times out and starts over every time.
+_FILTERS_PER_PACKET = 16
+_ANSWER_S, _ANSWER_PER_FILTER_S = 10.0, 5.0
 _T = TypeVar("_T")
 
 
@@ -139,7 +142,8 @@ class MqttSource:
             except (ConnectRefused, SubscribeRefused) as exc:
                 self._metrics.broker_connect_failures.labels(node.label).inc()
                 fields = {"broker": node.label, "reason": str(exc)}
-                log.error("broker refused the connection", extra={"fields": fields})  # noqa: TRY400
+                what = "subscription" if isinstance(exc, SubscribeRefused) else "connection"
+                log.error("broker refused the %s", what, extra={"fields": fields})  # noqa: TRY400
             except (OSError, IngestError, TimeoutError, ssl.SSLError) as exc:
                 if up_since is None:
                     self._metrics.broker_connect_failures.labels(node.label).inc()
@@ -320,7 +324,15 @@ class MqttSource:
         for (filt, want), code in zip(filters, codes, strict=True):
             if code == p.SUBACK_FAILURE:
                 proto.close()
-                raise SubscribeRefused(f"broker refused subscription {filt!r} (check its ACL)")
+                # nats-server answers 0x80 too while a new cluster's JetStream has no leader
+                # (its first 10-15 s), which the retry with backoff in run() rides out, and for
+                # a filter past its session's max_ack_pending sum, which it does not.
+                raise SubscribeRefused(
+                    f"broker refused subscription {filt!r} (SUBACK 0x80): its ACL may deny the filter, "
+                    "or a clustered broker may not be ready yet (nats-server refuses until JetStream "
+                    "has a leader, and refuses every filter past 65535 / mqtt.max_ack_pending "
+                    "consumers: `sensord check` gives the ceiling); retrying with backoff"
+                )
             if code < want:
                 log.error(
                     "broker granted a lower QoS than asked: messages on this filter arrive at most once "
@@ -336,7 +348,7 @@ class MqttSource:
         fut = proto.expect(answer, packet_id)
         proto.write(packet)
         try:
-            async with asyncio.timeout(10):
+            async with asyncio.timeout(_ANSWER_S + _ANSWER_PER_FILTER_S * len(filters)):
                 return await fut
         except IngestError:
             # No SUBACK, the connection closed: how RabbitMQ refuses a filter its topic

@@ -3,11 +3,13 @@ that hands a community from one instance to another (README: Several instances).
 
 from sensord.shard._assign import (
     MARKER_DEVICE,
+    NATS_SESSION_ACK_LIMIT,
     Shard,
     Split,
     ack_filter,
     assignment,
     device_filters,
+    jetstream_consumers,
     marker_topics,
     owner,
     shard_filters,
@@ -19,6 +21,7 @@ from sensord.shard._gate import FINISHED, PREFIX, GateRow, HandoverGate, marker_
 __all__ = [
     "FINISHED",
     "MARKER_DEVICE",
+    "NATS_SESSION_ACK_LIMIT",
     "PREFIX",
     "GateRow",
     "HandoverGate",
@@ -27,6 +30,7 @@ __all__ = [
     "ack_filter",
     "assignment",
     "device_filters",
+    "jetstream_consumers",
     "marker_payload",
     "marker_topics",
     "owner",

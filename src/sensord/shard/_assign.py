@@ -25,6 +25,10 @@ from sensord.decode import TopicTemplate
 # registered device may use it while a shard is configured.
 MARKER_DEVICE = "_sensord-handover"
 
+# nats-server refuses (SUBACK 0x80) a subscription that would take the mqtt.max_ack_pending
+# summed over one MQTT session's JetStream consumers above this (2.9.10, mqtt.go).
+NATS_SESSION_ACK_LIMIT = 65535
+
 
 def weight(community: str, index: int) -> int:
     """The rendezvous weight of a community for one instance index (stable everywhere)."""
@@ -133,6 +137,12 @@ def narrow(topic_filter: str, level: int, community: str) -> str | None:
         f"broker.subscriptions filter {topic_filter!r} does not reach the community level of "
         "broker.topic_template, so it cannot be narrowed to this instance's communities"
     )
+
+
+def jetstream_consumers(filters: Iterable[str]) -> int:
+    """The JetStream consumers nats-server makes for these QoS 1 filters: one each, two
+    for a filter ending in '/#' ('a/#' also takes 'a' itself, a second NATS subject)."""
+    return sum(2 if f.endswith("/#") else 1 for f in filters)
 
 
 def community_level(template: str) -> int:

@@ -30,6 +30,7 @@ CLUSTER_MQTT = """\
   ack_wait: "4s"
   max_ack_pending: 20000
 """
+DEFAULT_MAX_ACK_PENDING = 20000
 
 
 @dataclass
@@ -113,6 +114,9 @@ class NatsCluster:
     size: int = 3
     mqtt_conf: str = ""
     name: str = "sensord-test"
+    # CLUSTER_MQTT's, or lower for a session with more than three consumers: nats-server
+    # refuses the subscriptions past 65535 summed per session (`sensord check` says so).
+    max_ack_pending: int = DEFAULT_MAX_ACK_PENDING
     nodes: list[ClusterNode] = field(default_factory=list)
 
     def start(self, timeout: float = 60) -> NatsCluster:
@@ -127,7 +131,10 @@ class NatsCluster:
             server = NatsServer(
                 self.workdir / f"node{i}",
                 free_port(),
-                mqtt_conf=CLUSTER_MQTT + self.mqtt_conf,
+                mqtt_conf=CLUSTER_MQTT.replace(
+                    f"max_ack_pending: {DEFAULT_MAX_ACK_PENDING}", f"max_ack_pending: {self.max_ack_pending}"
+                )
+                + self.mqtt_conf,
                 extra_conf=(
                     f"http: 127.0.0.1:{http_port}\n"
                     f"cluster {{\n  name: {self.name}\n  listen: 127.0.0.1:{route_port}\n"
@@ -215,6 +222,8 @@ def _add_leads(out: dict[str, list[str]], info: dict[str, Any]) -> None:
                     out.setdefault(leader, []).append(f"consumer:{stream['name']}/{consumer['name']}")
 
 
-def start_nats_cluster(workdir: Path, *, size: int = 3, mqtt_conf: str = "") -> NatsCluster:
+def start_nats_cluster(
+    workdir: Path, *, size: int = 3, mqtt_conf: str = "", max_ack_pending: int = DEFAULT_MAX_ACK_PENDING
+) -> NatsCluster:
     """Start a `size`-node NATS cluster with MQTT (see CLUSTER_MQTT) on free ports."""
-    return NatsCluster(workdir, size, mqtt_conf).start()
+    return NatsCluster(workdir, size, mqtt_conf, max_ack_pending=max_ack_pending).start()
