@@ -29,7 +29,7 @@ from _backlog import BENCH_CONF
 from sensord._metrics import Metrics
 from sensord._settings import BatchSettings, BrokerSettings, parse_settings
 from sensord.ingest import MqttSource
-from sensord.shard import NATS_SESSION_ACK_LIMIT, assignment, jetstream_consumers, shard_filters
+from sensord.shard import NATS_SESSION_ACK_LIMIT, assignment, instance_filters, jetstream_consumers
 from sensord.testing import free_port, start_mosquitto
 from sensord.testing._nats_cluster import DEFAULT_MAX_ACK_PENDING, NatsCluster, start_nats_cluster
 
@@ -45,6 +45,7 @@ class Broker:
     ports: list[int]
     _stop: Any
     _cluster: NatsCluster | None = None
+    subscribe: str = "communities"  # the instances' shard.subscribe on this broker
 
     def kill(self, port: int) -> None:
         """SIGKILL the node listening on `port` (a crash or a power cut)."""
@@ -83,22 +84,26 @@ def mosquitto(work: Path) -> Broker:
     return Broker("mosquitto", [server.port], server.stop)
 
 
-def nats_cluster(work: Path, communities: Sequence[str] = (), instances: int = 1) -> Broker:
+def nats_cluster(
+    work: Path, communities: Sequence[str] = (), instances: int = 1, subscribe: str = "all"
+) -> Broker:
     """The three-node cluster, its mqtt.max_ack_pending lowered where the busiest of
     `instances` sharded instances over `communities` would otherwise have subscriptions
     refused (nats-server sums it over a session's consumers, at most 65535)."""
-    settings = parse_settings({}, source="bench", config_dir=ROOT)
+    settings = parse_settings({"shard": {"index": 0, "count": instances, "subscribe": subscribe}},
+                              source="bench", config_dir=ROOT)  # fmt: skip
     owners = assignment(communities, instances)
     most = max(
-        (jetstream_consumers(shard_filters(settings, [c for c, o in owners.items() if o == i]))
+        (jetstream_consumers(instance_filters(settings, [c for c, o in owners.items() if o == i])
+                             or settings.broker.filters)
          for i in range(instances)),
         default=0,
     )  # fmt: skip
     limit = min(DEFAULT_MAX_ACK_PENDING, NATS_SESSION_ACK_LIMIT // max(most, 1))
-    print(f"  nats cluster for {instances}: mqtt.max_ack_pending {limit} ({most} consumers on the busiest "
-          "instance)", flush=True)  # fmt: skip
+    print(f"  nats cluster for {instances} (shard.subscribe: {subscribe}): mqtt.max_ack_pending {limit} "
+          f"({most} consumers on the busiest instance)", flush=True)  # fmt: skip
     cluster = start_nats_cluster(work / "nats", max_ack_pending=limit)
-    return Broker("nats", cluster.mqtt_ports, cluster.stop, cluster)
+    return Broker("nats", cluster.mqtt_ports, cluster.stop, cluster, subscribe)
 
 
 # -- the registry --------------------------------------------------------------------------
@@ -127,6 +132,7 @@ class Instance:
     registry: Path
     client_id: str
     redelivery_wait_s: float = 0.0
+    subscribe: str = "communities"
     http_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     _log_from: int = 0
@@ -146,7 +152,7 @@ class Instance:
             "state_dir": str(self.folder / "state"),
             "http": {"host": "127.0.0.1", "port": self.http_port},
             "log": {"format": "json", "level": "INFO"},
-            "shard": {"index": self.index, "count": self.count},
+            "shard": {"index": self.index, "count": self.count, "subscribe": self.subscribe},
             # The backlog's readings are an hour old, and runs pause differently (a fresh
             # cluster takes seconds to create a session's consumers): the live-only idle
             # clock would move event time to the wall clock in a pause and make alerts

@@ -145,7 +145,8 @@ def make_backlog(work: Path, devices: int, n: int, communities: int, share: floa
 def instances_for(broker: Broker, n: int, bl: Backlog, tag: str, wait_s: float) -> list[Instance]:
     folder = bl.registry.parent / tag
     return [
-        Instance(folder / f"i{i}", i, n, broker.ports, bl.registry, f"scale-{tag}", wait_s) for i in range(n)
+        Instance(folder / f"i{i}", i, n, broker.ports, bl.registry, f"scale-{tag}", wait_s, broker.subscribe)
+        for i in range(n)
     ]
 
 
@@ -327,6 +328,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--alert-share", type=float, default=1.0, help="%% of messages changing an alert (1)")
     ap.add_argument("--rate", type=float, default=2000.0, help="msg/s of the failover stream (2,000)")
     ap.add_argument("--no-failover", action="store_true", help="capacity only")
+    ap.add_argument("--subscribe", choices=("all", "communities"), default="all",
+                    help="the instances' shard.subscribe on the cluster (all)")  # fmt: skip
     ap.add_argument("--html", type=Path, help="write DIR/index.html with the tables")
     ap.add_argument("--keep", type=Path, help="work in DIR and keep it (logs, outboxes, broker data)")
     args = ap.parse_args()
@@ -353,7 +356,11 @@ def main() -> None:
         reference: set[str] | None = None
         for kind, n in runs:
             folder = work / f"broker-{kind}-{n}"
-            broker = mosquitto(folder) if kind == "mosquitto" else nats_cluster(folder, list(bl.devices), n)
+            broker = (
+                mosquitto(folder)
+                if kind == "mosquitto"
+                else nats_cluster(folder, list(bl.devices), n, args.subscribe)
+            )
             try:
                 row, ids = capacity(broker, n, bl, reference)
             finally:
@@ -363,7 +370,7 @@ def main() -> None:
             print_table(CAPACITY_HEAD, [capacity_cells(row)])
         n_fo = max(args.instances)
         if not args.no_failover and n_fo >= 2 and reference is not None:
-            broker = nats_cluster(work / "b-failover", list(bl.devices), n_fo)
+            broker = nats_cluster(work / "b-failover", list(bl.devices), n_fo, args.subscribe)
             try:
                 fo = failover(broker, n_fo, bl, args.rate, reference)
             finally:

@@ -22,7 +22,7 @@ from sensord.dispatch._build import build_dispatch
 from sensord.ingest import MqttSource
 from sensord.outbox import Outbox
 from sensord.rules import load_rules
-from sensord.shard import HandoverGate, Shard, Split, shard_filters, split_registry
+from sensord.shard import HandoverGate, Shard, Split, instance_filters, split_registry
 from sensord.sinks import (
     DeadLetter,
     DeadLetterForwarder,
@@ -152,8 +152,10 @@ def _registry_share(settings: Settings, metrics: Metrics) -> tuple[Registry, Spl
     shard = Shard(settings.shard)
     split = split_registry(registry, shard, source=str(path))
     if not split.communities:
-        log.warning("shard: this instance serves no community of the registry", extra={"fields": {
-            "shard": shard.label}})
+        log.warning(
+            "shard: this instance serves no community of the registry",
+            extra={"fields": {"shard": shard.label}},
+        )
     metrics.shard_devices.set(len(split.registry.by_id))
     metrics.shard_communities.set(len(split.communities))
     log.info(
@@ -190,8 +192,9 @@ def _elsewhere(
 
 
 def _subscriptions(settings: Settings, split: Split | None) -> tuple[str, ...] | None:
-    """With a shard, its communities' own topic filters; else the configured ones (None)."""
-    return shard_filters(settings, split.communities) if split is not None else None
+    """With a shard, its communities' own topic filters (unless it subscribes to all);
+    else the configured ones (None)."""
+    return instance_filters(settings, split.communities) if split is not None else None
 
 
 def _gate(
@@ -266,7 +269,13 @@ async def build_daemon(
     gate = _gate(settings, split, outbox, deadletter, metrics)
     elsewhere = _elsewhere(settings, split, gate)
     pipeline = Pipeline(
-        decoder=Decoder(registry, settings.decode, settings.broker.topic_template, elsewhere=elsewhere),
+        decoder=Decoder(
+            registry,
+            settings.decode,
+            settings.broker.topic_template,
+            elsewhere=elsewhere,
+            skip_elsewhere=settings.shard is not None and settings.shard.subscribe == "all",
+        ),
         gate=gate,
         engine=Engine(rules, registry, settings.alerts),
         ack_topic_template=settings.broker.ack_topic_template,

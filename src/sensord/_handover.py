@@ -46,10 +46,10 @@ from sensord.shard import (
     PREFIX,
     GateRow,
     Shard,
+    instance_filters,
     marker_payload,
     marker_topics,
     row_key,
-    shard_filters,
     split_registry,
 )
 
@@ -271,7 +271,7 @@ async def _subscribe_session(inst: Instance, communities: Sequence[str]) -> None
     those communities' messages for it from now on. Nothing delivered is acknowledged:
     the broker sends it again when the instance connects."""
     broker = session_broker(inst.settings).model_copy(update={"will": None})
-    filters = shard_filters(inst.settings, communities) if inst.settings.shard is not None else None
+    filters = instance_filters(inst.settings, communities)
     source = MqttSource(broker, inst.settings.secret("broker.password"), Metrics(), BatchSettings(),
                         filters=filters)  # fmt: skip
     await _connected(source)

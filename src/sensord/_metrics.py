@@ -149,11 +149,17 @@ class Metrics:
     def _shard_metrics(self, r: CollectorRegistry) -> None:
         """Several instances sharing a district (README: Several instances)."""
         self.shard_devices = Gauge(
-            "sensord_shard_devices", "Devices of the registry this instance serves (all without a shard)",
+            "sensord_shard_devices",
+            "Devices of the registry this instance serves (all without a shard)",
             registry=r,
         )
         self.shard_communities = Gauge(
             "sensord_shard_communities", "Communities this instance serves", registry=r
+        )
+        self.shard_skipped = Counter(
+            "sensord_shard_skipped",
+            "Messages of another instance's communities, acknowledged and left to it (shard.subscribe: all)",
+            registry=r,
         )
         self.handed_over = Counter(
             "sensord_shard_handed_over",

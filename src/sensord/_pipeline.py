@@ -24,7 +24,7 @@ from sensord._logging import RateLimited
 from sensord._metrics import Metrics
 from sensord._types import AlertEvent, AlertStatus, Family, RawMessage, Reject
 from sensord.alerts import TEMPLATE_ERROR, ActiveAlert, Engine, EngineResult, SnapshotState
-from sensord.decode import Decoder, DecodeResult, FamilyBatch, TopicTemplate, shown
+from sensord.decode import ELSEWHERE, Decoder, DecodeResult, FamilyBatch, TopicTemplate, shown
 from sensord.dispatch import AckSeen, Dispatcher
 from sensord.outbox import Notice, Outbox, WorkOrderRow
 from sensord.shard import HandoverGate
@@ -32,6 +32,7 @@ from sensord.sinks import DeadLetter
 
 log = logging.getLogger("sensord")
 _FAMILIES = frozenset(f.value for f in Family)
+
 
 @dataclass
 class Evaluated:
@@ -198,10 +199,17 @@ class Pipeline:
         if acks:
             parsed = self._parse_acks(run)
             rejects = [a for a in parsed if isinstance(a, Reject)]
+            if self.decoder.skip_elsewhere:
+                theirs = [r for r in rejects if r.reason in ELSEWHERE]
+                if theirs:
+                    self._metrics.shard_skipped.inc(len(theirs))
+                    rejects = [r for r in rejects if r.reason not in ELSEWHERE]
             self._record_rejects(rejects)
             out.rejected += len(rejects)
             return _Step(run, acks=[a for a in parsed if not isinstance(a, Reject)])
         res = self._decode(run)
+        if res.skipped:
+            self._metrics.shard_skipped.inc(res.skipped)
         self._record_unknown(res.unknown)
         self._record_rejects(res.rejects)
         out.rejected += len(res.rejects)
@@ -438,7 +446,6 @@ def commit(outbox: Outbox, ev: Evaluated) -> None:
     )
     if ev.snapshot is not None:  # after its checkpoint, so never ahead of it
         outbox.snapshots.save(ev.snapshot.encode() if isinstance(ev.snapshot, SnapshotState) else ev.snapshot)
-
 
 
 def _starts_at(value: object, shape: str) -> float | None:

@@ -417,6 +417,12 @@ class ShardSettings(_Frozen):
     index: Annotated[int, Field(ge=0)] | None = None
     count: Annotated[int, Field(ge=1, le=1000)] | None = None
     communities: tuple[Annotated[str, Field(min_length=1)], ...] | None = None
+    # `communities`: subscribe to this instance's communities only (a filter pair each).
+    # `all`: subscribe to broker.subscriptions as an unsharded instance does and skip
+    # (count, acknowledge) other instances' messages: for nats-server, which caps a
+    # session's unacknowledged messages at one mqtt.max_ack_pending over all its
+    # subscriptions and delivers what passes it an ack_wait later, out of order.
+    subscribe: Literal["communities", "all"] = "communities"
 
     @model_validator(mode="after")
     def _one_form(self) -> ShardSettings:

@@ -221,20 +221,17 @@ def subscription_lines(settings: Settings, registry: Registry) -> list[str]:
     """What `sensord check` prints about the subscriptions: how many filters this instance
     subscribes, and the ceiling they put on a nats-server cluster's mqtt.max_ack_pending
     (one setting for every session, so the instance with the most filters sets it)."""
-    if settings.shard is None:
-        mine = settings.broker.filters
-        most = mine
+    if settings.shard is None or settings.shard.subscribe == "all":
+        most = mine = settings.broker.filters
+    elif settings.shard.communities is not None:
+        most = mine = shard_filters(settings, settings.shard.communities)
     else:
-        per_community = Counter(d.entry.community for d in registry.by_id.values())
-        if settings.shard.communities is not None:
-            most = mine = shard_filters(settings, settings.shard.communities)
-        else:
-            count = settings.shard.count
-            assert count is not None
-            owners = assignment(per_community, count)
-            each = [shard_filters(settings, [c for c, o in owners.items() if o == i]) for i in range(count)]
-            mine = each[settings.shard.index]
-            most = max(each, key=jetstream_consumers)
+        count = settings.shard.count
+        assert count is not None
+        owners = assignment(Counter(d.entry.community for d in registry.by_id.values()), count)
+        each = [shard_filters(settings, [c for c, o in owners.items() if o == i]) for i in range(count)]
+        mine = each[settings.shard.index]
+        most = max(each, key=jetstream_consumers)
     consumers = jetstream_consumers(most)
     busiest = " for the busiest instance" if consumers > jetstream_consumers(mine) else ""
     if not consumers:

@@ -193,6 +193,53 @@ class TestTwoInstances:
             for p in procs:
                 stop_daemon(p)
 
+    def test_subscribe_all_each_alert_once_and_the_rest_skipped(
+        self,
+        tmp_path: Path,
+        mosquitto: MosquittoServer,
+        webhook_receiver: WebhookReceiver,
+        webhook_secret: str,
+    ) -> None:
+        """shard.subscribe: all. Both instances get every message: each SOS alert is still
+        delivered once, each instance took only its communities' readings, and counted
+        the other's as skipped, with no reject and no dead letter."""
+        names = names_over(2, 6)
+        district(tmp_path, names, webhook_receiver, webhook_secret)
+        mine = {i: [c for c in names if owner(c, 2) == i] for i in range(2)}
+        procs, ports = [], []
+        for i in range(2):
+            shard = {"index": i, "count": 2, "subscribe": "all"}
+            path, http = config(tmp_path, f"i{i}", port=mosquitto.port, webhook=webhook_receiver,
+                                shard=shard, state=f"state{i}")  # fmt: skip
+            procs.append(start_daemon(path, tmp_path / f"i{i}.log"))
+            ports.append(http)
+        try:
+            all_ready(ports, "both instances ready")
+            t0 = time.time() - 60
+            devices = [(c, f"{c}-wb{i}") for c in names for i in range(DEVICES_PER_COMMUNITY)]
+            publish(mosquitto.port, [(f"sensord/{c}/wristband/{d}/telemetry", {"sos": True, "ts": t0})
+                                     for c, d in devices])  # fmt: skip
+            wait_for(lambda: len(webhook_receiver.delivered()) >= len(devices), 20, "every SOS")
+            for i in range(2):
+                theirs = DEVICES_PER_COMMUNITY * len(mine[1 - i])
+                wait_for(lambda i=i, n=theirs: metrics(ports[i]).get("sensord_shard_skipped_total") == n,  # type: ignore[misc]
+                         10, f"instance {i} skipped the other's readings")  # fmt: skip
+            time.sleep(1.0)  # a second delivery of any SOS would have come by now
+            got = sorted(r.body["device"] for r in webhook_receiver.delivered())
+            assert got == sorted(d for _, d in devices)
+            assert len(set(ids(webhook_receiver))) == len(devices)
+            for i in range(2):
+                m = metrics(ports[i])
+                assert m.get('sensord_messages_in_total{family="wristband"}') == DEVICES_PER_COMMUNITY * len(
+                    mine[i]
+                )
+                assert not any(k.startswith("sensord_rejects_total") and v for k, v in m.items())
+                dead = tmp_path / f"state{i}" / "deadletter.jsonl"
+                assert not dead.exists() or not dead.read_text().strip()
+        finally:
+            for p in procs:
+                stop_daemon(p)
+
     def test_a_silent_community_is_one_alert_from_its_owner(
         self,
         tmp_path: Path,

@@ -35,6 +35,7 @@ from sensord.shard import (
     HandoverGate,
     Shard,
     assignment,
+    instance_filters,
     jetstream_consumers,
     marker_payload,
     marker_topics,
@@ -196,6 +197,46 @@ class TestSplit:
             ("not_this_shard", f"owned by instance {owner(split.foreign[theirs], 3)} of 3")
         ]
         assert not res.unknown
+
+    def test_subscribe_all_skips_other_instances_devices_and_keeps_rejecting_the_rest(self) -> None:
+        """shard.subscribe: all. Another instance's device is skipped and counted (first
+        and later copies of its topic alike), not rejected; this instance's device is
+        decoded; a device of no instance is still rejected as unknown."""
+        reg = district()
+        s = settings(shard={"index": 0, "count": 3, "subscribe": "all"})
+        shard = Shard(s.shard)  # type: ignore[arg-type]
+        split = split_registry(reg, shard)
+        theirs = next(iter(split.foreign))
+        ours = next(iter(split.registry.by_id))
+        ours_c = split.registry.by_id[ours].entry.community
+
+        def elsewhere(device_id: str) -> tuple[str, str] | None:
+            community = split.foreign.get(device_id)
+            return None if community is None else ("not_this_shard", "theirs")
+
+        decoder = Decoder(split.registry, DecodeSettings(), TOPIC, elsewhere=elsewhere, skip_elsewhere=True)
+        foreign = f"sensord/{split.foreign[theirs]}/wristband/{theirs}/telemetry"
+        now = time.time()
+        msgs = [
+            RawMessage(foreign, b'{"heart_rate": 80}', now),
+            RawMessage(f"sensord/{ours_c}/wristband/{ours}/telemetry", b'{"heart_rate": 80}', now),
+            RawMessage(foreign, b'{"heart_rate": 81}', now),
+            RawMessage(f"sensord/{ours_c}/wristband/nobody/telemetry", b'{"heart_rate": 80}', now),
+        ]
+        res = decoder(msgs)
+        assert res.skipped == 2
+        assert res.accepted == 1
+        assert [r.reason for r in res.rejects] == ["unknown_device"]
+        assert decoder([msgs[0]]).skipped == 1  # from the remembered topic
+
+    def test_subscribe_all_subscribes_the_configured_filters(self) -> None:
+        """shard.subscribe: all subscribes broker.subscriptions and the ack wildcard, as
+        an unsharded instance does; the default narrows them to its communities."""
+        every = settings(shard={"index": 0, "count": 3, "subscribe": "all"})
+        assert instance_filters(every, ["a", "b"]) is None
+        assert subscription_lines(every, district())[0].startswith("  subscriptions: 2 filters;")
+        own = settings(shard={"index": 0, "count": 3})
+        assert instance_filters(own, ["a"]) == ("sensord/a/+/+/+", "sensord-dispatch/ack/a/+/+")
 
 
 class TestSubscriptions:

@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 
 # What one cached route costs beside its topic text: the dict slot, the tuple, the str header.
 _ROUTE_OVERHEAD_BYTES = 200
+# Reject reasons of a registered device another instance serves (see _app._elsewhere).
+ELSEWHERE = frozenset({"not_this_shard", "handed_over"})
+# Remembered topics of other instances' devices: a device's topics vary only in {kind}.
+_MAX_SKIP_TOPICS = 200_000
 _FAMILIES = {f.value: f for f in Family}
 _NUMBER_TYPES: frozenset[type] = frozenset({int, float, type(None)})
 _BOOL_TYPES: frozenset[type] = frozenset({bool, type(None)})
@@ -49,6 +53,7 @@ class DecodeResult:
     rejects: list[Reject] = field(default_factory=list)
     unknown: dict[Family, list[str]] = field(default_factory=dict)
     accepted: int = 0
+    skipped: int = 0  # another instance's messages (shard.subscribe: all)
 
 
 # One accepted message of a family before column checks: the message, its device index,
@@ -120,11 +125,17 @@ class Decoder:
         topic_template: str,
         *,
         elsewhere: Callable[[str], tuple[str, str] | None] | None = None,
+        skip_elsewhere: bool = False,
     ) -> None:
         self._registry = registry
         # With a shard: why a device of the registry is not in this instance's part, as
         # (reject reason, detail naming its owner); None for a device of no instance.
         self.elsewhere = elsewhere
+        # shard.subscribe: all. Every instance gets every message: another instance's are
+        # skipped and counted, not rejected, and their topics remembered so each costs one
+        # set lookup (whose they are changes only with the registry, which rebuilds this).
+        self.skip_elsewhere = skip_elsewhere
+        self._skip_topics: set[str] = set()
         self._settings = settings
         self._topic = TopicTemplate(topic_template)
         self.topic = self._topic
@@ -145,11 +156,15 @@ class Decoder:
         rows = accepted.rows
         routes, typed = self._routes, self._typed
         limit, skew = self._settings.max_payload_bytes, self._settings.max_clock_skew_s
+        skip = self._skip_topics
         for msg in messages:
             # The fast lane takes only a message that is certainly accepted: a known topic,
             # a typed payload, a plain epoch-seconds time not too far ahead. Any other
             # message takes the full path, which words every reject reason.
             route = routes.get(msg.topic)
+            if route is None and msg.topic in skip:
+                result.skipped += 1
+                continue
             if route is not None and len(msg.payload) <= limit:
                 family, device = route
                 try:
@@ -177,6 +192,12 @@ class Decoder:
         reject = self._reject_reason(msg, accepted, result)
         if reject is not None:
             reason, detail = reject
+            if self.skip_elsewhere and reason in ELSEWHERE:
+                if len(self._skip_topics) >= _MAX_SKIP_TOPICS:
+                    self._skip_topics.clear()  # a flood of made-up topics: start again
+                self._skip_topics.add(msg.topic)
+                result.skipped += 1
+                return
             result.rejects.append(Reject(msg.topic, msg.payload, msg.received_at, reason, detail))
 
     def _reject_reason(

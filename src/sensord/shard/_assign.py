@@ -176,6 +176,14 @@ def shard_filters(settings: Settings, communities: Iterable[str]) -> tuple[str, 
     return tuple(dict.fromkeys([*devices, *acks]))
 
 
+def instance_filters(settings: Settings, communities: Iterable[str]) -> tuple[str, ...] | None:
+    """What an instance serving `communities` subscribes to: their own filters, or with
+    `shard.subscribe: all` (and without a shard) the configured ones (None)."""
+    if settings.shard is None or settings.shard.subscribe == "all":
+        return None
+    return shard_filters(settings, communities)
+
+
 def marker_topics(settings: Settings, community: str) -> dict[str, str]:
     """The handover markers of one community, by tree (`devices`, `acks`): topics in that
     community's subscriptions that parse as a message of the device MARKER_DEVICE."""
