@@ -226,11 +226,12 @@ def subscription_lines(settings: Settings, registry: Registry) -> list[str]:
     elif settings.shard.communities is not None:
         most = mine = shard_filters(settings, settings.shard.communities)
     else:
-        count = settings.shard.count
+        count, index = settings.shard.count, settings.shard.index
         assert count is not None
+        assert index is not None
         owners = assignment(Counter(d.entry.community for d in registry.by_id.values()), count)
         each = [shard_filters(settings, [c for c, o in owners.items() if o == i]) for i in range(count)]
-        mine = each[settings.shard.index]
+        mine = each[index]
         most = max(each, key=jetstream_consumers)
     consumers = jetstream_consumers(most)
     busiest = " for the busiest instance" if consumers > jetstream_consumers(mine) else ""

@@ -4,11 +4,12 @@ connected to is SIGKILLed under steady QoS 1 load published through another node
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 
-from sensord.testing import Workload, cluster_failover
+from sensord.testing import Workload, _nats_cluster, cluster_failover, free_port
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
@@ -30,3 +31,25 @@ def test_killed_cluster_node_loses_and_repeats_no_alert(tmp_path: Path) -> None:
     assert run.failovers == 1
     assert run.findings.expected_ls > 30, "the workload raised too few life-safety alerts to judge"
     assert not problems, f"{run.row()}\n{[k.row() for k in run.per_kill]}\n" + "\n".join(problems)
+
+
+def test_cluster_starts_over_when_a_port_is_taken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A port chosen free but taken before its node binds it (another process got it in
+    between) makes the cluster start over on new ports instead of failing the test that
+    wanted it: the first route port handed out is held by a listening socket here."""
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    taken = [held.getsockname()[1]]
+
+    def port() -> int:
+        return taken.pop() if taken else free_port()
+
+    monkeypatch.setattr(_nats_cluster, "free_port", port)
+    try:
+        with _nats_cluster.NatsCluster(tmp_path / "c").start() as cluster:
+            assert len(cluster.nodes) == 3
+            assert all(n.running() for n in cluster.nodes)
+            assert held.getsockname()[1] not in {n.route_port for n in cluster.nodes}
+    finally:
+        held.close()

@@ -423,8 +423,13 @@ def _explain(tmp: Path, config_path: Path, messages: list[RawMessage], receiver:
 
 class TestCountChange:
     @pytest.mark.parametrize(
-        ("before", "after"),
-        [(2, 3), pytest.param(3, 2, marks=LONG_ONLY), pytest.param(1, 2, marks=LONG_ONLY)],
+        ("before", "after", "subscribe"),
+        [
+            (2, 3, "communities"),
+            (2, 3, "all"),
+            pytest.param(3, 2, "communities", marks=LONG_ONLY),
+            pytest.param(1, 2, "communities", marks=LONG_ONLY),
+        ],
     )
     def test_count_change_under_traffic_loses_nothing(
         self,
@@ -434,13 +439,15 @@ class TestCountChange:
         webhook_secret: str,
         before: int,
         after: int,
+        subscribe: str,
     ) -> None:
         """Instances under steady traffic change count by the README's procedure (stop,
         begin, drain, finish, start): the alerts delivered across all instances are exactly
         those one sensord gives for the whole stream (no reading lost, none twice, timers
         and presses that span the change fire once with their original start). Going down,
         the removed instance delivers its outbox and drops its broker session; from one
-        instance without a shard, that instance becomes instance 0 with its session.
+        instance without a shard, that instance becomes instance 0 with its session. With
+        shard.subscribe: all, every session gets every message and the same holds.
         SENSORD_SHARD_SECONDS (default 2) is how long traffic runs before and after."""
         seconds = float(os.environ.get("SENSORD_SHARD_SECONDS", "2"))
         names = communities(before, after, int(os.environ.get("SENSORD_SHARD_COMMUNITIES", "6")))
@@ -448,7 +455,8 @@ class TestCountChange:
         # One instance before is one without a shard, as a box is before it is split.
         old, new = (
             [config(tmp_path, f"{side}{i}", port=mosquitto.port, webhook=webhook_receiver,
-                    shard={"index": i, "count": n} if n > 1 else None, state=f"state{i}") for i in range(n)]
+                    shard={"index": i, "count": n, "subscribe": subscribe} if n > 1 else None,
+                    state=f"state{i}") for i in range(n)]
             for side, n in (("old", before), ("new", after))
         )  # fmt: skip
         devices = [(c, f"{c}-wb{i}") for c in names for i in range(DEVICES_PER_COMMUNITY)]
@@ -488,9 +496,13 @@ class TestCountChange:
         takers = [i for i in range(after) if i >= before] or list(range(after))
         assert any("handover marker reached" in (tmp_path / f"new{i}.log").read_text() for i in takers)
         # What the old owners' sessions still held of a moved community after the drain is
-        # the new owner's: rejected as handed_over, never as a device of no business here.
+        # the new owner's: rejected as handed_over, never as a device of no business here
+        # (subscribing to all: every other instance's message is skipped instead).
         left = [m.get('sensord_rejects_total{reason="handed_over"}', 0) for m in seen]
         assert not any(m.get('sensord_rejects_total{reason="not_this_shard"}') for m in seen)
+        if subscribe == "all":
+            assert not any(left)
+            assert all(m.get("sensord_shard_skipped_total", 0) > 0 for m in seen)
         print(  # noqa: T201 - the figures, shown with -s
             f"{before} -> {after}: rounds {traffic.rounds}, messages {len(traffic.sent)}, "
             f"alerts {len(want)}, deliveries {len(got)} ({len(got) - len(set(got))} again with the same id), "

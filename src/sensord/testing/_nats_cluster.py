@@ -10,6 +10,7 @@ None of this needs pytest.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,8 +120,23 @@ class NatsCluster:
     max_ack_pending: int = DEFAULT_MAX_ACK_PENDING
     nodes: list[ClusterNode] = field(default_factory=list)
 
-    def start(self, timeout: float = 60) -> NatsCluster:
-        """Start every node and wait until each reports itself healthy."""
+    def start(self, timeout: float = 60, attempts: int = 3) -> NatsCluster:
+        """Start every node and wait until each reports itself healthy. A port found free
+        can be taken by another process before its node binds it (the route ports are
+        all chosen before the first node starts): then the cluster starts over on new
+        ports, in emptied folders."""
+        for attempt in range(attempts):
+            try:
+                return self._start(timeout)
+            except RuntimeError as exc:
+                if "address already in use" not in str(exc) or attempt == attempts - 1:
+                    raise
+                self.nodes.clear()
+                for i in range(self.size):
+                    shutil.rmtree(self.workdir / f"node{i}", ignore_errors=True)
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> NatsCluster:
         self.workdir.mkdir(parents=True, exist_ok=True)
         routes = [free_port() for _ in range(self.size)]
         # Every node lists every route, itself included (it skips its own), so all nodes
