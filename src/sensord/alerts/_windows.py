@@ -85,8 +85,6 @@ class WindowHistory:
             cts = np.concatenate([hts, ts[rows]])
             cval = np.concatenate([hval, raw[fname][rows]])
             origin = np.concatenate([np.full(hdev.shape[0], -1), rows])
-            order = np.lexsort((cts, cdev))
-            cdev, cts, cval, origin = cdev[order], cts[order], cval[order], origin[order]
             results = {s.column: np.full(n, np.nan) for s in specs}
             if cdev.shape[0]:
                 t0 = float(cts.min())
@@ -94,6 +92,12 @@ class WindowHistory:
                 # window never reaches into the previous device's block.
                 block = float(cts.max()) - t0 + span + 1.0
                 key = cdev.astype(np.float64) * block + (cts - t0)
+                # The history is kept in (device, time) order and the batch's rows come
+                # sorted the same way: two sorted runs, which a stable sort (timsort for
+                # floats) merges in linear time where lexsort sorted the whole history
+                # again every batch. Ties keep the history first, as lexsort did.
+                order = np.argsort(key, kind="stable")
+                key, cdev, cts, cval, origin = key[order], cdev[order], cts[order], cval[order], origin[order]
                 new = np.flatnonzero(origin >= 0)
                 for s in specs:
                     lo = np.searchsorted(key, key[new] - s.seconds, side="right")
