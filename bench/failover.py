@@ -10,6 +10,7 @@ replay of the published stream.
     .venv/bin/python bench/failover.py                         # 4 kills in 120 s of load
     .venv/bin/python bench/failover.py --seconds 600 --kills 15
     .venv/bin/python bench/failover.py --redelivery-wait 0    # what the gathering prevents
+    .venv/bin/python bench/failover.py --target daemon        # SIGKILL sensord, not a node
 
 Prints the run's row (events missing, extra, under two ids: each must be 0), then one row
 per kill: what the node led, where the daemon went, how long no message was processed,
@@ -90,6 +91,8 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--redelivery-wait", type=float, default=6.0,
                     help="the daemon's broker.redelivery_wait_s (default 6; the cluster's ack_wait is 4)")
     ap.add_argument("--seed", type=int, default=4)
+    ap.add_argument("--target", choices=("node", "daemon"), default="node",
+                    help="SIGKILL the daemon's node (default) or the daemon itself")  # fmt: skip
     ap.add_argument("--keep", action="store_true", help="keep the work folder (logs, node data) and print it")
     return ap.parse_args()
 
@@ -104,7 +107,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="sensord-failover-"))
     try:
         run = cluster_failover(work, load, kills=args.kills, seed=args.seed, down_s=args.down,
-                               redelivery_wait_s=args.redelivery_wait)
+                               redelivery_wait_s=args.redelivery_wait, target=args.target)
     finally:
         if args.keep:
             print(f"work folder: {work}")

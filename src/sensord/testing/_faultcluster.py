@@ -44,7 +44,7 @@ Delay = tuple[float, float, str, str]
 
 @dataclass
 class Kill:
-    """One SIGKILL of the node the daemon was connected to, and what it cost."""
+    """One SIGKILL of the node the daemon was connected to (or of the daemon), and what it cost."""
 
     node: str  # host:port of its MQTT listener
     leads: list[str]  # what it led: meta, stream:NAME, consumer:STREAM/NAME
@@ -222,11 +222,13 @@ def cluster_failover(  # noqa: PLR0913 - the scenario's knobs
     down_s: float | None = 3.0,
     redelivery_wait_s: float = REDELIVERY_WAIT_S,
     drain_s: float = 90,
+    target: str = "node",
 ) -> ClusterRun:
     """Publish `w` (its acks naming their alert) through a node other than the daemon's
     and SIGKILL the daemon's node `kills` times at seeded points of the load (each
     started again `down_s` later, or never with None; the cluster caught up before the
-    next kill)."""
+    next kill). `target="daemon"`: SIGKILL the daemon instead, started again `down_s`
+    later; the cluster redelivers what it had not acknowledged."""
     t0 = time.monotonic()
     rng = random.Random(seed)  # noqa: S311 - reproducible kill points
     w = dataclasses.replace(w, ack_names_alert=True)
@@ -247,6 +249,9 @@ def cluster_failover(  # noqa: PLR0913 - the scenario's knobs
             wait_until(lambda: bool(daemon.health().get("broker_connected")), 60, "the daemon connected")
             cluster.wait_healthy(90)
             node = cluster.node_on(_daemon_node(daemon))
+            if target == "daemon":
+                done.append(_kill_daemon(daemon, down_s or 0.0))
+                continue
             leads = cluster.leads().get(node.name, [])
             done.append(Kill(f"127.0.0.1:{node.mqtt_port}", leads, time.monotonic()))
             cluster.kill(node)
@@ -271,11 +276,11 @@ def cluster_failover(  # noqa: PLR0913 - the scenario's knobs
         delays = _alert_delays(rig.receiver.received, publisher, stream, w)
         for i, kill in enumerate(done):
             _figures(kill, done[i + 1].at if i + 1 < len(done) else float("inf"), delays, progress)
-        metrics = daemon.metrics()
         run = ClusterRun(
-            "cluster node SIGKILL", findings, len(stream), publisher.acked, exact=True, kills=len(done),
-            resent=publisher.resent, seconds=time.monotonic() - t0, received=list(rig.receiver.received),
-            reference=ref, per_kill=done, failovers=metrics.get("sensord_broker_failovers_total", 0.0),
+            f"{target} SIGKILL on the cluster", findings, len(stream), publisher.acked, exact=True,
+            kills=len(done), resent=publisher.resent, seconds=time.monotonic() - t0,
+            received=list(rig.receiver.received), reference=ref, per_kill=done,
+            failovers=daemon.metrics().get("sensord_broker_failovers_total", 0.0),
             acks_redated=len(redated),
             alert_delays=[(p - publisher.started_at, d) for p, d, _, _ in delays],
             slowest=[(round(d, 1), rule, dev, round(p - publisher.started_at, 1))
@@ -290,6 +295,17 @@ def cluster_failover(  # noqa: PLR0913 - the scenario's knobs
             run.notes.append(f"{len(other)} events not resolved by an ack delivered under another id "
                              f"than the reference's, e.g. {other[:5]}")
         return run
+
+
+def _kill_daemon(daemon: Daemon, down_s: float) -> Kill:
+    """SIGKILL the daemon, start it again down_s later, wait until it is connected."""
+    kill = Kill("sensord", [], time.monotonic())
+    daemon.kill()
+    time.sleep(down_s)
+    daemon.start()
+    wait_until(lambda: bool(daemon.health().get("broker_connected")), 60, "the daemon back")
+    kill.failed_over_to = str(daemon.health().get("broker") or "")
+    return kill
 
 
 def _delivered_keys(receiver: WebhookReceiver) -> set[Key]:
