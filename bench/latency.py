@@ -377,7 +377,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=25.0, help="length of each stage")
     parser.add_argument("--rates", default="2000,5000,10000", help="steady rates, msg/s (without a sweep)")
     parser.add_argument("--slow-rate", type=int, default=5000, help="rate of the slow-sink stage (0: skip)")
-    parser.add_argument("--alert-shares", type=_floats, default=[], help="sweep: % of messages an SOS")
+    parser.add_argument("--alert-shares", type=_floats, default=[], help="sweep: %% of messages an SOS")
     parser.add_argument("--devices", type=_ints, default=[], help="sweep: registry sizes")
     parser.add_argument("--sweep-rate", type=int, default=SWEEP_RATE, help="msg/s of the sweeps (5000)")
     parser.add_argument("--sweep-share", type=float, default=1.0, help="SOS %% of the device sweep (1)")
