@@ -37,7 +37,9 @@ def test_killed_daemon_on_the_cluster_loses_and_repeats_no_alert(tmp_path: Path)
     """The daemon itself is SIGKILLed under QoS 1 load on the cluster and started again 2 s
     later: the cluster redelivers what it had not acknowledged (an ack_wait after it sent
     it, behind newer messages, which the daemon gathers for broker.redelivery_wait_s), and
-    the alerts are exactly the reference's: none missing, none extra, none under two ids."""
+    the alerts are exactly the reference's: none missing, none extra, none under two ids
+    (one delivered again under its own id is allowed: the daemon may have died between a
+    webhook's answer and recording it)."""
     run = cluster_failover(tmp_path, CI_LOAD, kills=1, seed=4, down_s=2.0, target="daemon")
     problems = run.problems()
     assert run.kills == 1

@@ -278,6 +278,7 @@ def cluster_failover(  # noqa: PLR0913 - the scenario's knobs
             _figures(kill, done[i + 1].at if i + 1 < len(done) else float("inf"), delays, progress)
         run = ClusterRun(
             f"{target} SIGKILL on the cluster", findings, len(stream), publisher.acked, exact=True,
+            resend_ok=target == "daemon",
             kills=len(done), resent=publisher.resent, seconds=time.monotonic() - t0,
             received=list(rig.receiver.received), reference=ref, per_kill=done,
             failovers=daemon.metrics().get("sensord_broker_failovers_total", 0.0),

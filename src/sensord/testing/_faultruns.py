@@ -44,6 +44,7 @@ class Run:
     published: int
     acked: int
     exact: bool  # held to the whole reference, not only its life-safety part
+    resend_ok: bool = False  # a delivery repeated under its own id is allowed (daemon killed)
     kills: int = 0
     resent: int = 0
     seconds: float = 0.0
@@ -54,7 +55,7 @@ class Run:
 
     def problems(self) -> list[str]:
         """Every broken promise of the run, in words."""
-        return self.findings.problems(exact=self.exact) + self.notes
+        return self.findings.problems(exact=self.exact, resend_ok=self.resend_ok) + self.notes
 
     def row(self) -> dict[str, object]:
         return {"scenario": self.name, "kills": self.kills, "published": self.published,
