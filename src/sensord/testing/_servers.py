@@ -237,6 +237,12 @@ PostHandler = Callable[[str, dict[str, str], bytes], tuple[int, dict[str, str], 
 
 
 class _QuietServer(http.server.ThreadingHTTPServer):
+    # One connection per request (HTTP/1.0, so a stopped server answers nothing more),
+    # and a sender posts several at once: socketserver's backlog of 5 overflowed under
+    # two daemons' deliveries, and the kernel's SYN cookies and retries slowed them to
+    # about 20 a second each (the long shard test's count change 3 -> 2).
+    request_queue_size = 128
+
     def handle_error(self, request: object, client_address: object) -> None:  # noqa: ARG002
         # A sender that gave up on a hung request has closed its socket before we answer.
         return
