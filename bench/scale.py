@@ -4,7 +4,7 @@ three nodes, its own node first) against a three-node NATS cluster (MQTT, JetStr
 side by side in one run, with one instance on a single Mosquitto as the reference; then
 the cost of a broker node's death.
 
-    .venv/bin/python bench/scale.py                   # ~4 min: 40,000 messages
+    .venv/bin/python bench/scale.py                   # ~6 min: 40,000 messages
     .venv/bin/python bench/scale.py --instances 1,3 --messages 120000 --html out/
     .venv/bin/python bench/scale.py --subscribe communities   # what nats-server does to that
 
