@@ -91,8 +91,9 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--redelivery-wait", type=float, default=6.0,
                     help="the daemon's broker.redelivery_wait_s (default 6; the cluster's ack_wait is 4)")
     ap.add_argument("--seed", type=int, default=4)
-    ap.add_argument("--target", choices=("node", "daemon"), default="node",
-                    help="SIGKILL the daemon's node (default) or the daemon itself")  # fmt: skip
+    ap.add_argument("--target", choices=("node", "daemon", "bridge"), default="node",
+                    help="SIGKILL the daemon's node (default), the daemon itself, or the node an "
+                         "edge Mosquitto bridges the readings through (use --kills 1)")  # fmt: skip
     ap.add_argument("--keep", action="store_true", help="keep the work folder (logs, node data) and print it")
     return ap.parse_args()
 

@@ -27,8 +27,8 @@ from sensord.replay import Outgoing
 from sensord.testing._faultcheck import Delivery, Key, event_key, judge
 from sensord.testing._faultruns import Run, settle
 from sensord.testing._faults import Daemon, Publisher, Workload, daemon_config, reference, wait_until
-from sensord.testing._nats_cluster import NatsCluster, start_nats_cluster
-from sensord.testing._servers import Received, WebhookReceiver
+from sensord.testing._nats_cluster import ClusterNode, NatsCluster, start_nats_cluster
+from sensord.testing._servers import MosquittoServer, Received, WebhookReceiver, start_mosquitto
 
 # A firing alert is "on time" once it reaches the webhook this soon after its reading
 # was published (a few batch cuts and one delivery on a busy 2-core box).
@@ -228,7 +228,9 @@ def cluster_failover(  # noqa: PLR0913 - the scenario's knobs
     and SIGKILL the daemon's node `kills` times at seeded points of the load (each
     started again `down_s` later, or never with None; the cluster caught up before the
     next kill). `target="daemon"`: SIGKILL the daemon instead, started again `down_s`
-    later; the cluster redelivers what it had not acknowledged."""
+    later; the cluster redelivers what it had not acknowledged. `target="bridge"`: the
+    readings go through an edge Mosquitto bridged into the cluster, and the node the
+    bridge uses is killed (the publisher's node, not the daemon's; one kill)."""
     t0 = time.monotonic()
     rng = random.Random(seed)  # noqa: S311 - reproducible kill points
     w = dataclasses.replace(w, ack_names_alert=True)
@@ -239,7 +241,7 @@ def cluster_failover(  # noqa: PLR0913 - the scenario's knobs
         ports = cluster.mqtt_ports
         first = ports.index(_daemon_node(daemon))
         order = ports[first + 1 :] + ports[: first + 1]  # the publisher starts on another node
-        publisher = Publisher(order[0], stream, w.wall_tick_s, w.tick_s, more_ports=tuple(order[1:])).start()
+        publisher, edge = _publisher(work, target, order, stream, w)
         progress = _Progress(daemon, publisher).start()
         span = w.ticks * w.wall_tick_s
         slots = [span * (0.2 + 0.65 * (k + rng.uniform(0.2, 0.8)) / kills) for k in range(kills)]
@@ -248,27 +250,17 @@ def cluster_failover(  # noqa: PLR0913 - the scenario's knobs
             wait_until(lambda when=when: time.monotonic() - t0 >= when, span + 120, "the kill point")
             wait_until(lambda: bool(daemon.health().get("broker_connected")), 60, "the daemon connected")
             cluster.wait_healthy(90)
-            node = cluster.node_on(_daemon_node(daemon))
+            node = cluster.node_on(order[0] if target == "bridge" else _daemon_node(daemon))
             if target == "daemon":
                 done.append(_kill_daemon(daemon, down_s or 0.0))
-                continue
-            leads = cluster.leads().get(node.name, [])
-            done.append(Kill(f"127.0.0.1:{node.mqtt_port}", leads, time.monotonic()))
-            cluster.kill(node)
-            with contextlib.suppress(TimeoutError):
-                left = node.mqtt_port
-                wait_until(lambda left=left: _daemon_node(daemon) not in (0, left), down_s or 60,
-                           "the daemon on another node")
-            if down_s is not None:
-                time.sleep(max(0.0, done[-1].at + down_s - time.monotonic()))
-                cluster.restart(node)
-            with contextlib.suppress(TimeoutError):
-                wait_until(lambda: bool(daemon.health().get("broker_connected")), 60, "the daemon connected")
-                done[-1].failed_over_to = str(daemon.health().get("broker") or "")
+            else:
+                done.append(_kill_node(cluster, daemon, node, down_s, follow=target == "node"))
         publisher.join(4 * span + 120)
         want = {event_key(e) for e in ref}
         settle(daemon, rig.receiver, lambda: want <= _delivered_keys(rig.receiver), drain_s)
         progress.stop()
+        if edge is not None:
+            edge.stop()
         findings = judge(rig.receiver.received, ref)
         ids = {r.headers["webhook-id"] for r in rig.receiver.delivered()}
         lost_ids = [e for e in ref if e.event_id not in ids]
@@ -296,6 +288,63 @@ def cluster_failover(  # noqa: PLR0913 - the scenario's knobs
             run.notes.append(f"{len(other)} events not resolved by an ack delivered under another id "
                              f"than the reference's, e.g. {other[:5]}")
         return run
+
+
+def _publisher(
+    work: Path, target: str, order: list[int], stream: list[Outgoing], w: Workload
+) -> tuple[Publisher, MosquittoServer | None]:
+    """The stream's publisher: on order[0], the others after it; or, for the bridge
+    target, on an edge Mosquitto that bridges into the cluster through order[0] first
+    (so the node killed is the bridge's, not sensord's)."""
+    if target != "bridge":
+        return Publisher(order[0], stream, w.wall_tick_s, w.tick_s, more_ports=tuple(order[1:])).start(), None
+    edge = _edge_bridge(work / "edge", order)
+    return Publisher(edge.port, stream, w.wall_tick_s, w.tick_s).start(), edge
+
+
+def _kill_node(cluster: NatsCluster, daemon: Daemon, node: ClusterNode, down_s: float | None, *,
+               follow: bool) -> Kill:  # fmt: skip
+    """SIGKILL one node (`follow`: the daemon's, waiting until it has moved), start it
+    again down_s later (None: never), and wait until the daemon is connected."""
+    kill = Kill(f"127.0.0.1:{node.mqtt_port}", cluster.leads().get(node.name, []), time.monotonic())
+    cluster.kill(node)
+    if follow:
+
+        def moved() -> bool:
+            return _daemon_node(daemon) not in (0, node.mqtt_port)
+
+        with contextlib.suppress(TimeoutError):
+            wait_until(moved, down_s or 60, "the daemon on another node")
+    if down_s is not None:
+        time.sleep(max(0.0, kill.at + down_s - time.monotonic()))
+        cluster.restart(node)
+    with contextlib.suppress(TimeoutError):
+        wait_until(lambda: bool(daemon.health().get("broker_connected")), 60, "the daemon connected")
+        kill.failed_over_to = str(daemon.health().get("broker") or "")
+    return kill
+
+
+def _edge_bridge(folder: Path, ports: list[int]) -> MosquittoServer:
+    """An edge box's Mosquitto bridging the device and ack topics at QoS 1 into the
+    cluster, its nodes tried in this order (the first while it is up)."""
+    conf = (
+        "connection district\n"
+        f"address {' '.join(f'127.0.0.1:{p}' for p in ports)}\n"
+        "round_robin false\n"
+        "topic sensord/# out 1\n"
+        "topic sensord-dispatch/# out 1\n"
+        "cleansession false\n"
+        "clientid edge-box\n"
+        "bridge_protocol_version mqttv311\n"
+        # nats-server refuses the private-bridge flag Mosquitto sets on the protocol level.
+        "try_private false\n"
+        "notifications false\n"
+        "restart_timeout 1 2\n"
+        "keepalive_interval 5\n"
+    )
+    edge = start_mosquitto(folder, extra_conf=conf)
+    time.sleep(2.0)  # the bridge connected before the first reading
+    return edge
 
 
 def _kill_daemon(daemon: Daemon, down_s: float) -> Kill:
