@@ -11,6 +11,7 @@ replay of the published stream.
     .venv/bin/python bench/failover.py --seconds 600 --kills 15
     .venv/bin/python bench/failover.py --redelivery-wait 0    # what the gathering prevents
     .venv/bin/python bench/failover.py --target daemon        # SIGKILL sensord, not a node
+    .venv/bin/python bench/failover.py --target bridge --kills 1   # an edge bridge's node
 
 Prints the run's row (events missing, extra, under two ids: each must be 0), then one row
 per kill: what the node led, where the daemon went, how long no message was processed,
