@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,35 @@ def ids(receiver: WebhookReceiver) -> list[str]:
     return [r.headers.get("webhook-id", r.headers.get("Webhook-Id", "")) for r in receiver.delivered()]
 
 
+@contextlib.contextmanager
+def two_instances(
+    tmp: Path,
+    mosquitto: MosquittoServer,
+    receiver: WebhookReceiver,
+    secret: str,
+    *,
+    subscribe: str = "communities",
+) -> Iterator[tuple[dict[int, list[str]], list[tuple[str, str]], list[int]]]:
+    """Two sharded instances over six communities, ready: (each one's communities, every
+    (community, device), their HTTP ports); stopped on leaving."""
+    names = names_over(2, 6)
+    district(tmp, names, receiver, secret)
+    mine = {i: [c for c in names if owner(c, 2) == i] for i in range(2)}
+    procs, ports = [], []
+    try:
+        for i in range(2):
+            shard = {"index": i, "count": 2, "subscribe": subscribe}
+            path, http = config(tmp, f"i{i}", port=mosquitto.port, webhook=receiver, shard=shard,
+                                state=f"state{i}")  # fmt: skip
+            procs.append(start_daemon(path, tmp / f"i{i}.log"))
+            ports.append(http)
+        all_ready(ports, "both instances ready")
+        yield mine, [(c, f"{c}-wb{i}") for c in names for i in range(DEVICES_PER_COMMUNITY)], ports
+    finally:
+        for p in procs:
+            stop_daemon(p)
+
+
 class TestTwoInstances:
     def test_each_alert_once_and_each_community_on_its_owner(
         self,
@@ -160,19 +190,8 @@ class TestTwoInstances:
         delivered once (one instance took it); each instance took only its communities'
         readings; a reading sent on an instance's topics for the other's device is counted
         there as not_this_shard and raises nothing."""
-        names = names_over(2, 6)
-        district(tmp_path, names, webhook_receiver, webhook_secret)
-        mine = {i: [c for c in names if owner(c, 2) == i] for i in range(2)}
-        procs, ports = [], []
-        for i in range(2):
-            path, http = config(tmp_path, f"i{i}", port=mosquitto.port, webhook=webhook_receiver,
-                                shard={"index": i, "count": 2}, state=f"state{i}")  # fmt: skip
-            procs.append(start_daemon(path, tmp_path / f"i{i}.log"))
-            ports.append(http)
-        try:
-            all_ready(ports, "both instances ready")
+        with two_instances(tmp_path, mosquitto, webhook_receiver, webhook_secret) as (mine, devices, ports):
             t0 = time.time() - 60
-            devices = [(c, f"{c}-wb{i}") for c in names for i in range(DEVICES_PER_COMMUNITY)]
             stranger = f"{mine[1][0]}-wb0"  # instance 1's device, on instance 0's topics
             publish(mosquitto.port, [
                 *((f"sensord/{c}/wristband/{d}/telemetry", {"sos": True, "ts": t0}) for c, d in devices),
@@ -189,9 +208,6 @@ class TestTwoInstances:
                 taken = metrics(ports[i]).get('sensord_messages_in_total{family="wristband"}')
                 assert taken == DEVICES_PER_COMMUNITY * len(mine[i])
                 assert metrics(ports[i]).get("sensord_shard_communities") == len(mine[i])
-        finally:
-            for p in procs:
-                stop_daemon(p)
 
     def test_subscribe_all_each_alert_once_and_the_rest_skipped(
         self,
@@ -203,20 +219,10 @@ class TestTwoInstances:
         """shard.subscribe: all. Both instances get every message: each SOS alert is still
         delivered once, each instance took only its communities' readings, and counted
         the other's as skipped, with no reject and no dead letter."""
-        names = names_over(2, 6)
-        district(tmp_path, names, webhook_receiver, webhook_secret)
-        mine = {i: [c for c in names if owner(c, 2) == i] for i in range(2)}
-        procs, ports = [], []
-        for i in range(2):
-            shard = {"index": i, "count": 2, "subscribe": "all"}
-            path, http = config(tmp_path, f"i{i}", port=mosquitto.port, webhook=webhook_receiver,
-                                shard=shard, state=f"state{i}")  # fmt: skip
-            procs.append(start_daemon(path, tmp_path / f"i{i}.log"))
-            ports.append(http)
-        try:
-            all_ready(ports, "both instances ready")
+        with two_instances(tmp_path, mosquitto, webhook_receiver, webhook_secret, subscribe="all") as (
+            mine, devices, ports
+        ):
             t0 = time.time() - 60
-            devices = [(c, f"{c}-wb{i}") for c in names for i in range(DEVICES_PER_COMMUNITY)]
             publish(mosquitto.port, [(f"sensord/{c}/wristband/{d}/telemetry", {"sos": True, "ts": t0})
                                      for c, d in devices])  # fmt: skip
             wait_for(lambda: len(webhook_receiver.delivered()) >= len(devices), 20, "every SOS")
@@ -230,15 +236,11 @@ class TestTwoInstances:
             assert len(set(ids(webhook_receiver))) == len(devices)
             for i in range(2):
                 m = metrics(ports[i])
-                assert m.get('sensord_messages_in_total{family="wristband"}') == DEVICES_PER_COMMUNITY * len(
-                    mine[i]
-                )
+                taken = m.get('sensord_messages_in_total{family="wristband"}')
+                assert taken == DEVICES_PER_COMMUNITY * len(mine[i])
                 assert not any(k.startswith("sensord_rejects_total") and v for k, v in m.items())
                 dead = tmp_path / f"state{i}" / "deadletter.jsonl"
                 assert not dead.exists() or not dead.read_text().strip()
-        finally:
-            for p in procs:
-                stop_daemon(p)
 
     def test_a_silent_community_is_one_alert_from_its_owner(
         self,
