@@ -24,6 +24,11 @@ command -v openssl >/dev/null || need+=(openssl)
 # browser build of Playwright's own, which cannot be downloaded here).
 [ -x /usr/bin/chromium ] || need+=(chromium)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv python3-pip)
+# The MQTT scanner (src/sensord/ingest/_scan.c) is compiled at install: a C compiler and
+# Python's headers. Without them sensord still installs and runs its pure-Python parser.
+command -v gcc >/dev/null || need+=(gcc)
+python3 -c 'import os, sysconfig; assert os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' \
+  2>/dev/null || need+=(python3-dev)
 if [ ${#need[@]} -gt 0 ]; then
   echo "bootstrap: installing Debian packages: ${need[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -10,6 +10,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import msgspec
+
 
 class Family(enum.StrEnum):
     """The six device families sensord knows."""
@@ -45,9 +47,14 @@ class Severity(enum.StrEnum):
     CRITICAL = "critical"
 
 
-@dataclass(frozen=True, slots=True)
-class RawMessage:
-    """One MQTT message as received. `token` acknowledges it to the broker (None: QoS 0)."""
+class RawMessage(msgspec.Struct, frozen=True, gc=False):
+    """One MQTT message as received. `token` acknowledges it to the broker (None: QoS 0).
+
+    A msgspec struct, not a frozen dataclass: one is built per message received, and a
+    frozen dataclass's `__init__` (an `object.__setattr__` per field) took 0.6-0.7 us of
+    the ~7 us a quiet message costs the whole pipeline; the struct is built in C. Its
+    fields are text, bytes and numbers, never a cycle: the collector need not track it.
+    """
 
     topic: str
     payload: bytes

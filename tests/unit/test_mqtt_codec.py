@@ -15,9 +15,7 @@ from pydantic import ValidationError
 from sensord._settings import BrokerSettings, SecretRef, Settings
 from sensord.ingest import _packets as p
 
-topics = st.text(
-    st.characters(codec="utf-8", exclude_characters="+#\x00"), min_size=1, max_size=40
-)
+topics = st.text(st.characters(codec="utf-8", exclude_characters="+#\x00"), min_size=1, max_size=40)
 publishes = st.tuples(topics, st.binary(max_size=3000), st.sampled_from([0, 1, 2]), st.integers(1, 65535))
 controls = st.sampled_from(
     [b"\x20\x02\x01\x00", b"\x90\x03\x00\x01\x01", b"\xd0\x00", b"\x40\x02\x00\x07", b"\x62\x02\x00\x09"]
@@ -36,9 +34,9 @@ def stream(items: list[tuple[str, bytes, int, int] | bytes]) -> bytes:
 
 
 def parse(
-    data: bytes, cuts: list[int], cap: int = p.MAX_REMAINING
+    data: bytes, cuts: list[int], cap: int = p.MAX_REMAINING, *, compiled: bool = True
 ) -> tuple[list[p.Publish], list[bytes], int]:
-    parser = p.Parser(cap)
+    parser = p.Parser(cap, compiled=compiled)
     pubs: list[p.Publish] = []
     others: list[bytes] = []
     bounds = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
@@ -49,6 +47,68 @@ def parse(
     return pubs, others, len(parser.oversized)
 
 
+def outcome(data: bytes, cuts: list[int], cap: int, *, compiled: bool) -> object:
+    """What a parser makes of a stream: its packets, or the error it closes on."""
+    try:
+        return parse(data, cuts, cap, compiled=compiled)
+    except (ValueError, IndexError) as exc:
+        return type(exc), str(exc)
+
+
+class TestCompiledScanner:
+    def test_the_scanner_is_built(self) -> None:
+        """The C scanner was compiled at install (setup.py): without it the daemon falls
+        back to the pure-Python parser, and these tests would compare it with itself."""
+        assert p.COMPILED
+
+    @settings(max_examples=500, deadline=None)
+    @given(
+        st.lists(st.one_of(publishes, controls), min_size=1, max_size=10),
+        # (packet, offset into it, new value): mostly in the header, where the checks are.
+        st.lists(
+            st.tuples(
+                st.integers(0, 9),
+                # -1, -2: the packet id's two bytes (a PUBLISH's); 0-8: the header.
+                st.one_of(st.integers(-2, 8), st.integers(0, 3000)),
+                st.one_of(st.sampled_from([0x00, 0x01, 0x36, 0x7F, 0x80, 0xFF]), st.integers(0, 255)),
+            ),
+            max_size=4,
+        ),
+        st.lists(st.integers(0, 40_000)),
+        st.sampled_from([64, 1024, p.MAX_REMAINING]),
+    )
+    def test_compiled_and_pure_parsers_agree_on_any_stream(
+        self,
+        items: list[tuple[str, bytes, int, int] | bytes],
+        flips: list[tuple[int, int, int]],
+        cuts: list[int],
+        cap: int,
+    ) -> None:
+        """A valid stream with bytes overwritten (a broken or hostile broker: a QoS of 3,
+        a packet id of 0, lengths that do not fit), cut anywhere, under any cap: the C
+        scanner and the Python parser give the same packets, the same oversized records,
+        or the same error."""
+        starts: list[int] = []
+        data = bytearray()
+        for it in items:
+            starts.append(len(data))
+            data += stream([it])
+        for k, offset, value in flips:
+            at = starts[k % len(starts)] + offset
+            if offset < 0 and not isinstance(it := items[k % len(items)], bytes):
+                packet = stream([it])
+                at = starts[k % len(starts)] + packet.index(it[0].encode()) + len(it[0].encode()) - offset - 1
+            data[at % len(data)] = value
+        got = bytes(data)
+        assert outcome(got, cuts, cap, compiled=True) == outcome(got, cuts, cap, compiled=False)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.binary(max_size=300), st.lists(st.integers(0, 300)))
+    def test_compiled_and_pure_parsers_agree_on_garbage(self, data: bytes, cuts: list[int]) -> None:
+        """Random bytes: the same packets or the same error from both parsers."""
+        assert outcome(data, cuts, 128, compiled=True) == outcome(data, cuts, 128, compiled=False)
+
+
 class TestAnySplit:
     @settings(max_examples=200, deadline=None)
     @given(
@@ -57,9 +117,11 @@ class TestAnySplit:
     def test_any_split_parses_the_same(
         self, items: list[tuple[str, bytes, int, int] | bytes], cuts: list[int]
     ) -> None:
-        """However the byte stream is cut into reads, the same packets come out, in order."""
+        """However the byte stream is cut into reads, the same packets come out, in order
+        (the compiled scanner's and the pure parser's alike)."""
         data = stream(items)
         assert parse(data, cuts) == parse(data, [])
+        assert parse(data, cuts, compiled=False) == parse(data, [])
         want = [
             (t, pl, q, pid if q else 0) for t, pl, q, pid in (i for i in items if not isinstance(i, bytes))
         ]
@@ -120,11 +182,12 @@ class TestCaps:
             (b"\x20\x01\x00", "CONNACK"),
         ],
     )
-    def test_malformed_packets_are_refused(self, data: bytes, why: str) -> None:
+    @pytest.mark.parametrize("compiled", [True, False], ids=["c-scanner", "pure"])
+    def test_malformed_packets_are_refused(self, data: bytes, why: str, compiled: bool) -> None:
         """QoS 3, a topic that does not fit its packet, a QoS 1 id of 0 and control
         packets of the wrong size raise ValueError naming the fault."""
         with pytest.raises(ValueError, match=why):
-            p.Parser().feed(data)
+            p.Parser(compiled=compiled).feed(data)
 
 
 class TestOutgoing:

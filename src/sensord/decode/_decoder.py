@@ -322,7 +322,7 @@ class Decoder:
         present = np.zeros(n, dtype=bool)
         # The transpose runs in C: no Python loop over the rows per field. `ts` comes
         # last and is left out (the rows carry it checked).
-        by_field = TypedPayload.by_field(payloads)
+        by_field = self._typed[family].by_field(payloads)
         for spec, values in zip(self._specs[family], by_field, strict=False):
             col = _column(spec, values, bad, typed=typed)
             columns[spec.name] = col

@@ -14,9 +14,19 @@ larger than the cap is never buffered whole (a PUBLISH keeps its topic and the f
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
+
+_Scan = Callable[[bytearray, int, int], tuple[list["Publish"], int]]
+try:  # the C scanner (setup.py); optional: without it the same parser runs in Python
+    from sensord.ingest._scan import scan as _compiled_scan
+
+    _scan: _Scan | None = _compiled_scan
+except ImportError:  # pragma: no cover - only where no C compiler was found at install
+    _scan = None
+
+COMPILED = _scan is not None
 
 CONNECT, CONNACK, PUBLISH, PUBACK = 0x10, 0x20, 0x30, 0x40
 PUBREC, PUBREL, PUBCOMP = 0x50, 0x60, 0x70
@@ -156,8 +166,11 @@ class Parser:
     stream into `feed` calls gives the same packets.
     """
 
-    def __init__(self, max_packet: int = MAX_REMAINING) -> None:
+    def __init__(self, max_packet: int = MAX_REMAINING, *, compiled: bool = True) -> None:
         self._buf = bytearray()
+        # `compiled=False`: the pure-Python loop alone (the reference the tests hold the
+        # C scanner to, and what runs where the extension could not be built).
+        self._scan = _scan if compiled else None
         self._max = max_packet
         self._skip = 0  # bytes of an oversized packet still to drop
         self.oversized: list[Oversized] = []  # filled by feed; the caller clears it
@@ -172,7 +185,15 @@ class Parser:
         buf = self._buf
         buf += data
         pos, end = 0, len(buf)
+        scan = self._scan
         while end - pos >= 2 and not self._skip:
+            if scan is not None:
+                # The run of plain PUBLISHes in C; it stops at any other packet, which
+                # the loop below then takes as it would without the scanner.
+                run, pos = scan(buf, pos, self._max)
+                pubs += run
+                if end - pos < 2:
+                    break
             first = buf[pos]
             head = _remaining(buf, pos + 1, end)
             if head is None:

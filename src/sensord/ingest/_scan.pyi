@@ -1,0 +1,3 @@
+def scan(
+    buf: bytearray | bytes, pos: int, max_packet: int, /
+) -> tuple[list[tuple[str, bytes, int, int]], int]: ...
