@@ -34,6 +34,7 @@ from sensord._types import RawMessage, Reject
 from sensord.alerts import Engine, SnapshotState
 from sensord.channels import Channel
 from sensord.outbox import Outbox
+from sensord.ingest import SCANNER_COMPILED
 from sensord.rules import load_rules
 from sensord.sinks import DeadLetter, Sink, deliver_channel_forever, deliver_forever
 
@@ -292,6 +293,11 @@ class Daemon:
         # stops the event loop for ~100 ms (11,000 devices), a latency spike every few s.
         gc.freeze()
         log.info("sensord starting", extra={"fields": {"restored_active_alerts": restored}})
+        if not SCANNER_COMPILED:
+            log.warning(
+                "MQTT parser: pure Python, the C scanner was not built at install (needs gcc and "
+                "Python's headers; install them and reinstall sensord): about 1 us more per message"
+            )
         try:
             await self._run_tasks()
         finally:

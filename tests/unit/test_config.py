@@ -125,6 +125,20 @@ class TestCli:
         assert main(["check", "-c", str(write_config(tmp_path))]) == 0
         assert capsys.readouterr().out.startswith("ok:")
 
+    def test_check_names_the_mqtt_parser(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """`sensord check` says which MQTT parser runs: the compiled scanner here (setup.py
+        builds it at install), and what to install when it is missing."""
+        assert main(["check", "-c", str(write_config(tmp_path))]) == 0
+        assert "MQTT parser: compiled" in capsys.readouterr().out
+
+    def test_check_explains_a_missing_scanner(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Without the C scanner, `check` names the fallback and how to get the scanner."""
+        monkeypatch.setattr("sensord.ingest.SCANNER_COMPILED", False)
+        assert main(["check", "-c", str(write_config(tmp_path))]) == 0
+        assert "MQTT parser: pure Python" in capsys.readouterr().out
+
     def test_check_broken_rule_names_file_and_line(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:

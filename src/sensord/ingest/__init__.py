@@ -2,5 +2,6 @@
 
 from sensord.ingest._client import MqttSource
 from sensord.ingest._connection import Failover, reconnect_delay, tls_context
+from sensord.ingest._packets import COMPILED as SCANNER_COMPILED
 
-__all__ = ["Failover", "MqttSource", "reconnect_delay", "tls_context"]
+__all__ = ["SCANNER_COMPILED", "Failover", "MqttSource", "reconnect_delay", "tls_context"]
