@@ -33,8 +33,8 @@ from sensord._systemd import Notifier
 from sensord._types import RawMessage, Reject
 from sensord.alerts import Engine, SnapshotState
 from sensord.channels import Channel
-from sensord.outbox import Outbox
 from sensord.ingest import SCANNER_COMPILED
+from sensord.outbox import Outbox
 from sensord.rules import load_rules
 from sensord.sinks import DeadLetter, Sink, deliver_channel_forever, deliver_forever
 
