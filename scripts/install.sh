@@ -47,6 +47,14 @@ if [ "$package" = yes ]; then
     say "installing python3-venv"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
   fi
+  # The MQTT scanner (src/sensord/ingest/_scan.c) is compiled at install; without gcc and
+  # Python's headers sensord installs anyway and runs its slower pure-Python parser.
+  if [ -z "$root" ] && ! { command -v gcc >/dev/null && python3 -c 'import os, sysconfig
+assert os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' 2>/dev/null; }; then
+    say "installing gcc and python3-dev (to build the MQTT scanner)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc python3-dev || \
+      say "could not install them: sensord will run its pure-Python MQTT parser"
+  fi
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet "$src"
   say "package: $("$sensord" --version) in $venv"
