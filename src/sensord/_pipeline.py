@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import orjson
 
+from sensord._ack_cuts import fold_back
 from sensord._ack_order import acks_after_their_alerts
 from sensord._errors import DecodeError
 from sensord._logging import RateLimited
@@ -162,6 +163,10 @@ class Pipeline:
         if self.gate is not None and self.gate.active:
             messages, out.shard = self.gate.filter(messages)
         steps = [self._prepare(run, out, acks=is_ack) for is_ack, run in self._runs(messages)]
+        # Redeliveries behind newer messages must not become late readings at an ack's cut
+        # (_ack_cuts). Should the engine then fail, a moved reading is dead-lettered (or not)
+        # with the run it arrived in, not the run it was moved to.
+        fold_back([s.decoded.batches for s in steps if s.decoded is not None])
         try:
             for i, step in enumerate(steps):
                 if step.decoded is None and i > 0:

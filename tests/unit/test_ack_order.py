@@ -97,6 +97,37 @@ def test_press_after_an_ack_in_the_same_batch_fires(make: Make) -> None:
     ]
 
 
+def test_press_redelivered_behind_another_devices_ack_fires(make: Make) -> None:
+    """After a restart, a broker that redelivers on its ack timeout (nats-server) sends an
+    unacknowledged SOS press behind a newer reading of its wristband, and an ack of another
+    device came in between: the press still fires (it used to be cut into a later run than
+    the newer reading and dropped as a late reading: the SOS was lost)."""
+    p, metrics = make(devices=2)
+    p.evaluate([reading(0, sos=False, dev=0), reading(0, sos=False, dev=1)])
+    batch = p.evaluate([reading(20, sos=False, dev=0), ack(21, dev=1), reading(10, sos=True, dev=0)])
+    assert shape(batch.events) == [("wb-0", "firing", 10.0)]
+    assert metrics.late_readings.labels("wristband")._value.get() == 0
+
+
+def test_press_redelivered_behind_its_own_ack_takes_effect_before_it(make: Make) -> None:
+    """The redelivered press (older than a reading of its wristband that came before the
+    ack) was published before that ack: it takes effect before it, so the ack closes it."""
+    p, _ = make()
+    p.evaluate([reading(0, sos=False)])
+    batch = p.evaluate([reading(20, sos=False), ack(21), reading(10, sos=True)])
+    assert shape(batch.events) == [("wb-0", "firing", 10.0), ("wb-0", "resolved", 21.0)]
+
+
+def test_reading_older_than_the_last_batch_is_still_late(make: Make) -> None:
+    """Only readings cut apart within one batch are moved: one older than what an earlier
+    batch applied is a late reading as before (counted, not applied)."""
+    p, metrics = make()
+    p.evaluate([reading(20, sos=False)])
+    batch = p.evaluate([ack(21), reading(10, sos=True)])
+    assert batch.events == []
+    assert metrics.late_readings.labels("wristband")._value.get() == 1
+
+
 def test_stale_ack_does_not_close_a_newer_alert(make: Make) -> None:
     """A retried ack naming the previous alert (its startsAt) changes nothing and is
     counted; the new SOS stays open until its own expiry."""
@@ -117,10 +148,19 @@ def test_ack_naming_its_alert_ahead_of_the_press_in_a_batch_closes_it(make: Make
     (two subscriptions out of order after a broker failover): the ack takes effect just
     behind the press, so the alert closes; a later press in the batch still fires."""
     p, _ = make()
-    batch = p.evaluate([ack(4, starts_at=2), reading(1, sos=False), reading(2, sos=True),
-                        reading(3, sos=False), reading(6, sos=True)])
+    batch = p.evaluate(
+        [
+            ack(4, starts_at=2),
+            reading(1, sos=False),
+            reading(2, sos=True),
+            reading(3, sos=False),
+            reading(6, sos=True),
+        ]
+    )
     assert [(d, s) for d, s, _ in shape(batch.events)] == [
-        ("wb-0", "firing"), ("wb-0", "resolved"), ("wb-0", "firing")
+        ("wb-0", "firing"),
+        ("wb-0", "resolved"),
+        ("wb-0", "firing"),
     ]
 
 

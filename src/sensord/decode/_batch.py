@@ -34,6 +34,16 @@ class FamilyBatch:
         f = np.empty(0, dtype=np.float64)
         return cls(family, np.empty(0, dtype=np.int64), f, f, dict.fromkeys(fields, f))
 
+    def extended(self, other: FamilyBatch) -> FamilyBatch:
+        """This batch's rows, then `other`'s (the same family, so the same columns)."""
+        return FamilyBatch(
+            self.family,
+            np.concatenate([self.device, other.device]),
+            np.concatenate([self.ts, other.ts]),
+            np.concatenate([self.received_at, other.received_at]),
+            {k: np.concatenate([v, other.columns[k]]) for k, v in self.columns.items()},
+        )
+
     def take(self, rows: npt.NDArray[np.intp]) -> FamilyBatch:
         """The sub-batch of the given row indices, in that order."""
         return FamilyBatch(
