@@ -44,14 +44,11 @@ def frame(reads: list[bytes], *, compiled: bool, now: float = 0.0) -> list[RawMe
     return out
 
 
-def best(fn: Callable[[], object], passes: int) -> float:
-    """The best CPU time of `passes` calls (the least disturbed by other work)."""
-    times = []
-    for _ in range(passes):
-        t0 = time.process_time()
-        fn()
-        times.append(time.process_time() - t0)
-    return min(times)
+def cpu(fn: Callable[[], object]) -> float:
+    """The process's CPU time of one call."""
+    t0 = time.process_time()
+    fn()
+    return time.process_time() - t0
 
 
 def main() -> None:
@@ -68,8 +65,8 @@ def main() -> None:
     gc.freeze()  # as the daemon: what was built before is not the collector's business
     pure = compiled = float("inf")
     for _ in range(args.passes):  # alternating, so both sides see the same machine
-        pure = min(pure, best(lambda: frame(reads, compiled=False), 1))
-        compiled = min(compiled, best(lambda: frame(reads, compiled=True), 1))
+        pure = min(pure, cpu(lambda: frame(reads, compiled=False)))
+        compiled = min(compiled, cpu(lambda: frame(reads, compiled=True)))
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"{n:,} messages, QoS {args.qos}, {len(reads)} reads of up to {READ:,} bytes; load {load}")
     print(f"pure Python parser  {pure * 1e6 / n:6.2f} us/message (framing + RawMessage)")

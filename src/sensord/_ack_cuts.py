@@ -25,39 +25,51 @@ from sensord._types import Family
 from sensord.decode import FamilyBatch
 
 
-def fold_back(runs: Sequence[dict[Family, FamilyBatch]]) -> int:
+def fold_back(runs: Sequence[dict[Family, FamilyBatch]]) -> None:
     """Move each reading older than a newer one of its device in an earlier run to the
     earliest such run; changes `runs` in place (a run's families keep their order, a family
-    new to a run goes last). Returns how many readings moved."""
+    new to a run goes last). Runs every batch: a batch without acks (one run) costs a
+    length test, and the first run's rows are only noted, never walked in Python."""
     if len(runs) < 2:
-        return 0
+        return
     # (family, device) -> the newest reading time after each run it appeared in, in order.
     newest: dict[tuple[Family, int], list[tuple[int, float]]] = {}
-    moved = 0
-    for pos, run in enumerate(runs):
+    for family, batch in runs[0].items():
+        _note(newest, family, batch, 0)
+    for pos, run in enumerate(runs[1:], start=1):
         for family, batch in list(run.items()):
-            keep = np.ones(len(batch), dtype=bool)
-            back: dict[int, list[int]] = {}
-            for r, (dev, ts) in enumerate(zip(batch.device.tolist(), batch.ts.tolist(), strict=True)):
-                seen = newest.get((family, dev))
-                if seen and ts < seen[-1][1]:
-                    target = next(p for p, t in seen if t >= ts)
-                    back.setdefault(target, []).append(r)
-                    keep[r] = False
-            for target, rows in back.items():
-                part = batch.take(np.asarray(rows, dtype=np.intp))
-                had = runs[target].get(family)
-                runs[target][family] = part if had is None else had.extended(part)
-                moved += len(rows)
-            stays = batch
-            if back:
-                stays = batch.take(np.flatnonzero(keep))
+            stays = _move_back(runs, family, batch, newest)
+            if stays is not batch:
                 if len(stays):
                     run[family] = stays
                 else:
                     del run[family]
-            _note(newest, family, stays, pos)
-    return moved
+            if pos < len(runs) - 1:  # the last run's times are not needed
+                _note(newest, family, stays, pos)
+
+
+def _move_back(
+    runs: Sequence[dict[Family, FamilyBatch]],
+    family: Family,
+    batch: FamilyBatch,
+    newest: dict[tuple[Family, int], list[tuple[int, float]]],
+) -> FamilyBatch:
+    """Add the rows of `batch` older than an earlier run's reading of their device to the
+    earliest such run; returns the rows that stay (`batch` itself when none moved)."""
+    keep = np.ones(len(batch), dtype=bool)
+    back: dict[int, list[int]] = {}
+    for r, (dev, ts) in enumerate(zip(batch.device.tolist(), batch.ts.tolist(), strict=True)):
+        seen = newest.get((family, dev))
+        if seen and ts < seen[-1][1]:
+            back.setdefault(next(p for p, t in seen if t >= ts), []).append(r)
+            keep[r] = False
+    if not back:
+        return batch
+    for target, rows in back.items():
+        part = batch.take(np.asarray(rows, dtype=np.intp))
+        had = runs[target].get(family)
+        runs[target][family] = part if had is None else had.extended(part)
+    return batch.take(np.flatnonzero(keep))
 
 
 def _note(

@@ -178,24 +178,14 @@ def _check(config: Path) -> int:
     print(f"ok: {config}: {len(registry.by_id)} devices, rules in {rules_dir}")
     for line in [*check_lines(settings, registry), *subscription_lines(settings, registry)]:
         print(line)
+    from sensord.ingest import parser_line  # noqa: PLC0415 - the ingest stack only when needed
+
     print(f"  MQTT parser: {parser_line()}")
     for name, sink in (("influx", settings.sinks.influx), ("webhook", settings.sinks.webhook)):
         if sink is not None:
             # Redacted by SecretUrl: enough to tell which endpoint, never its token.
             print(f"  sink {name}: {sink.url}")
     return 0
-
-
-def parser_line() -> str:
-    """Which MQTT parser this install runs: the C scanner, or the pure-Python fallback."""
-    from sensord.ingest import SCANNER_COMPILED  # noqa: PLC0415
-
-    if SCANNER_COMPILED:
-        return "compiled (the C scanner, src/sensord/ingest/_scan.c)"
-    return (
-        "pure Python: the C scanner was not built at install (it needs gcc and Python's headers; "
-        "install them and reinstall sensord); about 1 us more per message"
-    )
 
 
 def _check_dispatch(settings: Settings, registry: Registry) -> list[str]:

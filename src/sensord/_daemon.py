@@ -33,7 +33,7 @@ from sensord._systemd import Notifier
 from sensord._types import RawMessage, Reject
 from sensord.alerts import Engine, SnapshotState
 from sensord.channels import Channel
-from sensord.ingest import SCANNER_COMPILED
+from sensord.ingest import SCANNER_COMPILED, parser_line
 from sensord.outbox import Outbox
 from sensord.rules import load_rules
 from sensord.sinks import DeadLetter, Sink, deliver_channel_forever, deliver_forever
@@ -294,10 +294,7 @@ class Daemon:
         gc.freeze()
         log.info("sensord starting", extra={"fields": {"restored_active_alerts": restored}})
         if not SCANNER_COMPILED:
-            log.warning(
-                "MQTT parser: pure Python, the C scanner was not built at install (needs gcc and "
-                "Python's headers; install them and reinstall sensord): about 1 us more per message"
-            )
+            log.warning("MQTT parser: %s", parser_line())
         try:
             await self._run_tasks()
         finally:

@@ -135,7 +135,7 @@ class TestCli:
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Without the C scanner, `check` names the fallback and how to get the scanner."""
-        monkeypatch.setattr("sensord.ingest.SCANNER_COMPILED", False)
+        monkeypatch.setattr("sensord.ingest._packets.COMPILED", False)
         assert main(["check", "-c", str(write_config(tmp_path))]) == 0
         assert "MQTT parser: pure Python" in capsys.readouterr().out
 
