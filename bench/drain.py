@@ -53,14 +53,14 @@ from _backlog import (
 )
 from _plots import line_chart, table, write_index
 from sensord._metrics import Metrics
-from sensord._pipeline import Pipeline, commit
+from sensord._pipeline import Evaluated, Pipeline, commit
 from sensord._registry import parse_registry
 from sensord._settings import AlertSettings, BatchSettings, BrokerSettings, DecodeSettings, OutboxSettings
 from sensord._types import Family
 from sensord.alerts import Engine
 from sensord.decode import Decoder
 from sensord.ingest import MqttSource
-from sensord.outbox import Outbox
+from sensord.outbox import CommitChain, Outbox
 from sensord.report._svg import LINE_COLOURS
 from sensord.rules import load_rules
 from sensord.sinks import DeadLetter
@@ -125,22 +125,34 @@ def drain_sensord(session: Session, n: int, work: Path, registry: dict[str, Any]
     async def go() -> float:
         nonlocal events, accepted
         runner = asyncio.create_task(source.run())
+        chain = CommitChain(outbox)
         first: float | None = None
         done = 0
+        landing: asyncio.Task[None] | None = None
+
+        def landed(ev: Evaluated) -> None:
+            deadletter.sync()
+            source.ack(ev.tokens)
+
         async for batch in source.batches():
             if first is None:
                 first = batch[0].received_at  # wall clock, taken as the bytes arrived
             ev = pipeline.evaluate(batch)
-            # As the daemon commits: on the outbox's writer thread, the loop reading the
-            # broker meanwhile, and the batch acknowledged once the commit returned.
-            await outbox.run_in_writer(functools.partial(commit, outbox, ev))
-            deadletter.sync()
-            source.ack(ev.tokens)
+            # As the daemon commits (Daemon._process_loop): queued on the outbox's writer
+            # thread and the next batch evaluated meanwhile; each batch acknowledged once
+            # its commit has landed; at most one commit in flight.
+            before, landing = (
+                landing,
+                chain.submit(functools.partial(commit, outbox, ev), functools.partial(landed, ev)),
+            )
+            if before is not None:
+                await before
             events += len(ev.events)
             accepted += ev.accepted
             done += len(batch)
             if done >= n:
                 break
+        await chain.settle()
         elapsed = time.time() - (first or time.time())
         await source.aclose()
         runner.cancel()

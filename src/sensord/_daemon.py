@@ -5,7 +5,8 @@ in, alert events and checkpoint changes out. `Daemon` runs it in an asyncio Task
 named tasks:
 
     ingest          the broker connection (reconnects with capped, jittered backoff)
-    process         batches → Pipeline → outbox commit → PUBACK (durable before acknowledged)
+    process         batches → Pipeline → outbox commit → PUBACK (durable before acknowledged);
+                    a batch is evaluated while the one before it is written (outbox._chain)
     deliver:<sink>  one per sink, reads the outbox, retries with backoff
     telemetry       best-effort telemetry writes to InfluxDB (never through the outbox)
     watchdog        READY=1 once connected and the outbox is open; WATCHDOG=1 while healthy
@@ -34,7 +35,7 @@ from sensord._types import RawMessage, Reject
 from sensord.alerts import Engine, SnapshotState
 from sensord.channels import Channel
 from sensord.ingest import SCANNER_COMPILED, parser_line
-from sensord.outbox import Outbox
+from sensord.outbox import CommitChain, Outbox
 from sensord.rules import load_rules
 from sensord.sinks import DeadLetter, Sink, deliver_channel_forever, deliver_forever
 
@@ -104,18 +105,24 @@ class Daemon:
         # Extra named tasks beside the pipeline (the telemetry writer, the dead-letter
         # forwarder), each a factory so a failure restarts it instead of ending the daemon.
         self.background: list[tuple[str, Callable[[], Awaitable[None]]]] = []
-        # Held while a batch goes evaluate → commit → ack, and while rules are swapped, so
-        # a reload lands between batches and no message is evaluated by a half-built engine.
+        # Held while a batch is evaluated and its commit queued, and while rules are
+        # swapped, so a reload lands between batches and no message is evaluated by a
+        # half-built engine. Batch commits land in order on the outbox's writer thread;
+        # everyone else holding the lock first waits for them (`batch_lock`).
         self._batch_lock = asyncio.Lock()
+        self._chain = CommitChain(outbox)
+        self._settled_lock = SettledLock(self._batch_lock, self._chain)
         self._reloads: set[asyncio.Task[bool]] = set()
         self.last_reload: RuleReload | None = None  # since this process started
         self._last_snapshot = time.monotonic()
         self._last_message = time.monotonic()
 
     @property
-    def batch_lock(self) -> asyncio.Lock:
-        """Held by whatever changes alert or work-order state (a batch, a reload, an API action)."""
-        return self._batch_lock
+    def batch_lock(self) -> SettledLock:
+        """Held by whatever changes alert or work-order state (a reload, an API action);
+        once taken, every batch commit queued before has landed, so a write made under
+        it lands after the batches whose engine state it saw."""
+        return self._settled_lock
 
     def wake_all(self) -> None:
         """New messages are in the outbox: every delivery worker looks now."""
@@ -275,6 +282,7 @@ class Daemon:
         """Healthy when connected and no batch is stuck."""
         connected = self.source.connected.is_set()
         stuck = self._busy_since is not None and time.monotonic() - self._busy_since > 10
+        stuck = stuck or self._chain.waiting_s() > 10  # a commit that does not land
         node = getattr(self.source, "node", None)  # a replay's source has no broker node
         detail: dict[str, object] = {
             "broker_connected": connected,
@@ -359,6 +367,7 @@ class Daemon:
             delay = min(delay * 2, 60.0)
 
     async def _process_loop(self) -> None:
+        landing: asyncio.Task[None] | None = None
         async for messages in self.source.batches():
             self._last_message = time.monotonic()
             async with self._batch_lock:
@@ -366,19 +375,34 @@ class Daemon:
                 try:
                     ev = self._evaluate(messages)
                     state = self._maybe_snapshot()
-                    await self._commit(ev)
-                    self._save_snapshot(state)
-                    # The batch's dead letters are durable before its messages are
-                    # acknowledged: one fsync per batch, after the outbox's own.
-                    self.deadletter.sync()
-                    self.source.ack(ev.tokens)
+                    # Queued now; landed and acknowledged in order while the next batch is
+                    # evaluated: the rule engine no longer waits out every commit.
+                    before, landing = (
+                        landing,
+                        self._chain.submit(
+                            functools.partial(commit, self.outbox, ev),
+                            functools.partial(self._landed, ev, state, len(messages)),
+                        ),
+                    )
                 finally:
                     self._busy_since = None
-            self.processed += len(messages)
-            self._last_batch = time.monotonic()
-            if ev.events or ev.notices:
-                for wake in self._wake.values():
-                    wake.set()
+            if before is not None:
+                # At most one batch's commit in flight while the next is evaluated. A
+                # commit's unexpected failure ends the loop here, as it always did.
+                await asyncio.shield(before)
+
+    def _landed(self, ev: Evaluated, state: SnapshotState | None, n: int) -> None:
+        """A batch's commit is durable: its snapshot, dead letters and acknowledgement."""
+        self._save_snapshot(state)
+        # The batch's dead letters are durable before its messages are acknowledged: one
+        # fsync per batch, after the outbox's own.
+        self.deadletter.sync()
+        self.source.ack(ev.tokens)
+        self.processed += n
+        self._last_batch = time.monotonic()
+        if ev.events or ev.notices:
+            for wake in self._wake.values():
+                wake.set()
 
     def _evaluate(self, messages: list[RawMessage]) -> Evaluated:
         try:
@@ -397,7 +421,9 @@ class Daemon:
     async def _commit(self, ev: Evaluated) -> None:
         """Commit the batch on the outbox's writer thread and return once it is durable.
         The event loop keeps reading the broker meanwhile; nothing is acknowledged before
-        this returns (the caller holds the batch lock across it and acks after)."""
+        this returns (the caller holds the batch lock across it and acks after). Batch
+        commits queued before it land first."""
+        await self._chain.settle()
         delay = 0.5
         while True:
             try:
@@ -446,3 +472,27 @@ async def run_until_cancelled(daemon: Daemon) -> None:
         with contextlib.suppress(Exception):
             daemon.outbox.close()
         daemon.deadletter.close()
+
+
+class SettledLock:
+    """The batch lock as everyone but the ingest loop takes it: acquired, and then every
+    batch commit already queued has landed, so a write made under it never lands before
+    the batches whose engine state it saw."""
+
+    def __init__(self, lock: asyncio.Lock, chain: CommitChain) -> None:
+        self._lock = lock
+        self._chain = chain
+
+    async def __aenter__(self) -> None:
+        await self._lock.acquire()
+        try:
+            await self._chain.settle()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._lock.release()
+
+    def locked(self) -> bool:
+        return self._lock.locked()

@@ -14,7 +14,7 @@ import numpy.typing as npt
 from sensord._registry import Device, Registry
 from sensord._settings import AlertSettings
 from sensord._types import AlertEvent, AlertStatus, Family, Severity
-from sensord.alerts._events import event_id, fingerprint, make_event
+from sensord.alerts._events import Subject, event_id, fingerprint, make_event, subject
 from sensord.alerts._model import (
     COMMUNITY_RULE,
     ActiveAlert,
@@ -32,6 +32,9 @@ from sensord.alerts._model import (
 )
 from sensord.alerts._windows import WindowHistory
 from sensord.rules import CompiledRule, FamilyRules, RuleSet
+
+# About 1 KB each: enough for the alerts of a large burst, small beside the registry.
+_MAX_SUBJECTS = 10_000
 
 
 class EngineBase:
@@ -52,6 +55,10 @@ class EngineBase:
         # a rule reload judges new rules on these.
         self._last_vals: dict[Family, dict[str, FloatArr]] = {}
         self._windows: dict[Family, WindowHistory] = {}
+        # What the events of one alert share (its fingerprint, labels, place, names), by
+        # (rule, device index): an alert-heavy burst makes many events of few alerts.
+        # Bounded: a flood over many devices starts it again rather than growing it.
+        self._subjects: dict[tuple[int, int], tuple[CompiledRule, Subject]] = {}
         # The registry's digest, kept in every snapshot; computed once per registry.
         self._digest_of: tuple[Registry, str] | None = None
         # Community of each device (index into _communities), per family.
@@ -164,6 +171,15 @@ class EngineBase:
         *,
         repeat: bool = False,
     ) -> AlertEvent:
+        key = (id(rule), device.index)
+        kept = self._subjects.get(key)
+        if kept is not None and kept[0] is rule:
+            who = kept[1]
+        else:
+            if len(self._subjects) >= _MAX_SUBJECTS:
+                self._subjects.clear()
+            who = subject(rule, device)
+            self._subjects[key] = (rule, who)
         return make_event(
             rule,
             device,
@@ -174,6 +190,7 @@ class EngineBase:
             event_time=at,
             values=values,
             repeat=repeat,
+            who=who,
         )
 
     def _community_event(self, ci: int, status: AlertStatus, at: float) -> AlertEvent:

@@ -11,6 +11,7 @@ import hashlib
 import math
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,35 @@ from sensord.rules import CompiledRule
 # batch re-processed after a crash produces ids the outbox already holds.
 _NAMESPACE = uuid.UUID("6f1c1f5e-53a5-4c56-9d61-2f1f3b7d9e10")
 _NAMESPACE_BYTES = _NAMESPACE.bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """What every event of one alert (one rule on one device) has in common, worked out
+    once per engine: an alert-heavy burst makes many events of the same few alerts."""
+
+    fingerprint: str
+    labels: dict[str, str]
+    location: dict[str, Any]
+    # The names a template can use that come from the device and the rule.
+    context: dict[str, Any]
+
+
+def subject(rule: CompiledRule, device: Device) -> Subject:
+    entry = device.entry
+    return Subject(
+        fingerprint=fingerprint(rule, device),
+        labels={**entry.labels, **rule.labels},
+        location=device.place(),
+        context={
+            "device_id": device.device_id,
+            "family": rule.family.value,
+            "rule": rule.name,
+            "community": entry.community,
+            "grid": entry.grid,
+            "building": entry.building or "",
+        },
+    )
 
 
 def fingerprint(rule: CompiledRule, device: Device) -> str:
@@ -89,6 +119,9 @@ class _Unknown:
         return "?"
 
 
+_UNKNOWN = _Unknown()
+
+
 # Set in an event's `extra` when a template could not be filled: the pipeline counts it.
 TEMPLATE_ERROR = "template_error"
 
@@ -96,13 +129,15 @@ TEMPLATE_ERROR = "template_error"
 def fillable(values: dict[str, Any]) -> dict[str, Any]:
     """The values as templates see them: a missing field stays `{name}`, a field never
     reported shows "?". Built once per event for all its texts."""
-    return _Safe({k: _Unknown() if v is None else v for k, v in values.items()})
+    return _Safe({k: _UNKNOWN if v is None else v for k, v in values.items()})
 
 
 def render(template: str, values: dict[str, Any]) -> tuple[str, str | None]:
     """Fill a summary template: (text, None), or (the template text, why) when it cannot be
     filled. Never raises: the state change behind the event has already happened, and an
     operator's template typo must not be what loses a fire alert."""
+    if not template:
+        return template, None  # most descriptions: nothing to fill
     filled = values if isinstance(values, _Safe) else fillable(values)
     try:
         return template.format_map(filled), None
@@ -157,21 +192,20 @@ def make_event(  # noqa: PLR0913 - one event has this many facts
     event_time: float,
     values: dict[str, Any],
     repeat: bool = False,
+    who: Subject | None = None,
 ) -> AlertEvent:
-    """Build the AlertEvent of one transition."""
-    fp = fingerprint(rule, device)
-    ctx = {
-        **params,
-        **values,
-        "device_id": device.device_id,
-        "family": rule.family.value,
-        "rule": rule.name,
-        "community": device.entry.community,
-        "grid": device.entry.grid,
-        "building": device.entry.building or "",
-    }
+    """Build the AlertEvent of one transition. `who`: `subject(rule, device)`, if kept."""
+    if who is None:
+        who = subject(rule, device)
+    fp = who.fingerprint
+    # What the templates see (as `fillable` makes it): the parameters, the readings (a
+    # field never reported shows "?"), then the device's and rule's names.
+    ctx = _Safe(params)
+    for k, v in values.items():
+        ctx[k] = _UNKNOWN if v is None else v
+    ctx.update(who.context)
     fallback = functools.partial(_fallback, rule, device, status, values)
-    (summary, description), texts, problem = _render_texts(rule, fillable(ctx), fallback)
+    (summary, description), texts, problem = _render_texts(rule, ctx, fallback)
     extra: dict[str, Any] = {TEMPLATE_ERROR: problem} if problem else {}
     return AlertEvent(
         event_id=event_id(fp, status, starts_at, event_time, repeat=repeat),
@@ -184,8 +218,9 @@ def make_event(  # noqa: PLR0913 - one event has this many facts
         device_id=device.device_id,
         community=device.entry.community,
         grid=device.entry.grid,
-        location=device.place(),
-        labels={**device.entry.labels, **rule.labels},
+        # Copies: an event's dicts are its own, whatever a sink does with them.
+        location=dict(who.location),
+        labels=dict(who.labels),
         summary=summary,
         description=description,
         readings=values,

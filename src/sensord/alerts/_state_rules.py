@@ -54,11 +54,19 @@ class StateRules(EngineBase):
         fr_idx = np.flatnonzero(firing_rows)
         if fr_idx.shape[0]:
             was_firing[fr_idx] = run_since[fr_idx] == _gather(st.since, d[fr_idx])
-        due = run_since + for_s[d]
-        if st.resolved_at:
-            due = np.fmax(due, _gather(st.resolved_at, d) + cool[d])
+        # Rows where the condition holds (or a run ends) without a fired alert are
+        # interesting once the run is due: `for` held, and the cooldown after the last
+        # resolve passed. Only those rows' due times are worked out: looking up the last
+        # resolve is a dictionary read per row, and most rows have the condition off.
+        interesting = start | end
+        ci = np.flatnonzero((a | end) & ~was_firing & ~interesting)
+        if ci.shape[0]:
+            dc = d[ci]
+            due = run_since[ci] + for_s[dc]
+            if st.resolved_at:
+                due = np.fmax(due, _gather(st.resolved_at, dc) + cool[dc])
+            interesting[ci] = t[ci] >= due
         repeat_s = rule.repeat_s if rule.repeat_s is not None else self._repeat_default
-        interesting = start | end | ((a | end) & ~was_firing & (t >= due))
         if repeat_s:
             interesting |= a & firing_rows
         if st.keep_until:

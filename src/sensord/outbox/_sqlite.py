@@ -153,6 +153,11 @@ def decode_event(body: bytes) -> AlertEvent:
     return AlertEvent(**d)
 
 
+# Rows per multi-row INSERT: big enough that a batch's events take one statement or a few,
+# small enough that a statement's text and parameter list stay modest.
+_ROWS_PER_STATEMENT = 1000
+
+
 class Outbox:
     """Alert events waiting for their sinks, on disk."""
 
@@ -181,6 +186,9 @@ class Outbox:
         self._writer: ThreadPoolExecutor | None = None
         self._writer_thread: int | None = None
         self._deferred_shed: list[tuple[str, AlertEvent]] = []
+        # Its own lock, never held across a transaction: the loop collects the shed list
+        # of a finished write while the writer thread is in the next one.
+        self._shed_lock = threading.Lock()
         # The engine snapshot, in a file of its own beside the database (see _snapshot).
         self.snapshots = SnapshotFile(path.with_name(path.stem + ".engine.npz"))
         try:
@@ -190,6 +198,8 @@ class Outbox:
             # FULL: the WAL is fsynced at every commit, so a committed batch survives power loss.
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA + SILENCES_SCHEMA + WORK_ORDERS_SCHEMA)
+            # 32,766 since SQLite 3.32, 999 before.
+            self._max_variables = self._db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
             # Used only by the thread that runs the event loop (reads never lock in WAL).
             self._reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._reader.execute("PRAGMA query_only=ON")
@@ -221,21 +231,29 @@ class Outbox:
     async def run_in_writer(self, fn: Callable[[], T]) -> T:
         """Run `fn` (a write: a commit, an ack) on the outbox's writer thread and wait for
         it without blocking the event loop. One thread, so writes keep their order."""
+        return await self.wait_write(self.start_write(fn))
+
+    def start_write(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+        """Queue `fn` on the writer thread now, behind every write queued before it; wait
+        for it with `wait_write`."""
         if self._writer is None:
             self._writer = ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix="outbox-writer", initializer=self._mark_writer
             )
-        # Submitted now, and shielded: cancelling the caller (a stop) must not cancel a
-        # write still queued behind another (`run_in_executor` would), or a batch whose
-        # engine state is in the stop-time snapshot would lose its events and checkpoint.
-        # `finish_writes` waits for it.
-        done = asyncio.wrap_future(self._writer.submit(fn))
+        # Submitted now, and waited for shielded: cancelling the caller (a stop) must not
+        # cancel a write still queued behind another (`run_in_executor` would), or a batch
+        # whose engine state is in the stop-time snapshot would lose its events and
+        # checkpoint. `finish_writes` waits for it.
+        return asyncio.wrap_future(self._writer.submit(fn))
+
+    async def wait_write(self, done: asyncio.Future[T]) -> T:
+        """The result of a write queued by `start_write`, once it has run."""
         try:
             return await asyncio.shield(done)
         finally:
             # Shed deliveries are reported here, on the loop's thread: `on_shed` writes the
             # dead-letter file and may hand the record to the event loop.
-            with self._lock:
+            with self._shed_lock:
                 shed, self._deferred_shed = self._deferred_shed, []
             self._report_shed(shed)
 
@@ -321,8 +339,8 @@ class Outbox:
         to every sink. Returns (how many were new, whether one of them is life-safety)."""
         # seq is AUTOINCREMENT: every row this insert adds has a seq above the last one.
         last = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
-        self._db.executemany(
-            "INSERT OR IGNORE INTO events (event_id, life_safety, body, created) VALUES (?, ?, ?, ?)",
+        self._insert(
+            "INSERT OR IGNORE INTO events (event_id, life_safety, body, created) VALUES ",
             [(e.event_id, int(e.life_safety), encode_event(e), now) for e in events],
         )
         new, life_safety = self._db.execute(
@@ -377,13 +395,32 @@ class Outbox:
         clock: float | None,
     ) -> None:
         """Inside the commit: the checkpoint of active alerts and the clock."""
-        if delete_active:
-            gone = [(f,) for f in delete_active]
-            self._db.executemany("DELETE FROM active_alerts WHERE fingerprint = ?", gone)
+        per = self._rows_per_statement(1)
+        for i in range(0, len(delete_active), per):
+            gone = delete_active[i : i + per]
+            marks = ",".join("?" * len(gone))  # placeholders only: the values are bound
+            self._db.execute(f"DELETE FROM active_alerts WHERE fingerprint IN ({marks})", gone)  # noqa: S608
         if upsert_active:
-            self._db.executemany("INSERT OR REPLACE INTO active_alerts VALUES (?, ?)", upsert_active)
+            self._insert("INSERT OR REPLACE INTO active_alerts VALUES ", upsert_active)
         if clock is not None:
             self._db.execute("INSERT OR REPLACE INTO stream_clock VALUES (1, ?)", (clock,))
+
+    def _rows_per_statement(self, width: int) -> int:
+        return max(1, min(_ROWS_PER_STATEMENT, self._max_variables // width))
+
+    def _insert(self, head: str, rows: Sequence[tuple[object, ...]]) -> None:
+        """`head` + `(?, …), (?, …), …`: many rows per statement. executemany steps once per
+        row, and each step gives up the GIL and must win it back; with the event loop's
+        thread busy evaluating the next batch, winning it back took up to the switch
+        interval (5 ms) each time, and a commit of 500 alert events took seconds."""
+        if not rows:
+            return
+        width = len(rows[0])
+        per = self._rows_per_statement(width)
+        one = "(" + ",".join("?" * width) + ")"
+        for i in range(0, len(rows), per):
+            part = rows[i : i + per]
+            self._db.execute(head + ",".join([one] * len(part)), [v for row in part for v in row])
 
     def _shed_over_bound(self, new: int) -> list[tuple[str, AlertEvent]]:
         """Inside the commit: drop each over-full sink's oldest ordinary deliveries."""
@@ -406,7 +443,7 @@ class Outbox:
 
     def _report_shed(self, shed: list[tuple[str, AlertEvent]]) -> None:
         if shed and threading.get_ident() == self._writer_thread:
-            with self._lock:
+            with self._shed_lock:
                 self._deferred_shed += shed  # reported by `run_in_writer`, on the loop
             return
         for sink, event in shed:
