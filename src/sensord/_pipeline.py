@@ -15,6 +15,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import repeat
+from operator import attrgetter
 from typing import NamedTuple
 
 import orjson
@@ -33,6 +35,7 @@ from sensord.shard import HandoverGate
 from sensord.sinks import DeadLetter
 
 log = logging.getLogger("sensord")
+_TOPIC = attrgetter("topic")
 _FAMILIES = frozenset(f.value for f in Family)
 
 
@@ -209,8 +212,9 @@ class Pipeline:
         """The batch as consecutive runs of readings and of acks, in arrival order (but an
         ack naming its alert never before the reading that began it: `_ack_order`)."""
         acks = self._acks
-        # Most batches hold no ack at all: one C-speed prefix test per message says so.
-        if acks is None or not any(m.topic.startswith(acks.prefix) for m in messages):
+        # Most batches hold no ack at all: one prefix test per message, iterated in C (a
+        # generator expression here was 2 % of an alert-heavy drain), says so.
+        if acks is None or not any(map(str.startswith, map(_TOPIC, messages), repeat(acks.prefix))):
             return [(False, list(messages))] if messages else []
         runs: list[tuple[bool, list[RawMessage]]] = []
         for m in acks_after_their_alerts(messages, acks, self.decoder.topic):

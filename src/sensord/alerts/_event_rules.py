@@ -15,6 +15,7 @@ from sensord.alerts._model import (
     FloatArr,
     _due,
     _last_of_device,
+    _open_since,
     _params,
     _Rows,
     _RuleState,
@@ -74,11 +75,15 @@ class EventRules(EngineBase):
         watermark: float,
         result: EngineResult,
     ) -> None:
+        if not st.since:
+            return
         devices = self._registry.devices(rule.family)
-        for dv, since in list(st.since.items()):
-            at = since + float(dur["resolve_after"][dv])
-            if not st.firing[dv] or not _due(at, watermark):
-                continue
+        # Which open events are due, for all of them at once: this runs every batch, and
+        # a burst leaves thousands open (an SOS stays open for its resolve_after).
+        keys, starts = _open_since(st.since)
+        ats = starts + dur["resolve_after"][keys]
+        for j in np.flatnonzero(st.firing[keys] & _due(ats, watermark)).tolist():
+            dv, since, at = int(keys[j]), float(starts[j]), float(ats[j])
             params = _params(rule, fr, dv)
             vals = st.start_values.pop(dv, {"ts": at})
             result.events.append(

@@ -119,6 +119,14 @@ def _gather(values: dict[int, float], idx: IntArr) -> FloatArr:
     return np.fromiter((values.get(i, np.nan) for i in idx.tolist()), dtype=np.float64, count=idx.shape[0])
 
 
+def _open_since(since: dict[int, float]) -> tuple[IntArr, FloatArr]:
+    """A since-map's devices and times as two arrays, in the map's order: the timer
+    passes run every batch over every open alert, and test them all at once."""
+    n = len(since)
+    keys = np.fromiter(since.keys(), dtype=np.int64, count=n)
+    return keys, np.fromiter(since.values(), dtype=np.float64, count=n)
+
+
 def _put(values: dict[int, float], key: int, value: float) -> None:
     if math.isnan(value):
         values.pop(key, None)

@@ -22,6 +22,7 @@ from sensord.alerts._model import (
     _due,
     _gather,
     _last_of_device,
+    _open_since,
     _params,
     _passed,
     _put,
@@ -235,7 +236,7 @@ class StateRules(EngineBase):
             elif not st.active[dv]:
                 st.since.pop(dv, None)
 
-    def _state_timers(  # noqa: C901, PLR0913, PLR0917 - the facts of one timer pass
+    def _state_timers(  # noqa: PLR0913, PLR0917 - the facts of one timer pass
         self,
         rule: CompiledRule,
         st: _RuleState,
@@ -248,9 +249,11 @@ class StateRules(EngineBase):
         if not st.since:
             return
         flaps = rule.flapping is not None
-        for dv, since in list(st.since.items()):
-            if not st.active[dv] or st.firing[dv]:
-                continue
+        # Only runs still pending can fire: found for all open alerts at once (this runs
+        # every batch, and a burst leaves thousands of alerts firing).
+        keys, starts = _open_since(st.since)
+        for j in np.flatnonzero(st.active[keys] & ~st.firing[keys]).tolist():
+            dv, since = int(keys[j]), float(starts[j])
             at = since + float(dur["for"][dv])
             if dv in st.resolved_at:
                 at = max(at, st.resolved_at[dv] + float(dur["cooldown"][dv]))
