@@ -139,13 +139,16 @@ def drain_sensord(session: Session, n: int, work: Path, registry: dict[str, Any]
                 first = batch[0].received_at  # wall clock, taken as the bytes arrived
             ev = pipeline.evaluate(batch)
             # As the daemon commits (Daemon._process_loop): queued on the outbox's writer
-            # thread and the next batch evaluated meanwhile; each batch acknowledged once
-            # its commit has landed; at most one commit in flight.
+            # thread; while the loop is behind the stream (a batch of a quarter of
+            # max_size or more) the next batch is evaluated meanwhile; each batch
+            # acknowledged once its commit has landed; at most one commit in flight.
             before, landing = (
                 landing,
                 chain.submit(functools.partial(commit, outbox, ev), functools.partial(landed, ev)),
             )
-            if before is not None:
+            if len(batch) < 5000 // 4:  # as the daemon: steady traffic, wait for this commit
+                await landing
+            elif before is not None:  # behind the stream: overlap it with the next batch
                 await before
             events += len(ev.events)
             accepted += ev.accepted

@@ -17,6 +17,7 @@ from sensord._app import build_daemon
 from sensord._daemon import SettledLock
 from sensord._errors import OutboxError
 from sensord._pipeline import active_from_event, encode_active, encode_active_event
+from sensord._settings import BatchSettings
 from sensord._types import AlertEvent, AlertStatus, RawMessage
 from sensord.outbox import CommitChain, Outbox, decode_event
 from sensord.sinks import MemorySink
@@ -119,7 +120,9 @@ class TestDaemonPipelining:
         seen: dict[str, Any] = {}
 
         async def scenario() -> None:
-            daemon, _ = await build_daemon(settings_for(tmp_path), sinks=[sink])
+            # Batches of one are full batches: the loop is behind the stream.
+            settings = settings_for(tmp_path).model_copy(update={"batch": BatchSettings(max_size=1)})
+            daemon, _ = await build_daemon(settings, sinks=[sink])
             daemon.source = source
             real_evaluate = daemon.pipeline.evaluate
             real_commit = daemon.outbox.commit
@@ -144,6 +147,36 @@ class TestDaemonPipelining:
         assert seen["evaluated_while_held"] is True
         assert seen["acked_when_2_evaluated"] == []
         assert source.acked == [1, 2]
+
+    def test_in_steady_traffic_a_commit_lands_before_the_next_batch(self, tmp_path: Path) -> None:
+        """Small batches (the default max_size, traffic the loop keeps up with): each
+        batch's commit lands and is acknowledged before the next batch is evaluated,
+        so the writer thread never competes with the loop for the GIL."""
+        now = time.time()
+        source = MemorySource(
+            [
+                [msg(1, "wb-01", "wristband", {"ts": now, "sos": True})],
+                [msg(2, "wb-02", "wristband", {"ts": now + 1, "sos": True})],
+            ]
+        )
+        sink = MemorySink("webhook")
+        seen: dict[str, Any] = {}
+
+        async def scenario() -> None:
+            daemon, _ = await build_daemon(settings_for(tmp_path), sinks=[sink])
+            daemon.source = source
+            real_evaluate = daemon.pipeline.evaluate
+
+            def evaluate(messages: list[RawMessage]) -> Any:
+                if messages[0].token == 2:
+                    seen["acked_when_2_evaluated"] = list(source.acked)
+                return real_evaluate(messages)
+
+            daemon.pipeline.evaluate = evaluate  # type: ignore[method-assign,assignment]
+            await run_until(daemon, lambda: source.acked == [1, 2] and len(sink.events) == 2)
+
+        asyncio.run(scenario())
+        assert seen["acked_when_2_evaluated"] == [1]
 
 
 class TestMultiRowStatements:
