@@ -103,7 +103,9 @@ class Row:
     load: tuple[float, float, float]
 
 
-def drain_sensord(session: Session, n: int, work: Path, registry: dict[str, Any]) -> SensordDrain:
+def drain_sensord(
+    session: Session, n: int, work: Path, registry: dict[str, Any], *, overlap: bool = False
+) -> SensordDrain:
     """sensord's pipeline, as the daemon runs it (the commit on the writer thread), until n
     messages are acknowledged; timed from the first message's receipt to the last batch's
     acknowledgement."""
@@ -139,14 +141,14 @@ def drain_sensord(session: Session, n: int, work: Path, registry: dict[str, Any]
                 first = batch[0].received_at  # wall clock, taken as the bytes arrived
             ev = pipeline.evaluate(batch)
             # As the daemon commits (Daemon._process_loop): queued on the outbox's writer
-            # thread; while the loop is behind the stream (a batch of a quarter of
-            # max_size or more) the next batch is evaluated meanwhile; each batch
+            # thread; with --overlap-commits, while the loop is behind the stream (a batch
+            # of a quarter of max_size or more), the next batch is evaluated meanwhile; each batch
             # acknowledged once its commit has landed; at most one commit in flight.
             before, landing = (
                 landing,
                 chain.submit(functools.partial(commit, outbox, ev), functools.partial(landed, ev)),
             )
-            if len(batch) < 5000 // 4:  # as the daemon: steady traffic, wait for this commit
+            if not overlap or len(batch) < 5000 // 4:  # as the daemon: wait for this commit
                 await landing
             elif before is not None:  # behind the stream: overlap it with the next batch
                 await before
@@ -196,6 +198,7 @@ class Run:
     work: Path
     red: Path | None  # None: no Node-RED this run
     clients: tuple[str, ...]
+    overlap: bool = False  # batch.overlap_commits
 
 
 def drain_all(run: Run, bl: Backlog, qos: int, attempt: int = 0) -> Row:
@@ -208,7 +211,7 @@ def drain_all(run: Run, bl: Backlog, qos: int, attempt: int = 0) -> Row:
     nr = None
     if run.red is not None and "node_red" in run.clients:
         nr = _nodered.drain(run.red, run.work, (port, f"node_red-{tag}", qos), n)
-    s = drain_sensord(Session(port, f"sensord-{tag}", qos), n, run.work, bl.registry)
+    s = drain_sensord(Session(port, f"sensord-{tag}", qos), n, run.work, bl.registry, overlap=run.overlap)
     return Row(
         share=bl.share,
         qos=qos,
@@ -364,6 +367,11 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--sweep-qos", type=int, default=1, help="QoS of the device sweep (1)")
     ap.add_argument("--repeat", type=int, default=1, help="drain each backlog R times, print medians (1)")
     ap.add_argument("--no-node-red", action="store_true", help="leave Node-RED out")
+    ap.add_argument(
+        "--overlap-commits",
+        action="store_true",
+        help="sensord as with batch.overlap_commits: true (the next batch evaluated while one commits)",
+    )
     ap.add_argument("--html", type=Path, help="write DIR/index.html with the scaling curves")
     ap.add_argument("--latency", action="store_true", help="then bench/latency.py's sweeps, on the same page")
     ap.add_argument("--latency-seconds", type=float, default=25.0, help="length of a latency point (25)")
@@ -402,7 +410,7 @@ def main() -> None:
     share_rows: list[Row] = []
     device_rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="sensord-bench-") as d:
-        run = Run(broker(Path(d) / "mosquitto"), Path(d), red, clients)
+        run = Run(broker(Path(d) / "mosquitto"), Path(d), red, clients, args.overlap_commits)
         try:
             for share in args.alert_share:
                 bl = backlog(DEFAULT_DEVICES, n, share)
@@ -410,7 +418,7 @@ def main() -> None:
                 for qos in args.qos:
                     share_rows.append(median_row(run, bl, qos, args.repeat))
                     print_table(SHARE_HEAD, [share_cells(share_rows[-1])])
-            sweep = Run(run.server, run.work, None, ("mosquitto_sub", "sensord"))
+            sweep = Run(run.server, run.work, None, ("mosquitto_sub", "sensord"), run.overlap)
             for devices in args.devices:
                 bl = backlog(devices, n, args.sweep_share)
                 device_rows.append(median_row(sweep, bl, args.sweep_qos, args.repeat))

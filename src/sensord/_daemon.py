@@ -113,7 +113,8 @@ class Daemon:
         self._chain = CommitChain(outbox)
         # A batch this big means messages waited for the loop: commits then overlap the
         # next batch's evaluation (`_process_loop`).
-        self._backlog_batch = max(1, settings.batch.max_size // 4)
+        # None: overlapping is off (batch.overlap_commits), every commit lands first.
+        self._backlog_batch = max(1, settings.batch.max_size // 4) if settings.batch.overlap_commits else None
         self._settled_lock = SettledLock(self._batch_lock, self._chain)
         self._reloads: set[asyncio.Task[bool]] = set()
         self.last_reload: RuleReload | None = None  # since this process started
@@ -390,7 +391,7 @@ class Daemon:
                 finally:
                     self._busy_since = None
             # A commit's unexpected failure ends the loop here, as it always did.
-            if len(messages) < self._backlog_batch:
+            if self._backlog_batch is None or len(messages) < self._backlog_batch:
                 # Steady traffic: wait for this commit before the next batch. The writer
                 # thread then has the GIL to itself and lands the commit soonest, and an
                 # alert is delivered as early as it can be (latency, not throughput).

@@ -121,7 +121,8 @@ class TestDaemonPipelining:
 
         async def scenario() -> None:
             # Batches of one are full batches: the loop is behind the stream.
-            settings = settings_for(tmp_path).model_copy(update={"batch": BatchSettings(max_size=1)})
+            batch = BatchSettings(max_size=1, overlap_commits=True)
+            settings = settings_for(tmp_path).model_copy(update={"batch": batch})
             daemon, _ = await build_daemon(settings, sinks=[sink])
             daemon.source = source
             real_evaluate = daemon.pipeline.evaluate
